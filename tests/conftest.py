@@ -1,0 +1,60 @@
+"""Shared fixtures: the real engine, the project's images, cleanup by label."""
+import os
+import subprocess
+
+import pytest
+
+BASE_IMAGE = os.environ.get("DOCKMAGIC_BASE_IMAGE", "dockmagic-base:bookworm")
+ENTRYPOINT_IMAGE = "dockmagic-test:entrypoint"
+ENV_IMAGE = "dockmagic-test:env"
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "fixtures")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker SDK client for the local engine; the suite needs one (.ci/run starts it)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.ping()
+    except Exception as exc:  # pragma: no cover - environment problem, said plainly
+        pytest.fail(f"no Docker engine answers ({exc}); run scripts/ensure-engine.sh as root")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except Exception:
+        pytest.fail(f"image {BASE_IMAGE} missing; run scripts/build-base-image.sh")
+    return BASE_IMAGE
+
+
+def remove_labelled(client, label):
+    for c in client.containers.list(all=True, filters={"label": label}):
+        try:
+            c.remove(force=True)
+        except Exception:
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_dockmagic_leftovers():
+    """After the whole suite, nothing labelled dockmagic.managed may be left (checked, then cleaned)."""
+    yield
+    if os.environ.get("DOCKMAGIC_SKIP_LEAK_CHECK"):
+        return
+    try:
+        out = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", "label=dockmagic.managed"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout.split()
+    except Exception:
+        return
+    if out:
+        subprocess.run(["docker", "rm", "-f", *out], capture_output=True, timeout=60)
+        pytest.fail(f"{len(out)} dockmagic.managed containers were left behind by the tests: {out}")
