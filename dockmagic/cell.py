@@ -1,0 +1,160 @@
+"""Plan a `%%docker` cell: its magic line + the notebook's defaults -> the final `RunSpec`.
+
+Pure (stdlib + the translator). dockmagic's own defaults are written as docker-run flags placed
+*before* the user's, so the user's flags win by docker's own rules (last `-w`, `-u`, `-e KEY`,
+`--label KEY` wins) and `--dry-run` shows exactly what runs.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+from . import translate
+
+DEFAULT_INTERPRETER = ("python3", "-u")
+
+#: dockmagic's own flags (long form only: docker owns the short letters), -> takes a value.
+OWN_FLAGS = {
+    "--dry-run": False,
+    "--show-cmd": False,
+    "--no-mount": False,
+    "--as-root": False,
+    "--keep-entrypoint": False,
+    "--no-raise-error": False,
+    "--in": True,
+    "--out": True,
+}
+
+LABEL_PREFIX = "dockmagic."
+
+
+class CellUsageError(ValueError):
+    """A mistake in the magic line; shown as one line."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the kernel runs as: the container runs as the same uid:gid by default."""
+    uid: int
+    gid: int
+    user: str
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    spec: "translate.RunSpec"
+    dry_run: bool = False
+    raise_error: bool = True
+    inputs: tuple = ()
+    outputs: tuple = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def detach(self) -> bool:
+        return self.spec.detach
+
+    @property
+    def wants_gpus(self) -> bool:
+        return bool(self.spec.gpus)
+
+
+def split_line(line: str) -> list:
+    try:
+        return shlex.split(line, posix=True)
+    except ValueError as exc:
+        raise CellUsageError(f"cannot split the magic line: {exc}; check its quotes") from None
+
+
+def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequence[str] = (),
+              default_image: Optional[str] = None, default_gpus: Optional[str] = None,
+              labels: Mapping[str, str] = (), environ: Optional[Mapping[str, str]] = None,
+              oneshot: bool = True) -> CellPlan:
+    """Turn `%%docker LINE` into the RunSpec that will run, with dockmagic's defaults applied."""
+    argv = split_line(line)
+    try:
+        own, docker_argv = translate.split_run_args(argv, OWN_FLAGS)
+    except translate.TranslateError as exc:
+        raise CellUsageError(str(exc)) from None
+    if not docker_argv and not default_image:
+        raise CellUsageError("%%docker needs an IMAGE: `%%docker [flags] IMAGE [INTERPRETER]`, "
+                             "or set a default with `%docker config --image IMAGE`")
+    user_argv = list(default_flags) + list(docker_argv)
+    try:
+        user = translate.parse_run_args(user_argv, cwd=cwd, environ=environ)
+    except translate.TranslateError as exc:
+        # `%docker config --image X` lets a cell give flags only.
+        if not default_image:
+            raise CellUsageError(str(exc)) from None
+        try:
+            user = translate.parse_run_args(user_argv + [default_image], cwd=cwd, environ=environ)
+        except translate.TranslateError:
+            raise CellUsageError(str(exc)) from None
+        user_argv.append(default_image)
+    if user.tty:
+        raise CellUsageError("-t gives the container a terminal, which a cell has not: drop -t "
+                             "(the cell's output streams without it)")
+
+    n_cmd = len(user.command or ())
+    options, image = user_argv[:len(user_argv) - n_cmd - 1], user_argv[len(user_argv) - n_cmd - 1]
+    # `docker run -- IMG` keeps the `--` before the image out of the options.
+    if options and options[-1] == "--":
+        options = options[:-1]
+
+    prefix = ["-i"]
+    if oneshot and not user.detach:
+        prefix.append("--rm")
+    if not (own.get("--no-mount") or user.volumes or user.mounts or user.workdir):
+        prefix += ["-v", f"{cwd}:{cwd}", "-w", cwd]
+    if own.get("--as-root"):
+        prefix += ["-u", "0:0"]
+    elif user.user is None:
+        prefix += ["-u", f"{identity.uid}:{identity.gid}"]
+    runs_as_root = own.get("--as-root") or (user.user is None and identity.uid == 0) or \
+        (user.user or "").split(":")[0] in ("0", "root")
+    if not runs_as_root:
+        prefix += ["-e", "HOME=/tmp"]
+    prefix += ["-e", f"USER={'root' if runs_as_root else identity.user}",
+               "-e", "PYTHONUNBUFFERED=1", "-e", "CUDA_DEVICE_ORDER=PCI_BUS_ID"]
+    if default_gpus and not user.gpus:
+        prefix += ["--gpus", default_gpus]
+
+    labels = dict(labels)
+    if labels:
+        labels.setdefault("dockmagic.kind", ("detached" if user.detach else "oneshot")
+                          if oneshot else "session")
+    suffix = []
+    for key, value in labels.items():
+        suffix += ["-l", f"{key}={value}"]
+
+    interpreter = tuple(user.command) if user.command else DEFAULT_INTERPRETER
+    if own.get("--keep-entrypoint"):
+        entry, command = [], list(user.command or ())
+    elif user.entrypoint is not None:
+        entry, command = [], list(user.command or ())
+    else:
+        entry, command = ["--entrypoint", interpreter[0]], list(interpreter[1:])
+
+    final_argv = prefix + options + suffix + entry + [image] + command
+    spec = _parse(final_argv, cwd, environ)
+    return CellPlan(
+        spec=spec,
+        dry_run=bool(own.get("--dry-run") or own.get("--show-cmd")),
+        raise_error=not own.get("--no-raise-error"),
+        inputs=tuple(own.get("--in", ())),
+        outputs=tuple(own.get("--out", ())),
+        labels=dict(labels),
+    )
+
+
+def _parse(argv, cwd, environ):
+    try:
+        return translate.parse_run_args(argv, cwd=cwd, environ=environ)
+    except translate.TranslateError as exc:
+        raise CellUsageError(str(exc)) from None
+
+
+def describe_plan(plan: CellPlan) -> str:
+    """The equivalent `docker run` command line, for --dry-run / --show-cmd."""
+    return (translate.format_cli(plan.spec)
+            + "  < cell-body   # the cell's text reaches the container on stdin")

@@ -1,0 +1,123 @@
+"""One error tree for dockmagic, and the words that explain exit codes and engine errors.
+
+Pure: no docker, IPython or pynvml imports. The runner turns the SDK's exceptions into these;
+the magics show them as one short message (``_render_traceback_``), never as a traceback
+through docker-py's internals.
+"""
+from __future__ import annotations
+
+import os
+
+GPU_RUNTIME_HELP = (
+    "the engine has no NVIDIA runtime for --gpus: install nvidia-container-toolkit on the Docker "
+    "host and run `nvidia-ctk runtime configure --runtime=docker`, restart dockerd, then check with "
+    "`docker info | grep -i runtimes`; or drop --gpus (`%gpus none`)"
+)
+
+
+class DockmagicError(Exception):
+    """Base of every error dockmagic raises on purpose; shown as one short message."""
+
+    def _render_traceback_(self):
+        # IPython calls this instead of printing a traceback: the message is the whole story.
+        return [f"{type(self).__name__}: {self}"]
+
+
+class EngineUnavailable(DockmagicError):
+    """No Docker engine answers at the address tried."""
+
+
+class ImageUnavailable(DockmagicError):
+    """The image is not local and could not be pulled."""
+
+
+class EngineError(DockmagicError):
+    """The engine refused a request (create, start, ...)."""
+
+
+class CellFailed(DockmagicError):
+    """A cell's container exited non-zero."""
+
+    def __init__(self, exit_code: int, image: str, stderr_tail: str = "", oom: bool = False,
+                 name: str = ""):
+        self.exit_code = exit_code
+        self.image = image
+        self.stderr_tail = stderr_tail
+        self.oom = oom
+        self.name = name
+        super().__init__(describe_exit(exit_code, image, oom))
+
+    def _render_traceback_(self):
+        lines = [f"{type(self).__name__}: {self}"]
+        if self.stderr_tail.strip():
+            lines.append("last lines of stderr:")
+            lines.extend("  " + ln for ln in self.stderr_tail.rstrip("\n").splitlines()[-10:])
+        return lines
+
+
+def engine_address() -> str:
+    """The address docker-py tries, as a user would set it."""
+    host = os.environ.get("DOCKER_HOST")
+    return f"{host} (DOCKER_HOST)" if host else "unix:///var/run/docker.sock (DOCKER_HOST unset)"
+
+
+def describe_no_engine(reason: str = "") -> str:
+    why = f": {reason}" if reason else ""
+    return (
+        f"no Docker engine answers at {engine_address()}{why}. Is dockerd running? Start it "
+        "(`sudo systemctl start docker`, or scripts/ensure-engine.sh as root), or point DOCKER_HOST "
+        "at a running engine; check with `docker info`"
+    )
+
+
+def describe_exit(code: int, image: str, oom: bool = False) -> str:
+    """One line explaining a container's exit status the way a user needs it."""
+    base = f"container ({image}) exited with code {code}"
+    if code == 137 and oom:
+        return (f"{base}: killed for running out of memory (OOMKilled); raise -m/--memory "
+                "or use less memory")
+    if code == 137:
+        return f"{base}: killed by SIGKILL (stopped, or out of memory outside its own limit)"
+    if code == 139:
+        return f"{base}: segmentation fault (SIGSEGV) inside the container"
+    if code == 125:
+        return f"{base}: the container could not be run (a docker or runtime error)"
+    if code == 126:
+        return f"{base}: the interpreter or command cannot be executed (permission or not executable)"
+    if code == 127:
+        return (f"{base}: command not found; is the interpreter installed in {image}? "
+                "Name another after the image, e.g. `%%docker IMAGE bash`")
+    if code == 130:
+        return f"{base}: interrupted (SIGINT)"
+    if code > 128:
+        return f"{base}: killed by signal {code - 128}"
+    return base
+
+
+def describe_pull_failure(image: str, reason: str) -> str:
+    registry = registry_of(image)
+    return (f"image {image!r} is neither local nor pullable from {registry}: {reason}. "
+            "Build it (`docker build -t ...`), load it (`docker load`), or check the name and tag")
+
+
+def registry_of(image: str) -> str:
+    """The registry an image reference would be pulled from (docker's default rule)."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "Docker Hub (docker.io)"
+
+
+def describe_api_error(exc_text: str, image: str, wants_gpus: bool) -> str:
+    """Turn the engine's own error text into one line naming the fix."""
+    low = exc_text.lower()
+    if wants_gpus and ("could not select device driver" in low or "nvidia" in low):
+        return f"{GPU_RUNTIME_HELP} (engine said: {exc_text.strip()})"
+    if "unknown or invalid runtime name" in low and "nvidia" in low:
+        return f"{GPU_RUNTIME_HELP} (engine said: {exc_text.strip()})"
+    if "executable file not found" in low or "no such file or directory" in low and "exec" in low:
+        return (f"the engine could not start the interpreter in {image}: {exc_text.strip()}. "
+                "Name an interpreter the image has after the image (e.g. `bash`, `python3`)")
+    if "conflict" in low and "name" in low and "already in use" in low:
+        return f"{exc_text.strip()}. Pick another --name, or remove the old one (`%docker rm -f NAME`)"
+    return f"the engine refused the container for {image}: {exc_text.strip()}"

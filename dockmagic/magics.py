@@ -1,0 +1,219 @@
+"""The magics: `%%docker`, `%docker SUBCOMMAND`, `%gpus`. Thin: parse -> plan -> runner -> display."""
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import socket
+import sys
+import time
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+
+from . import cell as cellplan
+from . import errors
+from . import translate
+
+_PROCESS_START = time.time()
+
+
+def _username(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return os.environ.get("USER", str(uid))
+
+
+def kernel_id() -> str:
+    """`host:pid:start`: names this kernel on the engine, so dead kernels' containers are found."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(_PROCESS_START)}"
+
+
+class NotebookConfig:
+    """Per-notebook defaults set by `%docker config`."""
+
+    def __init__(self):
+        self.image = None
+        self.flags = []
+        self.gpus = None  # a `--gpus` value chosen by %gpus, or None
+
+    def describe(self) -> str:
+        from . import gpus
+        return "\n".join([
+            f"default image: {self.image or '(none: each cell names its image)'}",
+            f"default flags: {shlex.join(self.flags) if self.flags else '(none)'}",
+            gpus.describe_choice(self.gpus),
+        ])
+
+
+@magics_class
+class DockerMagics(Magics):
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.config_ = NotebookConfig()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _identity(self) -> cellplan.Identity:
+        uid, gid = os.getuid(), os.getgid()
+        return cellplan.Identity(uid, gid, _username(uid))
+
+    def _notebook(self) -> str:
+        ns = self.shell.user_ns if self.shell is not None else {}
+        return (os.environ.get("JPY_SESSION_NAME") or ns.get("__session__")
+                or ns.get("__vsc_ipynb_file__") or "")
+
+    def _labels(self) -> dict:
+        count = getattr(self.shell, "execution_count", 0) if self.shell is not None else 0
+        return {
+            "dockmagic.managed": "1",
+            "dockmagic.kernel": kernel_id(),
+            "dockmagic.notebook": self._notebook(),
+            "dockmagic.cell": str(count),
+        }
+
+    def _expand(self, line: str) -> str:
+        # IPython has already expanded $var/{var} from the notebook's namespace; what is left
+        # ($HOME, ${DATA}) comes from the kernel's environment, as a shell would do it.
+        return os.path.expandvars(line)
+
+    def plan(self, line: str, oneshot: bool = True) -> cellplan.CellPlan:
+        try:
+            return cellplan.plan_cell(
+                self._expand(line), cwd=os.getcwd(), identity=self._identity(),
+                default_flags=self.config_.flags, default_image=self.config_.image,
+                default_gpus=self.config_.gpus, labels=self._labels(), oneshot=oneshot)
+        except cellplan.CellUsageError as exc:
+            raise UsageError(str(exc)) from None
+
+    # -- %%docker / %docker ------------------------------------------------------------------
+    @line_cell_magic
+    def docker(self, line, cell=None):
+        """Run the cell in a Docker container, or manage dockmagic (line form).
+
+        Cell form::
+
+            %%docker [docker-run flags] [dockmagic flags] IMAGE [INTERPRETER ...]
+
+        The flags are `docker run`'s own (`--gpus`, `-v`, `-e`, `--shm-size`, `-w`, `-u`,
+        `--entrypoint`, `--rm`, `-d`, ... with docker's spellings); everything after IMAGE is the
+        interpreter the cell body is fed to on stdin (default `python3 -u`; `bash`, `bash -l` for a
+        login shell that reads profile/.bashrc env, `sh`; an interpreter that needs a file name can
+        read `/dev/stdin`, e.g. `Rscript /dev/stdin`).
+
+        By default the notebook's folder is mounted at the same path and is the working directory
+        (`--no-mount`, or your own `-v`/`--mount`/`-w`, turns that off), the container runs as the
+        kernel's uid:gid so files it writes are yours (`-u` or `--as-root` overrides), with HOME,
+        USER, PYTHONUNBUFFERED=1 and CUDA_DEVICE_ORDER=PCI_BUS_ID set (your `-e` wins). The image's
+        ENTRYPOINT is replaced by the interpreter (`--keep-entrypoint` keeps it). Output streams
+        live; a non-zero exit raises (`--no-raise-error` opts out); interrupting the kernel stops
+        and removes the container. `-d` starts it in the background and returns its name.
+
+        dockmagic flags: --dry-run / --show-cmd (print the equivalent `docker run` and stop),
+        --no-mount, --as-root, --keep-entrypoint, --no-raise-error.
+
+        Departure from the CLI: an unquoted `--gpus device=1,2` means devices 1 and 2 (the CLI
+        would fail with "cannot set both Count and DeviceIDs"); `'"device=1,2"'` works too.
+        `$NAME` and `{expr}` in the line expand from the notebook's variables first, then `$NAME`
+        from the kernel's environment (so `-v $HOME/data:/data` works).
+
+        Line form: `%docker --help`, `%docker config [--image IMAGE] [--flags "FLAGS"] [--reset]`.
+        """
+        if cell is None:
+            return self._line(line)
+        plan = self.plan(line)
+        if plan.dry_run:
+            print(cellplan.describe_plan(plan))
+            return None
+        return self.run_plan(plan, cell)
+
+    def run_plan(self, plan: cellplan.CellPlan, body: str):
+        from . import runner
+
+        spec = plan.spec
+        kwargs = spec.to_create_kwargs()
+        data = body.encode("utf-8")
+        say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+        if spec.detach:
+            return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
+        result = runner.run_oneshot(
+            kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
+            on_interrupt=lambda cid: say(
+                f"dockmagic: interrupted; container {cid[:12]} stopped (SIGINT, then SIGKILL "
+                f"after {runner.INTERRUPT_GRACE_S:g} s) and removed"))
+        if result.exit_code != 0 and plan.raise_error:
+            raise errors.CellFailed(result.exit_code, spec.image, result.stderr_tail, result.oom,
+                                    result.name)
+        return None
+
+    def _line(self, line: str):
+        argv = cellplan.split_line(line) if line.strip() else []
+        if not argv or argv[0] in ("--help", "-h", "help"):
+            print(self.docker.__doc__)
+            return None
+        handler = getattr(self, f"_cmd_{argv[0].replace('-', '_')}", None)
+        if handler is None:
+            from . import commands  # the lifecycle subcommands: ps, logs, stop, commit, ...
+            handler = commands.COMMANDS.get(argv[0])
+            if handler is not None:
+                return handler(self, argv[1:])
+        if handler is None:
+            raise UsageError(f"%docker has no subcommand {argv[0]!r}; see `%docker --help` "
+                             "(to run code, use the cell form `%%docker IMAGE`)")
+        return handler(argv[1:])
+
+    def _cmd_config(self, args):
+        """`%docker config [--image IMAGE] [--flags "FLAGS"] [--reset]`: per-notebook defaults."""
+        it = iter(args)
+        for arg in it:
+            key, eq, value = arg.partition("=")
+            if key in ("--image", "--flags") and not eq:
+                value = next(it, None)
+                if value is None:
+                    raise UsageError(f"%docker config {key} needs a value")
+            if key == "--image":
+                self.config_.image = value or None
+            elif key == "--flags":
+                flags = cellplan.split_line(value)
+                try:  # check them now, with a placeholder image, rather than at the next cell
+                    translate.parse_run_args(flags + ["image"])
+                except translate.TranslateError as exc:
+                    raise UsageError(f"%docker config --flags: {exc}") from None
+                self.config_.flags = flags
+            elif key == "--reset":
+                self.config_.image, self.config_.flags = None, []
+            else:
+                raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\" or "
+                                 f"--reset, not {arg!r}")
+        print(self.config_.describe())
+
+    @cell_magic
+    def dockerfile(self, line, cell):
+        """Build an image from the cell body: `%%dockerfile -t NAME:TAG [-f NAME] [CONTEXT]`."""
+        from . import commands
+        return commands.dockerfile_cell(self, line, cell)
+
+    # -- %gpus ----------------------------------------------------------------------------
+    @line_magic
+    def gpus(self, line):
+        """Show GPU state, and choose the GPUs the next `%%docker` cells get.
+
+        `%gpus` shows one row per GPU (utilisation, memory, temperature, power, processes and
+        the containers they live in) and the current choice. `%gpus all`, `%gpus 2` (any two),
+        `%gpus 0,2` or `%gpus device=0,2`, `%gpus none`, `%gpus auto:2` (the two least-loaded
+        GPUs, pinned by UUID). A cell's own `--gpus` wins over the choice.
+        """
+        from . import gpus
+
+        arg = line.strip()
+        if arg:
+            try:
+                snap = gpus.snapshot_for_choice(arg)
+                self.config_.gpus = gpus.choose_gpus(arg, snap)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            print(gpus.describe_choice(self.config_.gpus))
+            return None
+        snap = gpus.query_with_containers()
+        print(gpus.describe_choice(self.config_.gpus))
+        return snap

@@ -1,0 +1,288 @@
+"""The only docker SDK (docker-py) user: create, stream, wait, interrupt, clean up.
+
+A one-shot cell is the `docker run -i --rm` dance done with as few engine round trips as the CLI
+makes: create -> attach (stdin, stdout, stderr on one hijacked socket) -> start -> send the cell
+body on stdin and half-close -> read multiplexed frames until EOF -> wait -> remove. The body
+never becomes part of a shell command line, and a read-only root filesystem or an image without
+/tmp does not matter.
+"""
+from __future__ import annotations
+
+import codecs
+import socket
+import struct
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from . import errors
+
+_client = None
+_client_lock = threading.Lock()
+
+#: How long an interrupted container gets after SIGINT before it is killed.
+INTERRUPT_GRACE_S = 2.0
+_STDERR_TAIL_BYTES = 4096
+_READ_SIZE = 1 << 18
+
+
+def get_client():
+    """The shared docker SDK client, made on first use (loading the extension touches no engine)."""
+    global _client
+    if _client is not None:
+        return _client
+    with _client_lock:
+        if _client is None:
+            import docker  # the one lazy import of the SDK
+
+            try:
+                _client = docker.from_env(timeout=600)
+            except docker.errors.DockerException as exc:
+                raise errors.EngineUnavailable(errors.describe_no_engine(_short(exc))) from None
+    return _client
+
+
+def reset_client():
+    """Forget the cached client (after the engine restarted, or in tests)."""
+    global _client
+    with _client_lock:
+        if _client is not None:
+            try:
+                _client.close()
+            except Exception:
+                pass
+        _client = None
+
+
+def _short(exc) -> str:
+    text = str(getattr(exc, "explanation", None) or exc)
+    if "Connection aborted" in text or "FileNotFoundError" in text or "No such file" in text:
+        return "the socket is missing or refuses connections"
+    if "Permission denied" in text:
+        return "permission denied on the socket (add yourself to the docker group)"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class CellResult:
+    exit_code: int
+    name: str
+    oom: bool = False
+    stderr_tail: str = ""
+
+
+class _Sink:
+    """Incremental UTF-8 decoding per stream, one write and flush per chunk."""
+
+    def __init__(self, stream, keep_tail: bool = False):
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.tail = deque() if keep_tail else None
+        self.tail_len = 0
+
+    def write(self, data: bytes, final: bool = False):
+        text = self.decoder.decode(data, final)
+        if self.tail is not None and data:
+            self.tail.append(data)
+            self.tail_len += len(data)
+            while self.tail_len - len(self.tail[0]) >= _STDERR_TAIL_BYTES:
+                self.tail_len -= len(self.tail.popleft())
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def tail_text(self) -> str:
+        if not self.tail:
+            return ""
+        return b"".join(self.tail)[-_STDERR_TAIL_BYTES:].decode("utf-8", "replace")
+
+
+def _raw_socket(sock):
+    return getattr(sock, "_sock", sock)
+
+
+def read_frames(sock, on_frame: Callable[[int, bytes], None]):
+    """Read docker's multiplexed attach stream (8-byte header: stream, 0, 0, 0, size) to EOF."""
+    raw = _raw_socket(sock)
+    buf = bytearray()
+    view_start = 0
+    header = struct.Struct(">BxxxL")
+    while True:
+        chunk = raw.recv(_READ_SIZE)
+        if not chunk:
+            break
+        if view_start:
+            del buf[:view_start]
+            view_start = 0
+        buf += chunk
+        n = len(buf)
+        pos = 0
+        while n - pos >= 8:
+            kind, size = header.unpack_from(buf, pos)
+            if n - pos - 8 < size:
+                break
+            on_frame(kind, bytes(buf[pos + 8:pos + 8 + size]))
+            pos += 8 + size
+        view_start = pos
+
+
+def _create(client, kwargs: dict, on_pull=None) -> str:
+    """Create a container from translator kwargs with the low-level API (one round trip)."""
+    import docker
+    from docker.models.containers import _create_container_args
+
+    kw = dict(kwargs)
+    kw["version"] = client.api._version
+    args = _create_container_args(kw)
+    try:
+        return client.api.create_container(**args)["Id"]
+    except docker.errors.ImageNotFound:
+        pull_image(kwargs["image"], on_progress=on_pull)
+        return client.api.create_container(**args)["Id"]
+
+
+def pull_image(image: str, on_progress: Optional[Callable[[str], None]] = None):
+    """Pull IMAGE, reporting progress lines; a failure says the image is neither local nor pullable."""
+    import docker
+
+    client = get_client()
+    repo, tag = _split_tag(image)
+    say = on_progress or (lambda line: None)
+    say(f"{image} is not local; pulling it from {errors.registry_of(image)} ...")
+    last = {}
+    try:
+        for event in client.api.pull(repo, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise errors.ImageUnavailable(errors.describe_pull_failure(image, event["error"]))
+            status, layer = event.get("status", ""), event.get("id", "")
+            if last.get(layer) != status:  # one line per layer state change, not per byte
+                last[layer] = status
+                say(f"  {layer + ': ' if layer else ''}{status}")
+    except docker.errors.APIError as exc:
+        raise errors.ImageUnavailable(
+            errors.describe_pull_failure(image, _short(exc))) from None
+    except docker.errors.DockerException as exc:
+        raise errors.ImageUnavailable(
+            errors.describe_pull_failure(image, _short(exc))) from None
+
+
+def _split_tag(image: str):
+    if "@" in image:
+        return image, None
+    repo, sep, tag = image.rpartition(":")
+    if sep and "/" not in tag:
+        return repo, tag
+    return image, "latest"
+
+
+def _api_error(exc, image: str, wants_gpus: bool):
+    text = str(getattr(exc, "explanation", None) or exc)
+    return errors.EngineError(errors.describe_api_error(text, image, wants_gpus))
+
+
+def run_oneshot(kwargs: dict, body: bytes, *, stdout=None, stderr=None, wants_gpus: bool = False,
+                on_pull=None, on_interrupt=None, remove: bool = True) -> CellResult:
+    """Run one cell: the container gets BODY on stdin and is removed afterwards, whatever happens.
+
+    ``kwargs`` come from ``RunSpec.to_create_kwargs()`` (plus dockmagic's labels). Output is
+    streamed to ``stdout``/``stderr`` as it arrives. KeyboardInterrupt stops the container
+    (SIGINT, a short grace, then SIGKILL), removes it and is re-raised.
+    """
+    import docker
+
+    client = get_client()
+    api = client.api
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    image = kwargs.get("image", "")
+    kw = dict(kwargs, stdin_open=True, detach=False, tty=False, auto_remove=False)
+    cid = None
+    sock = None
+    try:
+        try:
+            cid = _create(client, kw, on_pull)
+        except docker.errors.APIError as exc:
+            raise _api_error(exc, image, wants_gpus) from None
+        sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        try:
+            api.start(cid)
+        except docker.errors.APIError as exc:
+            raise _api_error(exc, image, wants_gpus) from None
+        raw = _raw_socket(sock)
+        if body:
+            raw.sendall(body)
+        raw.shutdown(socket.SHUT_WR)
+        out, err = _Sink(stdout), _Sink(stderr, keep_tail=True)
+        sinks = {1: out, 2: err}
+        try:
+            read_frames(sock, lambda kind, data: sinks.get(kind, out).write(data))
+            out.write(b"", final=True)
+            err.write(b"", final=True)
+        except KeyboardInterrupt:
+            _interrupt(api, cid)
+            if on_interrupt:
+                on_interrupt(cid)
+            raise
+        code = api.wait(cid)["StatusCode"]
+        oom = False
+        if code == 137:
+            oom = bool(api.inspect_container(cid)["State"].get("OOMKilled"))
+        return CellResult(code, cid[:12], oom, err.tail_text())
+    finally:
+        if sock is not None:
+            try:
+                sock.close()
+            except Exception:
+                pass
+        if cid is not None and remove:
+            _remove_quietly(api, cid)
+
+
+def _interrupt(api, cid: str):
+    """SIGINT, a short grace, then SIGKILL: what Ctrl-C in `docker run` amounts to."""
+    try:
+        api.kill(cid, signal="SIGINT")
+        api.wait(cid, timeout=INTERRUPT_GRACE_S)
+    except Exception:
+        try:
+            api.kill(cid)
+        except Exception:
+            pass
+
+
+def _remove_quietly(api, cid: str):
+    try:
+        api.remove_container(cid, force=True)
+    except Exception as exc:  # already gone (404) is the only expected case
+        if getattr(getattr(exc, "response", None), "status_code", None) != 404:
+            print(f"dockmagic: could not remove container {cid[:12]}: {_short(exc)}",
+                  file=sys.stderr)
+
+
+def run_detached(kwargs: dict, body: bytes, *, wants_gpus: bool = False, on_pull=None) -> str:
+    """Start a background container that reads BODY on stdin; returns its name at once."""
+    import docker
+
+    client = get_client()
+    api = client.api
+    image = kwargs.get("image", "")
+    kw = dict(kwargs, stdin_open=True, detach=False, tty=False)
+    cid = None
+    try:
+        cid = _create(client, kw, on_pull)
+        sock = api.attach_socket(cid, params={"stdin": 1, "stream": 1})
+        api.start(cid)
+        raw = _raw_socket(sock)
+        raw.sendall(body)
+        raw.shutdown(socket.SHUT_WR)
+        sock.close()
+        name = api.inspect_container(cid)["Name"].lstrip("/")
+        cid = None  # started: it is the user's now
+        return name
+    except docker.errors.APIError as exc:
+        raise _api_error(exc, image, wants_gpus) from None
+    finally:
+        if cid is not None:
+            _remove_quietly(api, cid)
