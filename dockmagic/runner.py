@@ -255,8 +255,8 @@ def _interrupt(api, cid: str):
 def _remove_quietly(api, cid: str):
     try:
         api.remove_container(cid, force=True)
-    except Exception as exc:  # already gone (404) is the only expected case
-        if getattr(getattr(exc, "response", None), "status_code", None) != 404:
+    except Exception as exc:  # already gone (404) or going (409) are the expected cases
+        if getattr(getattr(exc, "response", None), "status_code", None) not in (404, 409):
             print(f"dockmagic: could not remove container {cid[:12]}: {_short(exc)}",
                   file=sys.stderr)
 
