@@ -104,28 +104,42 @@ def _raw_socket(sock):
 
 
 def read_frames(sock, on_frame: Callable[[int, bytes], None]):
-    """Read docker's multiplexed attach stream (8-byte header: stream, 0, 0, 0, size) to EOF."""
+    """Read docker's multiplexed attach stream (8-byte header: stream, 0, 0, 0, size) to EOF.
+
+    Reads land in one reused buffer; consecutive frames of one stream within a read are handed
+    over as one chunk, so a chatty program costs one decode and one write per read, not per line.
+    """
     raw = _raw_socket(sock)
-    buf = bytearray()
-    view_start = 0
     header = struct.Struct(">BxxxL")
+    buf = bytearray(_READ_SIZE)
+    start = end = 0
     while True:
-        chunk = raw.recv(_READ_SIZE)
-        if not chunk:
-            break
-        if view_start:
-            del buf[:view_start]
-            view_start = 0
-        buf += chunk
-        n = len(buf)
-        pos = 0
-        while n - pos >= 8:
-            kind, size = header.unpack_from(buf, pos)
-            if n - pos - 8 < size:
+        if end == len(buf):
+            if start:  # move the partial frame to the front
+                buf[:end - start] = buf[start:end]
+                end, start = end - start, 0
+            else:      # one frame larger than the buffer: grow it
+                buf.extend(bytes(len(buf)))
+        with memoryview(buf) as view:
+            got = raw.recv_into(view[end:])
+            if not got:
                 break
-            on_frame(kind, bytes(buf[pos + 8:pos + 8 + size]))
-            pos += 8 + size
-        view_start = pos
+            end += got
+            run_kind, run = None, []
+            while end - start >= 8:
+                kind, size = header.unpack_from(buf, start)
+                if end - start - 8 < size:
+                    break
+                if kind != run_kind and run:
+                    on_frame(run_kind, b"".join(run))
+                    run = []
+                run_kind = kind
+                run.append(view[start + 8:start + 8 + size].tobytes())
+                start += 8 + size
+            if run:
+                on_frame(run_kind, b"".join(run))
+        if start == end:
+            start = end = 0
 
 
 def _create(client, kwargs: dict, on_pull=None) -> str:
