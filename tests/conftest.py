@@ -1,6 +1,7 @@
 """Shared fixtures: the real engine, the project's images, cleanup by label."""
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -44,17 +45,25 @@ def remove_labelled(client, label):
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_dockmagic_leftovers():
-    """After the whole suite, nothing labelled dockmagic.managed may be left (checked, then cleaned)."""
+    """After the whole suite, no dockmagic.managed container this run created may be left.
+
+    Only containers created since the run began count (and are cleaned up), so a run never
+    touches what another run on the same engine owns.
+    """
+    started = time.time() - 1
     yield
     if os.environ.get("DOCKMAGIC_SKIP_LEAK_CHECK"):
         return
+    import docker
+
+    client = docker.from_env()
     try:
-        out = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", "label=dockmagic.managed"],
-            capture_output=True, text=True, timeout=30,
-        ).stdout.split()
-    except Exception:
-        return
-    if out:
-        subprocess.run(["docker", "rm", "-f", *out], capture_output=True, timeout=60)
-        pytest.fail(f"{len(out)} dockmagic.managed containers were left behind by the tests: {out}")
+        left = [c for c in client.api.containers(all=True, filters={"label": "dockmagic.managed"})
+                if c.get("Created", 0) >= started]
+    finally:
+        client.close()
+    if left:
+        ids = [c["Id"][:12] for c in left]
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=120)
+        pytest.fail(f"{len(ids)} dockmagic.managed containers were left behind by the tests: "
+                    f"{[(c['Id'][:12], c.get('Names'), c.get('Labels', {}).get('dockmagic.kind')) for c in left]}")
