@@ -148,8 +148,11 @@ def _create(client, kwargs: dict, on_pull=None) -> str:
     from docker.models.containers import _create_container_args
 
     kw = dict(kwargs)
+    extra = kw.pop("_host_config_extra", None)  # fields docker-py has no kwarg for
     kw["version"] = client.api._version
     args = _create_container_args(kw)
+    if extra:
+        args["host_config"].update(extra)
     try:
         return client.api.create_container(**args)["Id"]
     except docker.errors.ImageNotFound:
