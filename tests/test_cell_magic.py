@@ -330,3 +330,16 @@ def test_every_container_carries_dockmagic_labels(shell, workdir, docker_client)
         assert {"dockmagic.kernel", "dockmagic.cell", "dockmagic.notebook"} <= set(labels)
     finally:
         docker_client.containers.get(name).remove(force=True)
+
+
+def test_flags_docker_py_cannot_say_still_reach_the_engine(shell, workdir, docker_client):
+    """--security-opt systempaths=unconfined has no docker-py kwarg: it must not be dropped."""
+    name = shell.run_cell_magic(
+        "docker", f"-d --security-opt systempaths=unconfined -v ./data:/data:z {BASE_IMAGE}",
+        "import time; time.sleep(20)")
+    try:
+        hc = docker_client.api.inspect_container(name)["HostConfig"]
+        assert hc["MaskedPaths"] == [] and hc["ReadonlyPaths"] == []
+        assert f"{workdir}/data:/data:z" in hc["Binds"]
+    finally:
+        docker_client.containers.get(name).remove(force=True)
