@@ -343,3 +343,30 @@ def test_flags_docker_py_cannot_say_still_reach_the_engine(shell, workdir, docke
         assert f"{workdir}/data:/data:z" in hc["Binds"]
     finally:
         docker_client.containers.get(name).remove(force=True)
+
+
+def test_missing_image_is_pulled_with_progress(shell, workdir, docker_client, capsys):
+    """A real pull from a real registry on loopback (scripts/ensure-registry.sh)."""
+    import uuid
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(["bash", os.path.join(root, "scripts", "ensure-registry.sh")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    repo, tag = "localhost:5000/dm/pull-test", uuid.uuid4().hex[:8]
+    ref = f"{repo}:{tag}"
+    docker_client.images.get(BASE_IMAGE).tag(repo, tag)
+    try:
+        for event in docker_client.api.push(repo, tag=tag, stream=True, decode=True):
+            assert "error" not in event, event
+        docker_client.images.remove(ref)
+        shell.run_cell_magic("docker", ref, "print('pulled and ran')")
+        out = capsys.readouterr()
+        assert out.out.strip() == "pulled and ran"
+        assert f"{ref} is not local; pulling it from localhost:5000" in out.err
+        assert "Status: Downloaded newer image" in out.err
+    finally:
+        try:
+            docker_client.images.remove(ref)
+        except Exception:
+            pass
