@@ -1,0 +1,102 @@
+"""`%gpus` through a real IPython shell: no-driver state, fixture rendering, and the choice
+reaching the next `%%docker` cell's container (checked with the engine's own inspect).
+
+Without a GPU here, the recorded H200 / 8-GPU readings stand in for NVML's answers by replacing
+`nvml.query_record` (the one NVML read); everything after it is the real code path.
+"""
+import json
+import os
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from dockmagic import nvml, runner
+from conftest import BASE_IMAGE, FIXTURES
+
+
+def record(name, label=None):
+    with open(os.path.join(FIXTURES, name)) as f:
+        snaps = json.load(f)["snapshots"]
+    return next(s for s in snaps if label in (None, s.get("label")))
+
+
+@pytest.fixture
+def shell():
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "dockmagic")
+    yield ip
+    ip.run_line_magic("gpus", "none")
+    ip.run_line_magic("unload_ext", "dockmagic")
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    def use(name, label=None):
+        rec = record(name, label)
+        monkeypatch.setattr(nvml, "query_record", lambda: dict(rec))
+        return rec
+    return use
+
+
+def test_without_a_driver_one_clear_line(shell, capsys):
+    if not nvml.query_snapshot().error:
+        pytest.skip("this machine has an NVIDIA driver")
+    snap = shell.run_line_magic("gpus", "")
+    assert repr(snap).startswith("no NVIDIA driver found")
+    assert "no NVIDIA driver found" in snap._repr_html_()
+    assert "next %%docker cells get: no GPUs" in capsys.readouterr().out
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("gpus", "auto:2")
+    assert "driver" in str(info.value)
+    shell.run_line_magic("gpus", "none")     # still works
+    shell.run_line_magic("gpus", "all")      # the engine may be remote: passed through
+    assert "all GPUs" in capsys.readouterr().out
+
+
+def test_fixture_renders_every_column(shell, recorded):
+    recorded("nvml-h200.json", "under_load")
+    snap = shell.run_line_magic("gpus", "")
+    html, text = snap._repr_html_(), repr(snap)
+    for want in ("NVIDIA H200", "100%", "57°C", "694 / 700 W", "PID 495", "6.4 GiB",
+                 "140.4 GiB"):
+        assert want in html and want in text, want
+
+
+def test_auto_2_pins_the_least_loaded_pair_on_the_next_cells_container(
+        shell, recorded, docker_client, base_image, capsys):
+    rec = recorded("nvml-8gpu-mixed.json")
+    uuids = {d["index"]: d.get("uuid") for d in rec["devices"]}
+    shell.run_line_magic("gpus", "auto:2")
+    assert "GPU" in capsys.readouterr().out
+    magics = shell.magics_manager.registry["DockerMagics"]
+    plan = magics.plan(f"-l test.case=gpus-auto {BASE_IMAGE}")
+    client = runner.get_client()
+    cid = runner._create(client, plan.spec.to_create_kwargs())   # created, not started: no GPUs here
+    try:
+        reqs = client.api.inspect_container(cid)["HostConfig"]["DeviceRequests"]
+        assert [r["DeviceIDs"] for r in reqs] == [[uuids[3], uuids[6]]]
+        assert reqs[0]["Capabilities"] == [["gpu"]]
+    finally:
+        client.api.remove_container(cid, force=True)
+    # A cell's own --gpus wins over the choice.
+    plan = magics.plan(f"--gpus device=1 {BASE_IMAGE}")
+    assert [g.device_ids for g in plan.spec.gpus] == [("1",)]
+    # %gpus with no argument shows the current choice too.
+    shell.run_line_magic("gpus", "")
+    assert "GPU" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arg,want", [("all", -1), ("2", 2)])
+def test_counts_reach_the_plan(shell, recorded, arg, want):
+    recorded("nvml-8gpu-mixed.json")
+    shell.run_line_magic("gpus", arg)
+    plan = shell.magics_manager.registry["DockerMagics"].plan(BASE_IMAGE)
+    assert plan.spec.gpus[0].count == want
+
+
+def test_bad_choice_names_the_accepted_forms(shell, recorded):
+    recorded("nvml-8gpu-mixed.json")
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("gpus", "fastest")
+    assert "auto:N" in str(info.value) and "\n" not in str(info.value)
