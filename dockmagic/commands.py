@@ -176,7 +176,8 @@ class _Streams:
     """Write engine bytes to the notebook: incremental UTF-8 per stream, a flush per chunk, and
     the tail of stderr kept for the error message."""
 
-    def __init__(self, tail_bytes: int = 4096):
+    def __init__(self, tail_bytes: int = 4096, text_filter=None):
+        self.text_filter = text_filter
         self.decoders = {1: codecs.getincrementaldecoder("utf-8")("replace"),
                          2: codecs.getincrementaldecoder("utf-8")("replace")}
         self.tails = {1: deque(maxlen=64), 2: deque(maxlen=64)}
@@ -188,6 +189,8 @@ class _Streams:
         text = self.decoders[kind].decode(data, final)
         if data:
             self.tails[kind].append(data)
+        if text and self.text_filter is not None:
+            text = self.text_filter(text)
         if text:
             stream.write(text)
             stream.flush()
@@ -283,7 +286,8 @@ _LOGS.add_argument("name", metavar="NAME")
 def cmd_logs(magics, argv):
     """`%docker logs [-f] [--tail N] [-t] NAME`."""
     args = _LOGS.parse(argv)
-    out = _Streams()
+    from .session import strip_markers  # a session's log holds the agent's end-of-cell markers
+    out = _Streams(text_filter=strip_markers)
     try:
         lifecycle.stream_logs(args.name, out, follow=args.follow, tail=args.tail,
                               timestamps=args.timestamps)

@@ -37,6 +37,7 @@ class NotebookConfig:
         self.image = None
         self.flags = []
         self.gpus = None  # a `--gpus` value chosen by %gpus, or None
+        self.spare = True  # start a spare container after a one-shot cell (`--spare off`)
 
     def describe(self) -> str:
         from . import gpus
@@ -44,6 +45,7 @@ class NotebookConfig:
             f"default image: {self.image or '(none: each cell names its image)'}",
             f"default flags: {shlex.join(self.flags) if self.flags else '(none)'}",
             gpus.describe_choice(self.gpus),
+            f"spare containers: {'on' if self.spare else 'off'}",
         ])
 
 
@@ -52,6 +54,14 @@ class DockerMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.config_ = NotebookConfig()
+
+    def close(self):
+        """Stop what this notebook started in the background: spares, panels' refreshers."""
+        from . import session
+        session.close_all()
+        for panel in getattr(self, "panels", ()):
+            panel.close()
+        self.panels = []
 
     # -- helpers -------------------------------------------------------------------------
     def _identity(self) -> cellplan.Identity:
@@ -76,6 +86,16 @@ class DockerMagics(Magics):
         # IPython has already expanded $var/{var} from the notebook's namespace; what is left
         # ($HOME, ${DATA}) comes from the kernel's environment, as a shell would do it.
         return os.path.expandvars(line)
+
+    def _report_orphans_once(self):
+        # On first use, not at load: loading the extension touches no engine.
+        if getattr(self, "_orphans_reported", False):
+            return
+        self._orphans_reported = True
+        from . import lifecycle
+        message = lifecycle.report_orphans()
+        if message:
+            print(message, file=sys.stderr)
 
     def plan(self, line: str, oneshot: bool = True) -> cellplan.CellPlan:
         try:
@@ -110,15 +130,31 @@ class DockerMagics(Magics):
         and removes the container. `-d` starts it in the background and returns its name.
 
         dockmagic flags: --dry-run / --show-cmd (print the equivalent `docker run` and stop),
-        --no-mount, --as-root, --keep-entrypoint, --no-raise-error.
+        --no-mount, --as-root, --keep-entrypoint, --no-raise-error, --in NAMES / --out NAMES
+        (move variables into the cell and back: `--in x,cfg --out result`, `dest=src` renames;
+        numpy arrays travel as .npy, other objects by pickle).
+
+        Sessions: `%docker session NAME [docker-run flags] IMAGE` starts (or reattaches to) a
+        long-lived container; `%%docker @NAME` runs the cell in its one persistent Python
+        interpreter (variables and imports stay), `%%docker @NAME bash` via exec in it.
+        After a one-shot cell a spare container with the same spec is kept warm, so the next
+        identical cell starts at once in a fresh container (`%docker config --spare off`).
 
         Departure from the CLI: an unquoted `--gpus device=1,2` means devices 1 and 2 (the CLI
         would fail with "cannot set both Count and DeviceIDs"); `'"device=1,2"'` works too.
         `$NAME` and `{expr}` in the line expand from the notebook's variables first, then `$NAME`
         from the kernel's environment (so `-v $HOME/data:/data` works).
 
-        Line form: `%docker --help`, `%docker config [--image IMAGE] [--flags "FLAGS"] [--reset]`.
+        Line form: `%docker --help`, `%docker config [--image IMAGE] [--flags "FLAGS"]
+        [--spare on|off] [--reset]`, and the subcommands listed by `%docker --help`.
         """
+        if cell is not None and line.lstrip().startswith("@"):  # `%%docker @NAME`: a session
+            from . import session
+            try:
+                return session.run_cell(line, cell, self.shell.user_ns)
+            except session.SessionUsage as exc:
+                raise UsageError(str(exc)) from None
+        self._report_orphans_once()
         if cell is None:
             return self._line(line)
         plan = self.plan(line)
@@ -134,13 +170,30 @@ class DockerMagics(Magics):
         kwargs = spec.to_create_kwargs()
         data = body.encode("utf-8")
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+        xfer = None
+        if plan.inputs or plan.outputs:  # --in/--out: the body becomes a loader + the cell + a saver
+            from . import transfer
+            try:
+                xfer = transfer.prepare_oneshot(plan, self.shell.user_ns)
+            except transfer.TransferUsage as exc:
+                raise UsageError(str(exc)) from None
+            data = xfer.body(body)
+            kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
         if spec.detach:
             return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
-        result = runner.run_oneshot(
-            kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
-            on_interrupt=lambda cid: say(
-                f"dockmagic: interrupted; container {cid[:12]} stopped (SIGINT, then SIGKILL "
-                f"after {runner.INTERRUPT_GRACE_S:g} s) and removed"))
+        from . import session  # a ready spare with the same spec skips create + start
+        run_oneshot = session.runner_for(spec, self.config_.spare)
+        try:
+            result = run_oneshot(
+                kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
+                on_interrupt=lambda cid: say(
+                    f"dockmagic: interrupted; container {cid[:12]} stopped (SIGINT, then SIGKILL "
+                    f"after {runner.INTERRUPT_GRACE_S:g} s) and removed"))
+            if xfer is not None:
+                xfer.finish(result.exit_code, self.shell.user_ns)
+        finally:
+            if xfer is not None:
+                xfer.close()
         if result.exit_code != 0 and plan.raise_error:
             raise errors.CellFailed(result.exit_code, spec.image, result.stderr_tail, result.oom,
                                     result.name)
@@ -149,7 +202,9 @@ class DockerMagics(Magics):
     def _line(self, line: str):
         argv = cellplan.split_line(line) if line.strip() else []
         if not argv or argv[0] in ("--help", "-h", "help"):
+            from . import commands
             print(self.docker.__doc__)
+            print(commands.SUMMARY)
             return None
         handler = getattr(self, f"_cmd_{argv[0].replace('-', '_')}", None)
         if handler is None:
@@ -167,7 +222,7 @@ class DockerMagics(Magics):
         it = iter(args)
         for arg in it:
             key, eq, value = arg.partition("=")
-            if key in ("--image", "--flags") and not eq:
+            if key in ("--image", "--flags", "--spare") and not eq:
                 value = next(it, None)
                 if value is None:
                     raise UsageError(f"%docker config {key} needs a value")
@@ -182,10 +237,27 @@ class DockerMagics(Magics):
                 self.config_.flags = flags
             elif key == "--reset":
                 self.config_.image, self.config_.flags = None, []
+            elif key == "--spare":
+                if value not in ("on", "off"):
+                    raise UsageError("%docker config --spare takes on or off")
+                self.config_.spare = value == "on"
+                if not self.config_.spare:
+                    from . import session
+                    session.SPARES.discard()
             else:
-                raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\" or "
-                                 f"--reset, not {arg!r}")
+                raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\", "
+                                 f"--spare on|off or --reset, not {arg!r}")
         print(self.config_.describe())
+
+    def _cmd_session(self, args):
+        """`%docker session NAME [docker-run flags] IMAGE [PYTHON]`: start (or reattach to) a
+        long-lived container running one Python interpreter; `%%docker @NAME` cells run in it
+        and keep its variables. `%docker session` lists sessions; `--stop NAME` removes one."""
+        from . import session
+        try:
+            return session.command(args, plan=lambda line: self.plan(line, oneshot=False))
+        except session.SessionUsage as exc:
+            raise UsageError(str(exc)) from None
 
     @cell_magic
     def dockerfile(self, line, cell):

@@ -32,8 +32,9 @@ def workdir(tmp_path, monkeypatch):
 
 
 def managed(client, **labels):
+    """dockmagic's containers with these labels, in one listing call (no per-container get)."""
     filters = ["dockmagic.managed"] + [f"{k}={v}" for k, v in labels.items()]
-    return client.containers.list(all=True, filters={"label": filters})
+    return client.api.containers(all=True, filters={"label": filters})
 
 
 class Recorder:
@@ -256,13 +257,13 @@ def test_environment_variables_expand_in_the_line(shell, workdir, capsys, monkey
 
 def test_dry_run_prints_the_equivalent_command_and_runs_nothing(shell, workdir, capsys,
                                                                 docker_client):
-    before = len(managed(docker_client))
-    shell.run_cell_magic("docker", f"--dry-run --gpus device=0,1 --shm-size 8g {BASE_IMAGE}", "x")
+    shell.run_cell_magic("docker", f"--dry-run --gpus device=0,1 --shm-size 8g -l test.case=dry "
+                                   f"{BASE_IMAGE}", "x")
     out = capsys.readouterr().out
     assert out.startswith("docker run ")
     assert "'\"device=0,1\"'" in out or '"device=0,1"' in out
     assert f"{workdir}:{workdir}" in out and "dockmagic.managed=1" in out
-    assert len(managed(docker_client)) == before
+    assert managed(docker_client, **{"test.case": "dry"}) == []
 
 
 def test_bad_flags_are_one_line_usage_errors(shell, workdir):

@@ -1,0 +1,167 @@
+"""Sessions, --in/--out and spares, against the docker CLI, in one run.
+
+    .venv/bin/python benchmarks/bench_session.py [--runs 200] [--gb 1] [--spare-runs 15]
+
+1. A warm session cell (`%%docker @bench` + `print(1)`, through a real IPython shell) vs
+   `docker exec NAME python3 -c 'print(1)'` through the CLI: medians and the ratio
+   (targets: < 2 ms, >= 20x faster).
+2. A 1 GB float64 array into a session cell and back (`--in x`, `--out y`, both), in GB/s
+   (target >= 1 GB/s), and the same through a one-shot cell.
+3. A repeated identical one-shot cell with its spare ready vs `docker run --rm IMAGE python3 -c
+   'print(1)'` through the CLI, interleaved: medians and the ratio (target <= 0.3x).
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+IMAGE = os.environ.get("DOCKMAGIC_BASE_IMAGE", "dockmagic-base:bookworm")
+
+
+class Quiet:
+    """Send the cells' output to /dev/null while timing."""
+
+    def __enter__(self):
+        self.old = sys.stdout
+        sys.stdout = open(os.devnull, "w")
+
+    def __exit__(self, *exc):
+        sys.stdout.close()
+        sys.stdout = self.old
+
+
+def med_ms(xs):
+    return statistics.median(xs) * 1000
+
+
+def session_latency(ip, name, runs, cli_runs):
+    cell = []
+    with Quiet():
+        for _ in range(20):  # warm up
+            ip.run_cell_magic("docker", f"@{name}", "print(1)")
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            ip.run_cell_magic("docker", f"@{name}", "print(1)")
+            cell.append(time.perf_counter() - t0)
+    cli = []
+    for _ in range(cli_runs):
+        t0 = time.perf_counter()
+        subprocess.run(["docker", "exec", name, "python3", "-c", "print(1)"], check=True,
+                       stdout=subprocess.DEVNULL)
+        cli.append(time.perf_counter() - t0)
+    c, d = med_ms(cell), med_ms(cli)
+    p10, p90 = (sorted(cell)[runs * k // 10] * 1000 for k in (1, 9))
+    print(f"warm session cell, print(1): median {c:.2f} ms  [p10 {p10:.2f}, p90 {p90:.2f}]  "
+          f"({runs} cells)   target < 2 ms")
+    print(f"docker exec via CLI:         median {d:.1f} ms  ({cli_runs} runs)")
+    print(f"  exec / session cell = {d / c:.0f}x faster   (target >= 20x)")
+
+
+def transfer_speed(ip, name, gb, repeats):
+    import numpy as np
+
+    n = int(gb * (1 << 30)) // 8
+    ip.user_ns["x"] = np.ones(n)
+    ip.user_ns["x"][::4096] = np.arange(len(ip.user_ns["x"][::4096]))  # not all the same page
+    size = ip.user_ns["x"].nbytes / 1e9
+    rows = {"in": [], "out": [], "in+out": [], "one-shot in+out": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ip.run_cell_magic("docker", f"@{name} --in x", "pass")
+        rows["in"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ip.run_cell_magic("docker", f"@{name} --out y", "y = x")
+        rows["out"].append(time.perf_counter() - t0)
+        del ip.user_ns["y"]
+        t0 = time.perf_counter()
+        ip.run_cell_magic("docker", f"@{name} --in x --out y", "y = x")
+        rows["in+out"].append(time.perf_counter() - t0)
+        assert ip.user_ns["y"].shape == ip.user_ns["x"].shape and ip.user_ns["y"][4096] == 1
+        del ip.user_ns["y"]
+        t0 = time.perf_counter()
+        ip.run_cell_magic("docker", f"--in x --out y {IMAGE}", "y = x")
+        rows["one-shot in+out"].append(time.perf_counter() - t0)
+        del ip.user_ns["y"]
+        ip.run_cell_magic("docker", f"@{name}", "del x, y")
+    print(f"{size:.2f} GB float64 array, best of {repeats}:")
+    for key, ts in rows.items():
+        moved = size * (2 if "+" in key else 1)
+        best = min(ts)
+        print(f"  {key:16s} {best:6.2f} s  = {moved / best:5.2f} GB/s "
+              f"({moved:.2f} GB moved)   target >= 1 GB/s")
+    del ip.user_ns["x"]
+
+
+def spare_vs_cli(ip, runs):
+    from dockmagic import session
+
+    line = f"-l dockmagic.bench=session {IMAGE}"
+    with Quiet():
+        ip.run_cell_magic("docker", line, "print(1)")  # cold; makes the spare
+    cell, cli, cold = [], [], []
+    used = session.SPARES.used
+    for _ in range(runs):
+        session.SPARES.ready()
+        with Quiet():
+            t0 = time.perf_counter()
+            ip.run_cell_magic("docker", line, "print(1)")
+            cell.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        subprocess.run(["docker", "run", "--rm", IMAGE, "python3", "-c", "print(1)"], check=True,
+                       stdout=subprocess.DEVNULL)
+        cli.append(time.perf_counter() - t0)
+    assert session.SPARES.used == used + runs, "a cell did not use its spare"
+    ip.run_line_magic("docker", "config --spare off")
+    try:
+        with Quiet():
+            for _ in range(max(3, runs // 3)):
+                t0 = time.perf_counter()
+                ip.run_cell_magic("docker", line, "print(1)")
+                cold.append(time.perf_counter() - t0)
+    finally:
+        with Quiet():
+            ip.run_line_magic("docker", "config --spare on")
+    s, c, k = med_ms(cell), med_ms(cli), med_ms(cold)
+    print(f"repeated identical one-shot cell, print(1), {runs} interleaved runs (median ms):")
+    print(f"  cell with its spare ready   {s:7.1f}")
+    print(f"  docker run --rm via CLI     {c:7.1f}")
+    print(f"  same cell, spares off       {k:7.1f}")
+    print(f"  spare cell / CLI = {s / c:.2f}x   (target <= 0.3x)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--cli-runs", type=int, default=15)
+    ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--spare-runs", type=int, default=15)
+    args = ap.parse_args()
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from dockmagic import session
+
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; image {IMAGE}")
+    folder = tempfile.mkdtemp(prefix="dockmagic-bench-")
+    os.chdir(folder)  # the exchange folder lives in the mounted notebook folder
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "dockmagic")
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    try:
+        with Quiet():
+            ip.run_line_magic("docker", f"session {name} --rm -l dockmagic.bench=session {IMAGE}")
+        session_latency(ip, name, args.runs, args.cli_runs)
+        transfer_speed(ip, name, args.gb, args.repeats)
+        spare_vs_cli(ip, args.spare_runs)
+    finally:
+        session.close_all()
+        os.chdir("/")
+        os.rmdir(folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,620 @@
+# dockmagic agent: the in-container side of sessions, spares and --in/--out (stdlib, Python 3.8+)
+"""The in-container side of dockmagic: sessions, spares and `--in`/`--out`.
+
+Stdlib only, Python 3.8+: nothing is installed in the image. dockmagic sends this file's text
+into the container (`python3 -u -c SOURCE MODE ...`, or as the prelude of a one-shot cell's
+stdin), so it must stay one self-contained file. Modes:
+
+``session NONCE``
+    One persistent interpreter. Requests arrive as frames on stdin (``HEADER`` + JSON payload).
+    A reply is the cell's own output on stdout/stderr, then an end marker on *both* streams:
+    docker carries stdout and stderr on separate pipes with no order between them, so only a
+    marker at the end of each stream says that stream is complete. The stderr marker carries the
+    outcome (hex of JSON). Markers look like an OSC escape (``ESC ] dm;NONCE;ID;DATA BEL``), which
+    terminals showing `docker logs` swallow.
+
+``spare``
+    A started container waiting for one one-shot cell: it reads exactly one request (argv, env)
+    from stdin and exec()s the interpreter, which then reads the cell body from the same stdin,
+    as in a cold `docker run -i`; exit code, PID and signals are the interpreter's own.
+
+(no mode)
+    Imported as the prelude of a one-shot cell with ``--in``/``--out``: see ``run_oneshot``.
+"""
+import os
+import struct
+import sys
+
+VERSION = 1
+MAGIC = b"dm"
+#: Host -> agent frame header: magic, kind, request id, payload length.
+HEADER = struct.Struct(">2sBII")
+RUN, COMMAND, INTERRUPT, HELLO, QUIT, SPAWN = (ord(c) for c in "RCIHQX")
+MARK_OPEN = b"\x1b]dm;"
+MARK_CLOSE = b"\x07"
+#: Written (on stderr) by a spare that cannot exec the interpreter; the host turns it into the
+#: same error a cold start gives.
+SPARE_EXEC_FAILED = "dockmagic-spare-exec-failed:"
+#: Files of one --in/--out exchange: inputs are written by the host, outputs by the container.
+RESULT_FILE = "result.json"
+
+#: The filename this agent's own frames carry, so tracebacks can leave them out.
+_AGENT_FILE = sys._getframe().f_code.co_filename
+_PICKLE_PROTOCOL = 4  # readable by every Python 3.4+, whichever side loads it
+
+
+class TransferFailed(Exception):
+    """One variable could not cross; the message names it."""
+
+
+# -- exact reads on fd 0 (never through sys.stdin's buffer: a spare leaves the rest for the
+#    interpreter it becomes) ----------------------------------------------------------------
+def read_exact(fd, n):
+    chunks = []
+    while n:
+        data = os.read(fd, n)
+        if not data:
+            raise EOFError
+        chunks.append(data)
+        n -= len(data)
+    return b"".join(chunks)
+
+
+def read_frame(fd):
+    """One request frame; resynchronises on the magic if a writer died mid-frame."""
+    head = read_exact(fd, HEADER.size)
+    while head[:2] != MAGIC:
+        head = head[1:] + read_exact(fd, 1)
+    _magic, kind, rid, size = HEADER.unpack(head)
+    return kind, rid, read_exact(fd, size) if size else b""
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# -- variables across the boundary ------------------------------------------------------------
+def _numpy_class(module, name):
+    """numpy 1.x pickles name `numpy.core`, numpy 2.x `numpy._core`: load either on either."""
+    if not module.startswith(("numpy.core", "numpy._core")):
+        return None
+    import importlib
+    tail = module.split(".", 2)[2:]
+    # numpy 2's own name first: its `numpy.core` shim warns on every use.
+    for candidate in (".".join(["numpy", "_core"] + tail), ".".join(["numpy", "core"] + tail)):
+        try:
+            mod = importlib.import_module(candidate)
+        except ImportError:
+            continue
+        if hasattr(mod, name):
+            return getattr(mod, name)
+    return None
+
+
+def load_pickle(path):
+    import pickle
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            found = _numpy_class(module, name)
+            if found is not None:
+                return found
+            return super().find_class(module, name)
+
+    with open(path, "rb") as f:
+        return Unpickler(f).load()
+
+
+def is_plain_array(value):
+    """An ndarray that .npy holds without pickle (exact type: subclasses keep their pickle)."""
+    np = sys.modules.get("numpy")
+    return (np is not None and type(value) is np.ndarray
+            and not value.dtype.hasobject)
+
+
+def save_value(value, base):
+    """Write VALUE to BASE.npy (plain arrays) or BASE.pkl; returns (filename, kind)."""
+    if is_plain_array(value):
+        import numpy as np
+        path = base + ".npy"
+        # A real file object: numpy writes the array's memory straight into the page cache
+        # (tofile), without the chunked tobytes() copies it makes for other writers.
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, value, allow_pickle=False)
+        return path, "npy"
+    import pickle
+    path = base + ".pkl"
+    with open(path, "wb") as f:
+        pickle.dump(value, f, protocol=_PICKLE_PROTOCOL)
+    return path, "pkl"
+
+
+#: Arrays at least this big are mapped rather than read, where mapping is allowed.
+MAP_MIN_BYTES = 1 << 20
+
+
+def load_value(path, kind, mapped=False):
+    """MAPPED (only for files on a tmpfs): a large array becomes a private copy-on-write
+    mapping of the file: no read, no copy; pages are shared with the tmpfs until written,
+    and stay valid after the file is unlinked (tmpfs pages are never written back to a
+    disk). Otherwise one read straight into the final array."""
+    if kind == "npy":
+        import numpy as np
+        if mapped and os.path.getsize(path) >= MAP_MIN_BYTES:
+            try:
+                return np.load(path, mmap_mode="c", allow_pickle=False).view(np.ndarray)
+            except (ValueError, OSError):
+                pass
+        with open(path, "rb") as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    return load_pickle(path)
+
+
+def resolve(ns, dotted, where):
+    first, *rest = dotted.split(".")
+    if first not in ns:
+        raise TransferFailed("no variable %s %s" % (first, where))
+    value = ns[first]
+    for i, attr in enumerate(rest):
+        try:
+            value = getattr(value, attr)
+        except AttributeError:
+            raise TransferFailed("%s has no attribute %s %s"
+                                 % (".".join([first] + rest[:i]), attr, where)) from None
+    return value
+
+
+def assign(ns, dotted, value, where):
+    parent, _, attr = dotted.rpartition(".")
+    if not parent:
+        ns[dotted] = value
+        return
+    target = resolve(ns, parent, where)
+    try:
+        setattr(target, attr, value)
+    except Exception as exc:
+        raise TransferFailed("cannot set %s %s: %s" % (dotted, where, _one_line(exc))) from None
+
+
+def _one_line(exc):
+    text = str(exc).strip().splitlines()
+    return "%s: %s" % (type(exc).__name__, text[0]) if text else type(exc).__name__
+
+
+def load_inputs(xdirs, inputs, ns, mapped=()):
+    """INPUTS: [[dest, dir index, file, kind], ...] written by the host into XDIRS; assigned
+    only if all load. MAPPED[i]: XDIRS[i] is a tmpfs (see load_value)."""
+    loaded = []
+    for dest, idx, name, kind in inputs:
+        try:
+            value = load_value(os.path.join(xdirs[idx], name), kind,
+                               bool(mapped and mapped[idx]))
+        except ImportError as exc:
+            raise TransferFailed("--in %s: the container cannot load it (%s); install that "
+                                 "module in the image" % (dest, _one_line(exc))) from None
+        except Exception as exc:
+            hint = ""
+            if "__main__" in str(exc):
+                hint = " (classes and functions defined in the notebook do not exist there)"
+            raise TransferFailed("--in %s: the container cannot load it: %s%s"
+                                 % (dest, _one_line(exc), hint)) from None
+        loaded.append((dest, value))
+    for dest, value in loaded:
+        try:
+            assign(ns, dest, value, "in the container")
+        except TransferFailed as exc:
+            raise TransferFailed("--in %s: %s" % (dest, exc)) from None
+
+
+#: A full (or read-only) first folder (the tmpfs) makes way for the next (the notebook folder).
+def _full(exc):
+    import errno
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def save_into(xdirs, value, name):
+    """Save VALUE as NAME.npy/.pkl in the first of XDIRS with room; -> (index, file, kind)."""
+    for idx, xdir in enumerate(xdirs):
+        base = os.path.join(xdir, name)
+        try:
+            path, kind = save_value(value, base)
+            return idx, os.path.basename(path), kind
+        except BaseException as exc:
+            for ext in (".npy", ".pkl"):
+                _unlink(base + ext)
+            if not _full(exc) or idx == len(xdirs) - 1:
+                raise
+    raise TransferFailed("no folder to write %s into" % name)
+
+
+def save_outputs(xdirs, outputs, ns):
+    """OUTPUTS: [[dest, src], ...]; returns the manifest [[dest, dir index, file, kind], ...].
+
+    Nothing is reported unless every variable was written; a failure removes what was written.
+    """
+    manifest = []
+    try:
+        for i, (dest, src) in enumerate(outputs):
+            try:
+                value = resolve(ns, src, "in the container")
+            except TransferFailed as exc:
+                raise TransferFailed("--out %s: %s" % (src, exc)) from None
+            try:
+                idx, name, kind = save_into(xdirs, value, "out-%d" % i)
+            except Exception as exc:
+                raise TransferFailed("--out %s: cannot send %s back from the container: %s"
+                                     % (src, type(value).__name__, _one_line(exc))) from None
+            manifest.append([dest, idx, name, kind])
+    except BaseException:
+        for _dest, idx, name, _kind in manifest:
+            _unlink(os.path.join(xdirs[idx], name))
+        raise
+    return manifest
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# -- tracebacks as the user's own --------------------------------------------------------------
+def format_error(exc):
+    """The traceback without the agent's own frames (anywhere, chained ones too), and its
+    last line."""
+    import traceback
+
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    seen = set()
+
+    def clean(t):
+        if t is None or id(t) in seen:
+            return
+        seen.add(id(t))
+        t.stack = traceback.StackSummary.from_list(
+            [f for f in t.stack if f.filename != _AGENT_FILE])
+        clean(t.__cause__)
+        clean(t.__context__)
+        for sub in getattr(t, "exceptions", None) or ():
+            clean(sub)
+
+    clean(te)
+    text = "".join(te.format())
+    last = "".join(te.format_exception_only()).strip().splitlines()[-1]
+    return text, last
+
+
+def _exit_code(exc):
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write("%s\n" % (code,))
+    return 1
+
+
+# -- one-shot cells with --in/--out ------------------------------------------------------------
+def run_oneshot(config, body):
+    """Run BODY as `python3 -u` would (a fresh __main__, `<stdin>` in tracebacks, exit codes
+    1 / 130 / sys.exit's), with inputs loaded before and outputs saved after."""
+    import json
+    import types
+
+    xdirs = config["xdirs"]
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = module
+    ns = module.__dict__
+
+    def report(result):
+        data = json.dumps(result)
+        for xdir in xdirs:
+            path = os.path.join(xdir, RESULT_FILE)
+            try:
+                with open(path + ".tmp", "w") as f:
+                    f.write(data)
+                os.replace(path + ".tmp", path)
+                return
+            except OSError as exc:
+                _unlink(path + ".tmp")
+                if not _full(exc):
+                    raise
+
+    try:
+        load_inputs(xdirs, config["inputs"], ns, config.get("mapped", ()))
+    except TransferFailed as exc:
+        report({"s": "transfer", "msg": str(exc)})
+        sys.stderr.write("dockmagic: %s\n" % exc)
+        sys.exit(1)
+    try:
+        exec(compile(body, "<stdin>", "exec"), ns)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        sys.stdout.flush()
+        text, _ = format_error(exc)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
+    try:
+        manifest = save_outputs(xdirs, config["outputs"], ns)
+    except TransferFailed as exc:
+        report({"s": "transfer", "msg": str(exc)})
+        sys.stderr.write("dockmagic: %s\n" % exc)
+        sys.exit(1)
+    report({"s": "ok", "out": manifest})
+
+
+# -- spare: become the interpreter -------------------------------------------------------------
+def _which(name, path):
+    if "/" in name:
+        return name if os.access(name, os.X_OK) else None
+    for folder in (path or os.defpath).split(os.pathsep):
+        candidate = os.path.join(folder or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def run_spare():
+    import json
+    import signal
+
+    # Interrupted before the cell was handed over: end like an interrupted interpreter.
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    try:
+        kind, _rid, payload = read_frame(0)
+    except EOFError:
+        os._exit(0)
+    if kind != SPAWN:
+        os._exit(2)
+    req = json.loads(payload.decode("utf-8"))
+    env = dict(os.environ)
+    for item in req.get("env", ()):  # the cell's -e, read when the cell ran, over the image's
+        key, eq, value = item.partition("=")
+        if eq:
+            env[key] = value
+        else:
+            env.pop(key, None)
+    argv = req["argv"]
+    path = _which(argv[0], env.get("PATH"))
+    if path is None:
+        _write_all(2, ('%s exec: "%s": executable file not found in $PATH\n'
+                       % (SPARE_EXEC_FAILED, argv[0])).encode("utf-8", "replace"))
+        os._exit(127)
+    # Python ignores SIGPIPE and SIGXFSZ; the interpreter must start with docker's defaults.
+    for sig in (signal.SIGINT, signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)):
+        if sig is not None:
+            signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execve(path, argv, env)
+    except OSError as exc:
+        _write_all(2, ("%s exec: %s: %s\n" % (SPARE_EXEC_FAILED, argv[0], exc.strerror))
+                   .encode("utf-8", "replace"))
+        os._exit(126)
+
+
+# -- session: one persistent interpreter -------------------------------------------------------
+class Session:
+    def __init__(self, nonce):
+        import queue
+        import threading
+        import types
+
+        self.mark = MARK_OPEN + nonce.encode("ascii") + b";"
+        self.requests = queue.Queue()
+        self.lock = threading.Lock()
+        self.main_ident = threading.get_ident()
+        self.current = None
+        self.in_cell = False
+        self.cells = 0
+        self.flags = 0
+        # Cells run in a module of their own, registered as __main__ so that classes they
+        # define pickle (for --out) under the name the notebook would use.
+        self.module = types.ModuleType("__main__")
+        self.module.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = self.module
+        # Other interpreters run as `docker exec` would: the container's environment and
+        # working directory, whatever Python cells did to their own.
+        self.env0 = dict(os.environ)
+        self.cwd0 = os.getcwd()
+        # Requests are read from a private copy of stdin; a cell that reads stdin (input(),
+        # a child process) gets /dev/null instead of eating the protocol.
+        self.fd = os.dup(0)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.argv = [""]
+
+    # reader thread: requests in, interrupts acted on at once
+    def read_requests(self):
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # SIGINT is the main thread's
+        while True:
+            try:
+                kind, rid, payload = read_frame(self.fd)
+            except (EOFError, OSError):
+                self.requests.put(None)
+                return
+            if kind == INTERRUPT:
+                self.interrupt(rid)
+            else:
+                self.requests.put((kind, rid, payload))
+
+    def interrupt(self, rid):
+        import signal
+
+        with self.lock:
+            if self.in_cell and (rid == 0 or rid == self.current):
+                signal.pthread_kill(self.main_ident, signal.SIGINT)
+
+    def on_sigint(self, signum, frame):
+        # Only a running cell is interrupted; a late or stray SIGINT between cells is dropped.
+        if self.in_cell:
+            raise KeyboardInterrupt
+
+    def serve(self):
+        import json
+        import signal
+        import threading
+
+        signal.signal(signal.SIGINT, self.on_sigint)
+        threading.Thread(target=self.read_requests, name="dockmagic-requests",
+                         daemon=True).start()
+        while True:
+            item = self.requests.get()
+            if item is None:
+                return 0  # stdin closed for good: nobody can reach this session any more
+            kind, rid, payload = item
+            try:
+                req = json.loads(payload.decode("utf-8")) if payload else {}
+                if kind == RUN:
+                    reply = self.run_python(rid, req)
+                elif kind == COMMAND:
+                    reply = self.run_command(rid, req)
+                elif kind in (HELLO, QUIT):
+                    reply = {"s": "ok", "version": VERSION, "pid": os.getpid(),
+                             "python": sys.version.split()[0], "cells": self.cells}
+                else:
+                    reply = {"s": "error", "msg": "unknown request %r" % kind}
+            except KeyboardInterrupt:
+                reply = {"s": "interrupted"}
+            except BaseException as exc:  # the agent itself must survive anything a cell does
+                reply = {"s": "error", "msg": "dockmagic agent: %s" % _one_line(exc)}
+            self.finish(rid, reply)
+            if kind == QUIT:
+                return 0
+
+    def finish(self, rid, reply):
+        import json
+
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        head = self.mark + str(rid).encode("ascii") + b";"
+        _write_all(1, head + b"o" + MARK_CLOSE)
+        _write_all(2, head + json.dumps(reply).encode("utf-8").hex().encode("ascii")
+                   + MARK_CLOSE)
+
+    def run_python(self, rid, req):
+        import linecache
+
+        code = req.get("code", "")
+        self.cells += 1
+        name = req.get("name") or "<cell %d>" % self.cells
+        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        ns = self.module.__dict__
+        with self.lock:
+            self.current = rid
+        try:
+            try:
+                self.in_cell = True
+                if req.get("inputs"):
+                    load_inputs(req["xdirs"], req["inputs"], ns, req.get("mapped", ()))
+                co = compile(code, name, "exec", self.flags, True)
+                self.flags |= co.co_flags & _FUTURE_FLAGS
+                exec(co, ns)
+            finally:
+                self.in_cell = False
+        except TransferFailed as exc:
+            return {"s": "transfer", "msg": str(exc)}
+        except SystemExit as exc:
+            code = _exit_code(exc)
+            if code:
+                return {"s": "exit", "code": code, "msg": "SystemExit: %s" % code}
+        except BaseException as exc:
+            text, last = format_error(exc)
+            sys.stdout.flush()
+            sys.stderr.write(text)
+            return {"s": "interrupted" if isinstance(exc, KeyboardInterrupt) else "error",
+                    "msg": last}
+        reply = {"s": "ok"}
+        if req.get("outputs"):
+            try:
+                reply["out"] = save_outputs(req["xdirs"], req["outputs"], ns)
+            except TransferFailed as exc:
+                return {"s": "transfer", "msg": str(exc)}
+        return reply
+
+    def run_command(self, rid, req):
+        import errno
+        import signal
+        import subprocess
+
+        argv = req["argv"]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=self.env0, cwd=self.cwd0,
+                                    start_new_session=True)
+        except OSError as exc:
+            sys.stderr.write("%s: %s\n" % (argv[0], exc.strerror))
+            code = 127 if exc.errno == errno.ENOENT else 126
+            return {"s": "exit", "code": code, "msg": "%s: %s" % (argv[0], exc.strerror)}
+        with self.lock:
+            self.current = rid
+        try:
+            self.in_cell = True
+            try:
+                try:
+                    proc.stdin.write(req.get("body", "").encode("utf-8"))
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                code = proc.wait()
+            finally:
+                self.in_cell = False
+        except KeyboardInterrupt:
+            # Ctrl-C in a terminal: SIGINT to the whole foreground group, a grace, then SIGKILL.
+            for sig, grace in ((signal.SIGINT, 2.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except OSError:
+                    pass
+                try:
+                    proc.wait(grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            return {"s": "interrupted", "code": _status(proc.returncode)}
+        code = _status(code)
+        if code:
+            return {"s": "exit", "code": code}
+        return {"s": "ok"}
+
+
+def _status(returncode):
+    if returncode is None:
+        return 137
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _future_flags():
+    import __future__
+    flags = 0
+    for name in __future__.all_feature_names:
+        flags |= getattr(__future__, name).compiler_flag
+    return flags
+
+
+_FUTURE_FLAGS = _future_flags()
+
+
+def main(argv):
+    if not argv:
+        return None  # imported as a prelude
+    if argv[0] == "spare":
+        return run_spare()
+    if argv[0] == "session":
+        sys.exit(Session(argv[1]).serve())
+    sys.stderr.write("dockmagic agent: unknown mode %r\n" % argv[0])
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
