@@ -35,6 +35,24 @@ def base_image(docker_client):
     return BASE_IMAGE
 
 
+@pytest.fixture(scope="module")
+def shell(docker_client, base_image):
+    """A real IPython shell with dockmagic loaded; unloading closes spares and panels."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "dockmagic")
+    yield ip
+    ip.run_line_magic("unload_ext", "dockmagic")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """The notebook's folder: a fresh temporary one, as the working directory."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def remove_labelled(client, label):
     for c in client.containers.list(all=True, filters={"label": label}):
         try:

@@ -1,6 +1,5 @@
 """`%%docker` through a real IPython shell against the real engine."""
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -9,26 +8,11 @@ import time
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from dockmagic import errors, runner
 from conftest import BASE_IMAGE, ENTRYPOINT_IMAGE, ENV_IMAGE
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture(scope="module")
-def shell(docker_client, base_image):
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "dockmagic")
-    yield ip
-    ip.run_line_magic("unload_ext", "dockmagic")
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def managed(client, **labels):

@@ -12,7 +12,6 @@ import uuid
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from dockmagic import commands, errors, lifecycle
 from conftest import BASE_IMAGE
@@ -28,14 +27,6 @@ LOCAL_REPO = "dm-lifecycle-test"
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shell(docker_client, base_image):
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "dockmagic")
-    yield ip
-    ip.run_line_magic("unload_ext", "dockmagic")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup(docker_client):
     """Remove this module's containers (by label) and images (by name) whatever happens."""

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from conftest import BASE_IMAGE, ENV_IMAGE, remove_labelled
 from dockmagic import agent, errors, runner, session
@@ -21,19 +20,11 @@ LABEL = "dockmagic.test=session"
 
 
 @pytest.fixture(scope="module")
-def shell(docker_client, base_image):
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "dockmagic")
-    yield ip
+def shell(shell, docker_client):
+    """conftest's shell, plus this module's containers removed by label afterwards."""
+    yield shell
     session.close_all()
     remove_labelled(docker_client, LABEL)
-    ip.run_line_magic("unload_ext", "dockmagic")
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.fixture

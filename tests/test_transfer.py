@@ -6,7 +6,6 @@ import uuid
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from conftest import BASE_IMAGE, remove_labelled
 from dockmagic import session, transfer
@@ -65,13 +64,11 @@ def test_values_round_trip_through_the_file_formats(tmp_path):
 
 # -- through containers ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def shell(docker_client, base_image):
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "dockmagic")
-    yield ip
+def shell(shell, docker_client):
+    """conftest's shell, plus this module's containers removed by label afterwards."""
+    yield shell
     session.close_all()
     remove_labelled(docker_client, "dockmagic.test=transfer")
-    ip.run_line_magic("unload_ext", "dockmagic")
 
 
 @pytest.fixture
