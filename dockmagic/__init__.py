@@ -8,6 +8,14 @@ __version__ = "0.1.0"
 _magics = None
 
 
+def __getattr__(name):
+    # `dockmagic.Panel()` without importing ipywidgets when the extension loads.
+    if name == "Panel":
+        from .panel import Panel
+        return Panel
+    raise AttributeError(f"module 'dockmagic' has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython):
     global _magics
     from .magics import DockerMagics

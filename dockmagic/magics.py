@@ -59,9 +59,8 @@ class DockerMagics(Magics):
         """Stop what this notebook started in the background: spares, panels' refreshers."""
         from . import session
         session.close_all()
-        for panel in getattr(self, "panels", ()):
-            panel.close()
-        self.panels = []
+        if "dockmagic.panel" in sys.modules:  # never import ipywidgets just to close nothing
+            sys.modules["dockmagic.panel"].close_all()
 
     # -- helpers -------------------------------------------------------------------------
     def _identity(self) -> cellplan.Identity:
@@ -248,6 +247,11 @@ class DockerMagics(Magics):
                 raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\", "
                                  f"--spare on|off or --reset, not {arg!r}")
         print(self.config_.describe())
+
+    def _cmd_panel(self, args):
+        """`%docker panel [--scope notebook|dockmagic|all] [--interval S]`: the live panel."""
+        from . import panel
+        return panel.show_panel(self, args)
 
     def _cmd_session(self, args):
         """`%docker session NAME [docker-run flags] IMAGE [PYTHON]`: start (or reattach to) a

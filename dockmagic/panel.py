@@ -1,0 +1,938 @@
+"""The live panel (``%docker panel`` / ``dockmagic.panel.Panel()``): what runs where, and actions.
+
+One ipywidgets view kept current by ONE daemon refresher thread (stop event, adjustable
+interval, pausable). Each tick reads the engine's container list (one call: dockmagic's
+containers, or every one for the "all" scope) and NVML, builds a frozen
+:class:`~dockmagic.panelstate.PanelState` off the kernel's thread
+(:func:`~dockmagic.panelstate.build_state`, pure) and applies it to the widgets inside
+``hold_sync()``, sending only what changed. The slow per-container reads - ``inspect`` (for
+``--gpus`` and the start time) once per new or changed row shown, one-shot ``stats`` every few
+seconds for the running rows shown - run on two daemon workers that the refresh never waits
+for; their answers show on the next tick.
+
+A tick never raises: an engine that does not answer becomes a banner over the last rows seen,
+and the next tick tries again. Buttons act through :mod:`dockmagic.lifecycle` on short daemon
+threads, so a 10 s ``docker stop`` never blocks the kernel; destructive actions on containers
+dockmagic did not start (and force-removing a running one) ask first.
+
+``Panel.close()`` (or :func:`close_all`, for unloading the extension) stops the threads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import os
+import queue
+import threading
+import time
+import types
+import weakref
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import ipywidgets as W
+from ipywidgets.widgets.widget_string import HTMLStyle
+
+from . import errors, lifecycle
+from . import panelstate as ps
+from .gpus import NA, _mem, _temp, attach_containers  # the same units as %gpus
+from .panelstate import ContainerRow, GpuCard, PanelState
+
+__all__ = ["Panel", "show_panel", "close_all", "row_html", "card_html", "sparkline_svg"]
+
+DEFAULT_INTERVAL = 2.0
+INTERVALS = (("1 s", 1.0), ("2 s", 2.0), ("5 s", 5.0), ("10 s", 10.0), ("30 s", 30.0))
+#: Rows drawn as widgets; the rest are counted ("N more: narrow the filter").
+MAX_ROWS = 50
+#: One-shot stats asked per tick at most (rows shown, running, oldest sample first).
+STATS_PER_TICK = 16
+#: A container's CPU/memory sample is renewed after this many seconds (or the interval, if
+#: longer): stale by a few seconds is fine, and each sample costs the engine and us.
+STATS_EVERY_S = 4.0
+#: Row widgets made per tick at most (~10-15 ms a row in a kernel: 7 widgets): a first display
+#: of many rows fills over a few back-to-back ticks instead of one long one.
+NEW_ROWS_PER_TICK = 5
+LOG_LINES = 60
+STOP_TIMEOUT_S = 10  # docker stop's own default grace before SIGKILL
+
+_live: "weakref.WeakSet[Panel]" = weakref.WeakSet()
+_by_owner: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+# --------------------------------------------------------------------------------------------
+# HTML fragments (pure)
+# --------------------------------------------------------------------------------------------
+
+CSS = """<style>
+.dm-panel{font-size:12px;line-height:1.35;color:var(--jp-ui-font-color1,#1f2328);
+  font-family:var(--jp-ui-font-family,system-ui,sans-serif)}
+.dm-panel .widget-html-content{font-size:12px;line-height:1.35}
+.dm-panel .widget-button,.dm-panel .widget-toggle-button{font-size:12px;height:26px}
+.dm-panel .widget-toggle-button{padding:0 10px}
+.dm-panel .widget-dropdown select{font-size:12px;height:26px}
+.dm-panel .widget-toggle-buttons .widget-toggle-button{margin-right:0;border-radius:0}
+.dm-panel .widget-toggle-buttons .widget-toggle-button:first-child{border-radius:4px 0 0 4px}
+.dm-panel .widget-toggle-buttons .widget-toggle-button:last-child{border-radius:0 4px 4px 0}
+.dm-head{border-bottom:1px solid var(--jp-border-color1,#d0d7de)}
+.dm-row{border-bottom:1px solid var(--jp-border-color2,#eaeef2);align-items:center}
+.dm-row:hover{background:var(--jp-layout-color2,#f6f8fa)}
+.dm-row .jupyter-button{height:22px;width:26px;padding:0;margin:0 1px;line-height:20px;
+  background:transparent;color:var(--jp-ui-font-color2,#57606a)}
+.dm-row .jupyter-button:hover:enabled{background:var(--jp-layout-color3,#d0d7de)}
+.dm-row .jupyter-button.dm-act-stop:hover:enabled,
+.dm-row .jupyter-button.dm-act-remove:hover:enabled{color:#cf222e}
+.dm-row .jupyter-button:disabled{opacity:.25}
+.dm-cells{white-space:nowrap;display:flex;align-items:center}
+.dm-c{display:inline-block;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;
+  padding:0 6px 0 0;box-sizing:border-box}
+.dm-c{flex:none}
+.dm-name{flex:1 1 160px;min-width:90px;font-weight:600}.dm-image{flex:1 1 140px;min-width:70px}
+.dm-state{width:96px}.dm-up{width:52px}.dm-gpus{width:52px}
+.dm-cpu{width:46px;text-align:right}.dm-mem{width:58px;text-align:right}
+.dm-nb{flex:0 1 110px;min-width:50px;padding-left:10px}.dm-cell{width:34px}
+.dm-actions-space{width:140px}
+.dm-panel .widget-html-content{width:100%}
+.dm-th{font-weight:600;color:var(--jp-ui-font-color2,#57606a);font-size:11px}
+.dm-head .dm-c{padding-bottom:2px}
+.dm-num{font-variant-numeric:tabular-nums}
+.dm-muted{color:var(--jp-ui-font-color2,#57606a)}
+.dm-pill{display:inline-block;border-radius:9px;padding:0 7px;font-size:11px;font-weight:600}
+.dm-s-running{background:#dafbe1;color:#116329}
+.dm-s-paused,.dm-s-restarting,.dm-s-busy{background:#fff8c5;color:#7d4e00}
+.dm-s-created{background:#ddf4ff;color:#0550ae}
+.dm-s-exited{background:#eaeef2;color:#424a53}
+.dm-s-failed,.dm-s-dead{background:#ffebe9;color:#a40e26}
+.dm-banner{background:#ffebe9;color:#a40e26;border:1px solid #ffcecb;border-radius:4px;
+  padding:3px 8px;margin:2px 0}
+.dm-notice{padding:1px 2px}.dm-notice-error{color:#a40e26}
+.dm-title{font-weight:700;font-size:13px;margin-right:6px}
+.dm-section{font-weight:600;margin-top:6px;color:var(--jp-ui-font-color2,#57606a)}
+.dm-card{width:268px;border:1px solid var(--jp-border-color2,#d0d7de);border-radius:6px;
+  padding:5px 8px;margin:3px 6px 3px 0;box-sizing:border-box}
+.dm-card-h{display:flex;justify-content:space-between;gap:6px;white-space:nowrap}
+.dm-card-h .dm-muted{overflow:hidden;text-overflow:ellipsis;flex:1}
+.dm-meter{display:flex;align-items:center;gap:6px;margin:2px 0}
+.dm-k{width:28px;color:var(--jp-ui-font-color2,#57606a)}
+.dm-bar{flex:1;height:8px;background:var(--jp-layout-color3,#eaeef2);border-radius:4px;
+  overflow:hidden}
+.dm-bar>div{height:100%;border-radius:4px}
+.dm-v{width:92px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.dm-spark{display:block;margin:3px 0 1px}
+.dm-procs{font-size:11px;margin-top:2px}
+.dm-procs div{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.dm-logs pre{max-height:260px;overflow:auto;margin:0;padding:4px 6px;font-size:11px;
+  background:var(--jp-layout-color2,#f6f8fa);border-radius:4px}
+.dm-hot{color:#cf222e}.dm-warm{color:#9a6700}
+</style>"""
+
+_CELL_CLASSES = ("dm-name", "dm-image", "dm-state", "dm-up", "dm-gpus", "dm-cpu dm-num",
+                 "dm-mem dm-num", "dm-nb", "dm-cell")
+_HEADINGS = ("name", "image", "state", "uptime", "GPUs", "CPU", "mem", "notebook", "cell")
+UTIL_COLOUR, MEM_COLOUR = "#0969da", "#8250df"
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def header_html() -> str:
+    """The table's column headings, aligned with :func:`row_html`."""
+    cells = "".join(f'<span class="dm-c dm-th {c}">{_e(h)}</span>'
+                    for c, h in zip(_CELL_CLASSES, _HEADINGS))
+    return f'<div class="dm-cells dm-head">{cells}</div>'
+
+
+def _state_class(row: ContainerRow) -> str:
+    if row.state == "exited" and row.exit_code not in (None, 0):
+        return "failed"
+    return row.state if row.state in ("running", "paused", "restarting", "created", "exited",
+                                      "dead") else "exited"
+
+
+def row_html(row: ContainerRow, note: Optional[str] = None) -> str:
+    """One container's cells; ``note`` ("stopping…") replaces the state while an action runs."""
+    cells = ps.to_cells(row)
+    if note:
+        state = f'<span class="dm-pill dm-s-busy">{_e(note)}</span>'
+    else:
+        state = f'<span class="dm-pill dm-s-{_state_class(row)}">{_e(cells[2])}</span>'
+    kind = f" · {row.kind}" if row.kind else ""
+    titles = (f"{row.name} · {row.id[:12]}{kind}", row.image, row.status, "", "GPUs (--gpus)",
+              "CPU, % of one core", "memory (without page cache)", row.notebook or "",
+              "cell (execution count)")
+    body = [f'<span class="dm-c {c}" title="{_e(t)}">{_e(v)}</span>'
+            for c, t, v in zip(_CELL_CLASSES, titles, cells)]
+    body[2] = f'<span class="dm-c dm-state" title="{_e(row.status)}">{state}</span>'
+    if row.cell:
+        body[8] = f'<span class="dm-c dm-cell dm-muted" title="cell">[{_e(row.cell)}]</span>'
+    return f'<div class="dm-cells">{"".join(body)}</div>'
+
+
+def _polylines(points: Sequence[Tuple[float, Optional[float]]], colour: str) -> str:
+    """Polylines through (x, y) points; a None value breaks the line (a gap, not a zero)."""
+    runs, run = [], []
+    for x, y in points:
+        if y is None:
+            if run:
+                runs.append(run)
+            run = []
+        else:
+            run.append(f"{x:.1f},{y:.1f}")
+    if run:
+        runs.append(run)
+    out = []
+    for r in runs:
+        if len(r) == 1:
+            cx, cy = r[0].split(",")
+            out.append(f'<circle cx="{cx}" cy="{cy}" r="1.2" fill="{colour}"/>')
+        else:
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" '
+                       f'stroke-linejoin="round" points="{" ".join(r)}"/>')
+    return "".join(out)
+
+
+def sparkline_svg(samples: Sequence[Tuple[float, Optional[float], Optional[float]]], now: float,
+                  window: float = ps.HISTORY_S, width: int = 250, height: int = 30) -> str:
+    """An inline SVG of utilisation (blue) and memory (purple), 0-100 %, over the last
+    ``window`` seconds ending at ``now``; no plotting library."""
+    top, bottom = 2.0, height - 2.0
+
+    def xy(t, v):
+        x = width * (1.0 - (now - t) / window)
+        y = None if v is None else bottom - (bottom - top) * max(0.0, min(100.0, v)) / 100.0
+        return x, y
+
+    recent = [s for s in samples if now - window <= s[0] <= now]
+    util = _polylines([xy(t, u) for t, u, _ in recent], UTIL_COLOUR)
+    mem = _polylines([xy(t, m) for t, _, m in recent], MEM_COLOUR)
+    frame = (f'<rect x="0" y="0" width="{width}" height="{height}" rx="3" fill="#f6f8fa"/>'
+             f'<line x1="0" y1="{(top + bottom) / 2:.1f}" x2="{width}" '
+             f'y2="{(top + bottom) / 2:.1f}" stroke="#d0d7de" stroke-width="0.6" '
+             f'stroke-dasharray="2 3"/>'
+             f'<text x="3" y="{height - 3}" font-size="8" fill="#8c959f">{window:g} s</text>')
+    return (f'<svg class="dm-spark" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" role="img">'
+            f"<title>utilisation (blue) and memory (purple), last {window:g} s</title>"
+            f"{frame}{mem}{util}</svg>")
+
+
+def _bar(pct: Optional[float], colour: str) -> str:
+    width = 0.0 if pct is None else max(0.0, min(100.0, pct))
+    return f'<div class="dm-bar"><div style="width:{width:.1f}%;background:{colour}"></div></div>'
+
+
+def _process_html(proc) -> str:
+    c = proc.container
+    where = ""
+    if c is not None:
+        where = f" · <b>{_e(c.name)}</b>"
+        if c.managed and (c.notebook or c.cell):
+            nb = (c.notebook or "").rsplit("/", 1)[-1]
+            where += f' <span class="dm-muted">{_e(nb)} [{_e(c.cell or "?")}]</span>'
+    return f"<div>PID {proc.pid} · {_e(_mem(proc.used_memory))}{where}</div>"
+
+
+def card_html(card: GpuCard, now: float) -> str:
+    """One GPU: name, temperature, power, utilisation and memory bars, sparkline, processes."""
+    g = card.info
+    if g.lost:
+        return (f'<div class="dm-card"><div class="dm-card-h"><b>GPU {g.index}</b></div>'
+                f'<div class="dm-hot">lost or unreadable: {_e(g.error or NA)}</div></div>')
+    temp = _temp(g.temperature)
+    if g.temperature is not None and g.temperature >= 75:
+        temp = f'<span class="{"dm-hot" if g.temperature >= 85 else "dm-warm"}">{_e(temp)}</span>'
+    else:
+        temp = _e(temp)
+    power = NA if g.power_mw is None else f"{g.power_mw / 1000:.0f} W"
+    if g.power_limit_mw:
+        power += f" / {g.power_limit_mw / 1000:.0f}"
+    mem_pct = None if g.mem_used is None or not g.mem_total else 100.0 * g.mem_used / g.mem_total
+    mem_text = NA if g.mem_used is None else (
+        f"{g.mem_used / 2**30:.1f}/{g.mem_total / 2**30:.0f} GiB" if g.mem_total
+        else _mem(g.mem_used))
+    util_text = NA if g.util_gpu is None else f"{g.util_gpu}%"
+    procs = "".join(_process_html(p) for p in g.processes[:4])
+    if len(g.processes) > 4:
+        procs += f'<div class="dm-muted">+{len(g.processes) - 4} more</div>'
+    if not procs:
+        procs = '<div class="dm-muted">no processes</div>'
+    mem_colour = "#cf222e" if mem_pct is not None and mem_pct >= 95 else MEM_COLOUR
+    return (
+        '<div class="dm-card">'
+        f'<div class="dm-card-h"><b>GPU {g.index}</b>'
+        f'<span class="dm-muted" title="{_e(g.uuid or "")}">{_e(g.name or NA)}</span>'
+        f'<span class="dm-num">{temp} · {_e(power)}</span></div>'
+        f'<div class="dm-meter"><span class="dm-k">util</span>{_bar(g.util_gpu, UTIL_COLOUR)}'
+        f'<span class="dm-v">{_e(util_text)}</span></div>'
+        f'<div class="dm-meter"><span class="dm-k">mem</span>{_bar(mem_pct, mem_colour)}'
+        f'<span class="dm-v">{_e(mem_text)}</span></div>'
+        f"{sparkline_svg(card.history, now)}"
+        f'<div class="dm-procs">{procs}</div></div>')
+
+
+def status_html(state: PanelState, paused: bool, interval: float, shown: int) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(state.time)) if state.time else "--:--:--"
+    live = ('<span class="dm-warm">❚❚ paused</span>' if paused
+            else f'<span style="color:#1a7f37">●</span> every {interval:g} s')
+    stopped = sum(r.stopped for r in state.rows)
+    return (f'<span class="dm-muted dm-num">{live} · {when} · {state.running} running · '
+            f"{stopped} stopped</span>")
+
+
+def _engine_message(exc: BaseException) -> str:
+    if isinstance(exc, errors.DockmagicError):
+        return str(exc)
+    from .runner import _short  # docker-py's connection errors, in one line
+
+    return errors.describe_no_engine(_short(exc))
+
+
+# --------------------------------------------------------------------------------------------
+# Slow per-container reads, off the refresh path
+# --------------------------------------------------------------------------------------------
+
+
+class _Fetcher:
+    """``inspect`` and one-shot ``stats`` on a few daemon workers. The refresher asks
+    (:meth:`want`) and takes what has arrived (:meth:`inspected`, :meth:`stats`); it never waits."""
+
+    def __init__(self, workers: int = 2):
+        self._q: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending: frozenset = frozenset()
+        self._inspected: Dict[str, ps.Inspected] = {}
+        self._samples: Dict[str, Tuple[float, dict, dict]] = {}  # id -> (when, merged, raw)
+        self._closed = threading.Event()
+        self._threads = [threading.Thread(target=self._work, daemon=True,
+                                          name=f"dockmagic-panel-fetch-{i}")
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def want(self, kind: str, cid: str) -> None:
+        with self._lock:
+            if self._closed.is_set() or (kind, cid) in self._pending:
+                return
+            self._pending = self._pending | {(kind, cid)}
+        self._q.put((kind, cid))
+
+    def inspected(self) -> Dict[str, ps.Inspected]:
+        return self._inspected  # replaced, never changed in place: safe to read
+
+    def stats(self) -> Dict[str, dict]:
+        return {cid: merged for cid, (_, merged, _) in self._samples.items()}
+
+    def sample_age(self, cid: str, now: float) -> float:
+        entry = self._samples.get(cid)
+        return float("inf") if entry is None else now - entry[0]
+
+    def forget_except(self, ids) -> None:
+        """Drop what is cached for containers no longer listed."""
+        with self._lock:
+            if any(k not in ids for k in self._inspected):
+                self._inspected = {k: v for k, v in self._inspected.items() if k in ids}
+            if any(k not in ids for k in self._samples):
+                self._samples = {k: v for k, v in self._samples.items() if k in ids}
+
+    def _work(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None or self._closed.is_set():
+                return
+            kind, cid = item
+            try:
+                if kind == "inspect":
+                    found = ps.parse_inspect(lifecycle.inspect_container(cid))
+                    with self._lock:
+                        self._inspected = {**self._inspected, cid: found}
+                else:
+                    sample = lifecycle.query_stats(cid)
+                    if sample:
+                        with self._lock:
+                            prev = self._samples.get(cid)
+                            merged = ps.with_precpu(sample, prev[2] if prev else None)
+                            self._samples = {**self._samples,
+                                             cid: (time.monotonic(), merged, sample)}
+            except Exception:  # gone, or the engine went away: the next tick asks again
+                pass
+            finally:
+                with self._lock:
+                    self._pending = self._pending - {item}
+
+    def close(self) -> None:
+        self._closed.set()
+        for _ in self._threads:
+            self._q.put(None)
+
+
+# --------------------------------------------------------------------------------------------
+# Widgets
+# --------------------------------------------------------------------------------------------
+
+# action -> (icon, tooltip, what the row says while it runs, what the notice says after)
+ACTIONS = {
+    "stop": ("stop", "stop", "stopping…", "stopped"),
+    "restart": ("refresh", "restart (or start)", "restarting…", "restarted"),
+    "remove": ("trash", "remove", "removing…", "removed"),
+    "logs": ("align-left", "last logs", None, None),
+    "commit": ("camera", "commit as image (REPO:TAG)", None, None),
+}
+
+
+def _show(widget, visible: bool) -> None:
+    display = None if visible else "none"
+    if widget.layout.display != display:
+        widget.layout.display = display
+
+
+class _RowView:
+    """The widgets of one container row: its cells (one HTML) and one button per action."""
+
+    def __init__(self, panel: "Panel", cid: str):
+        self.id = cid
+        self._key = None
+        self.cells = W.HTML(layout=panel._cell_layout, style=panel._html_style)
+        self.buttons = {}
+        for action, (icon, tip, _, _) in ACTIONS.items():
+            b = W.Button(icon=icon, tooltip=tip, layout=panel._btn_layout,
+                         style=panel._btn_style)
+            b.add_class(f"dm-act-{action}")
+            b.on_click(lambda _b, a=action: panel._on_action(a, cid))
+            self.buttons[action] = b
+        self.box = W.HBox([self.cells, *self.buttons.values()], layout=panel._row_layout)
+        self.box.add_class("dm-row")
+
+    def update(self, row: ContainerRow, note: Optional[str]) -> None:
+        key = (ps.to_cells(row), row.status, row.notebook, note)
+        if key == self._key:  # what the row shows has not changed: nothing to send
+            return
+        self._key = key
+        value = row_html(row, note)
+        if self.cells.value != value:
+            self.cells.value = value
+        busy = note is not None
+        wanted = {"stop": busy or not row.active, "restart": busy, "remove": busy,
+                  "logs": False, "commit": busy}
+        for action, disabled in wanted.items():
+            b = self.buttons[action]
+            if b.disabled != disabled:
+                b.disabled = disabled
+
+    def close(self) -> None:
+        for w in (*self.buttons.values(), self.cells, self.box):
+            w.close()
+
+
+def _this_notebook(shell) -> str:
+    """The notebook path %%docker writes into the ``dockmagic.notebook`` label."""
+    from .magics import DockerMagics
+
+    # DockerMagics._notebook reads only self.shell; ask it rather than repeat its rules.
+    return DockerMagics._notebook(types.SimpleNamespace(shell=shell)) or ""
+
+
+class Panel(W.VBox):
+    """The live panel. Display it (it is a widget); ``close()`` stops its refresher.
+
+    ``scope``: "notebook" (this kernel's / notebook's containers), "dockmagic" (every container
+    dockmagic made) or "all". ``interval``: seconds between refreshes. ``notebook``/``kernel``
+    default to this kernel's, as the labels of its ``%%docker`` containers say.
+    ``query_gpus``: a function returning a :class:`~dockmagic.nvml.GpuSnapshot` (tests pass
+    recorded ones). ``autostart=False`` leaves the thread off: call :meth:`refresh` yourself.
+    """
+
+    def __init__(self, scope: str = "dockmagic", interval: float = DEFAULT_INTERVAL, *,
+                 notebook: Optional[str] = None, kernel: Optional[str] = None,
+                 max_rows: int = MAX_ROWS, query_gpus: Optional[Callable] = None,
+                 autostart: bool = True):
+        if scope not in ps.SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(ps.SCOPES)}, not {scope!r}")
+        super().__init__()
+        if notebook is None or kernel is None:
+            from .magics import kernel_id
+
+            try:
+                from IPython import get_ipython
+                shell = get_ipython()
+            except ImportError:  # pragma: no cover - IPython is a dependency
+                shell = None
+            notebook = _this_notebook(shell) if notebook is None else notebook
+            kernel = kernel_id() if kernel is None else kernel
+        self.notebook, self.kernel = notebook, kernel
+        self.scope = scope
+        self.interval = float(interval)
+        self.paused = False
+        self.max_rows = max_rows
+        if query_gpus is None:
+            from .nvml import query_snapshot as query_gpus
+        self._query_gpus = query_gpus
+        self._pstate = PanelState(scope=scope)
+        self._listing: tuple = ()
+        self._listed_at = 0.0
+        self._history: dict = {}
+        self._notes: Dict[str, str] = {}  # id -> "stopping…" while an action on it runs
+        self._rows: Dict[str, _RowView] = {}
+        self._cards: Dict[str, W.HTML] = {}
+        self._pending_ok: Optional[Callable[[str], None]] = None
+        self._apply_lock = threading.RLock()
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._force = False
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+        self._fetcher = _Fetcher()
+        self._build_widgets()
+        _live.add(self)
+        if autostart:
+            self.start()
+
+    # -- widgets ---------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        # Shared layout and style models: one per panel, not one per row button.
+        self._btn_layout = W.Layout(width="26px", height="22px")
+        self._btn_style = W.ButtonStyle()
+        self._row_layout = W.Layout(align_items="center", width="100%")
+        # every row's cells get the same width (not their content's), so columns line up
+        self._cell_layout = W.Layout(flex="1 1 0%", min_width="0", overflow="hidden")
+        self._html_style = HTMLStyle()
+        self.add_class("dm-panel")
+
+        self.scope_w = W.ToggleButtons(
+            options=[(ps.SCOPE_NAMES[s], s) for s in ps.SCOPES], value=self.scope,
+            style={"button_width": "auto"}, layout=W.Layout(width="auto"))
+        self.scope_w.observe(self._on_scope, names="value")
+        values = [v for _, v in INTERVALS]
+        options = list(INTERVALS) if self.interval in values else \
+            sorted(INTERVALS + ((f"{self.interval:g} s", self.interval),), key=lambda o: o[1])
+        self.interval_w = W.Dropdown(options=options, value=self.interval, tooltip="refresh every",
+                                     layout=W.Layout(width="64px"))
+        self.interval_w.observe(self._on_interval, names="value")
+        self.pause_w = W.ToggleButton(value=False, icon="pause", tooltip="pause refreshing",
+                                      layout=W.Layout(width="34px", padding="0"))
+        self.pause_w.observe(self._on_pause, names="value")
+        self.refresh_w = W.Button(icon="refresh", tooltip="refresh now",
+                                  layout=W.Layout(width="32px"))
+        self.refresh_w.on_click(lambda _b: self.refresh_soon())
+        self.prune_w = W.Button(description="prune stopped", icon="trash", disabled=True,
+                                tooltip="remove dockmagic's stopped containers shown here",
+                                layout=W.Layout(width="auto"))
+        self.prune_w.on_click(lambda _b: self._on_prune())
+        self.status_w = W.HTML()
+        title = W.HTML(CSS + '<span class="dm-title">dockmagic</span>')
+        header = W.HBox([title, self.scope_w, self.interval_w, self.pause_w, self.refresh_w,
+                         self.prune_w, self.status_w],
+                        layout=W.Layout(align_items="center", flex_flow="row wrap"))
+
+        self.banner_w = W.HTML(layout=W.Layout(display="none"))
+        self.notice_w = W.HTML(layout=W.Layout(display="none"))
+
+        self.prompt_msg = W.HTML()
+        self.prompt_text = W.Text(placeholder="REPO:TAG", layout=W.Layout(width="220px"))
+        self.prompt_ok = W.Button(description="OK", button_style="danger",
+                                  layout=W.Layout(width="auto"))
+        self.prompt_cancel = W.Button(description="cancel", layout=W.Layout(width="auto"))
+        self.prompt_ok.on_click(lambda _b: self._on_prompt(True))
+        self.prompt_cancel.on_click(lambda _b: self._on_prompt(False))
+        self.prompt_w = W.HBox([self.prompt_msg, self.prompt_text, self.prompt_ok,
+                                self.prompt_cancel],
+                               layout=W.Layout(display="none", align_items="center"))
+
+        self.logs_title = W.HTML()
+        self.logs_body = W.HTML()
+        self.logs_close = W.Button(icon="times", tooltip="close logs",
+                                   layout=W.Layout(width="28px"))
+        self.logs_close.on_click(lambda _b: _show(self.logs_w, False))
+        self.logs_w = W.VBox([W.HBox([self.logs_title, self.logs_close],
+                                     layout=W.Layout(align_items="center")), self.logs_body],
+                             layout=W.Layout(display="none"))
+        self.logs_w.add_class("dm-logs")
+
+        # the headings share the rows' flex layout, with a spacer where the buttons are
+        self.thead_w = W.HBox([W.HTML(header_html(), layout=self._cell_layout),
+                               W.HTML('<div class="dm-actions-space"></div>')],
+                              layout=W.Layout(width="100%"))
+        self.rows_w = W.VBox()
+        self.more_w = W.HTML()
+        self.gpu_head_w = W.HTML('<div class="dm-section">GPUs</div>')
+        self.cards_w = W.Box(layout=W.Layout(flex_flow="row wrap"))
+        self.children = (header, self.banner_w, self.prompt_w, self.notice_w, self.logs_w,
+                         self.thead_w, self.rows_w, self.more_w, self.gpu_head_w, self.cards_w)
+
+    # -- thread ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the refresher thread (done on creation unless ``autostart=False``)."""
+        if self._closed or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="dockmagic-panel", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            force, self._force = self._force, False
+            if force or not self.paused:
+                self.refresh()
+            self._wake.wait(self.interval)
+
+    def refresh_soon(self) -> None:
+        """Ask the refresher for a tick now, even while paused (after an action)."""
+        self._force = True
+        self._wake.set()
+
+    @property
+    def state(self) -> PanelState:
+        """The state last applied."""
+        return self._pstate
+
+    def refresh(self) -> PanelState:
+        """Read the engine and the GPUs now, build the state and apply it. Never raises."""
+        with self._refresh_lock:
+            try:
+                state = self._build_state()
+            except Exception as exc:  # a bug here must not kill the refresher
+                state = dataclasses.replace(
+                    self._pstate, time=time.time(),
+                    engine_error=f"panel refresh failed: {type(exc).__name__}: {exc}")
+            if not self._stop.is_set():
+                try:
+                    self._apply(state)
+                except Exception:  # widgets closed under us (kernel shutting down)
+                    pass
+            return state
+
+    def _build_state(self) -> PanelState:
+        now = time.time()
+        snap = self._query_gpus()
+        # Only dockmagic's containers unless every one is asked for: a tick's cost follows
+        # what the panel can show, not how busy the engine is.
+        managed_only = self.scope != "all"
+        try:
+            listing = lifecycle.query_containers(all=True, managed_only=managed_only)
+            engine_error = None
+            self._listing, self._listed_at = tuple(listing), now
+        except Exception as exc:
+            listing, engine_error = self._listing, _engine_message(exc)
+        fetcher = self._fetcher
+        if engine_error is None:
+            if not snap.error and any(g.processes for g in snap.gpus):
+                # GPU processes may live in anyone's container: join on the running ones
+                try:
+                    running = lifecycle.query_containers(all=False) if managed_only \
+                        else listing
+                    snap = attach_containers(snap, running)
+                except Exception:  # the join is a nicety; the next tick tries again
+                    pass
+            fetcher.forget_except({e.get("Id") for e in listing})
+        self._history = ps.build_history(self._history, snap, now)
+        state = ps.build_state(listing, snap, fetcher.stats(), self.scope, self.notebook, now,
+                               kernel=self.kernel, inspected=fetcher.inspected(),
+                               history=self._history, engine_error=engine_error)
+        if engine_error is None:
+            shown = {r.id for r in state.rows[:self.max_rows]}
+            entries = [e for e in listing if e.get("Id") in shown]
+            for cid in ps.ids_to_inspect(entries, fetcher.inspected(), now):
+                fetcher.want("inspect", cid)
+            self._want_stats(state)
+        return state
+
+    def _want_stats(self, state: PanelState) -> None:
+        mono = time.monotonic()
+        due = [(self._fetcher.sample_age(r.id, mono), r.id)
+               for r in state.rows[:self.max_rows] if r.state == "running"]
+        due = [d for d in due if d[0] >= max(self.interval, STATS_EVERY_S) * 0.9]
+        for _, cid in sorted(due, reverse=True)[:STATS_PER_TICK]:
+            self._fetcher.want("stats", cid)
+
+    # -- applying a state ------------------------------------------------------------------
+    def _apply(self, state: PanelState) -> None:
+        with self._apply_lock, self.hold_sync():
+            if self._closed:
+                return
+            self._pstate = state
+            shown = state.rows[:self.max_rows]
+            views, made, waiting = {}, 0, 0
+            for row in shown:
+                view = self._rows.get(row.id)
+                if view is None:
+                    if made >= NEW_ROWS_PER_TICK:
+                        waiting += 1
+                        continue
+                    view, made = _RowView(self, row.id), made + 1
+                view.update(row, self._notes.get(row.id))
+                views[row.id] = view
+            for cid, view in self._rows.items():
+                if cid not in views:
+                    view.close()
+            self._rows = views
+            children = tuple(v.box for v in views.values())
+            if self.rows_w.children != children:
+                self.rows_w.children = children
+            hidden = len(state.rows) - len(shown)
+            if waiting:
+                self.refresh_soon()  # draw the rest on a tick right after this one
+            more = (f'<span class="dm-muted">drawing {waiting} more rows…</span>' if waiting
+                    else f'<span class="dm-muted">{hidden} more not shown: narrow the filter'
+                         "</span>" if hidden else "" if shown else
+                    f'<span class="dm-muted">no containers ({_e(ps.SCOPE_NAMES[state.scope])})'
+                    f"{'; start one with %%docker -d IMAGE' if state.scope != 'all' else ''}"
+                    "</span>")
+            if self.more_w.value != more:
+                self.more_w.value = more
+            self.status_w.value = status_html(state, self.paused, self.interval, len(shown))
+            prunable = len(state.prunable)
+            with self.prune_w.hold_sync():
+                self.prune_w.disabled = prunable == 0
+                self.prune_w.description = f"prune stopped ({prunable})" if prunable else \
+                    "prune stopped"
+            if state.engine_error:
+                seen = time.strftime("%H:%M:%S", time.localtime(self._listed_at)) \
+                    if self._listed_at else "never"
+                self.banner_w.value = (
+                    f'<div class="dm-banner">Docker engine: {_e(state.engine_error)}<br>'
+                    f"retrying every {self.interval:g} s; rows are as last seen ({seen})</div>")
+            _show(self.banner_w, bool(state.engine_error))
+            self._apply_gpus(state)
+
+    def _apply_gpus(self, state: PanelState) -> None:
+        snap = state.snapshot
+        if snap.error:
+            # the reason on the line, the fix (the rest of the message) on hover
+            reason = snap.error.split(". ", 1)[0]
+            text = f'<span title="{_e(snap.error)}">{_e(reason)}</span>'
+        else:
+            text = _e(ps.to_gpu_header(snap))
+        head = (f'<div class="dm-section">GPUs <span class="dm-muted" '
+                f'style="font-weight:400">· {text}</span></div>')
+        if self.gpu_head_w.value != head:
+            self.gpu_head_w.value = head
+        cards = {}
+        for card in state.cards:
+            key = card.info.uuid or f"#{card.info.index}"
+            w = self._cards.get(key) or W.HTML(style=self._html_style)
+            value = card_html(card, state.time)
+            if w.value != value:
+                w.value = value
+            cards[key] = w
+        for key, w in self._cards.items():
+            if key not in cards:
+                w.close()
+        self._cards = cards
+        children = tuple(cards.values())
+        if self.cards_w.children != children:
+            self.cards_w.children = children
+
+    # -- controls --------------------------------------------------------------------------
+    def _on_scope(self, change) -> None:
+        self.scope = change["new"]
+        self.refresh_soon()
+
+    def _on_interval(self, change) -> None:
+        self.interval = float(change["new"])
+        self.refresh_soon()
+
+    def _on_pause(self, change) -> None:
+        self.paused = bool(change["new"])
+        self.pause_w.icon = "play" if self.paused else "pause"
+        self.pause_w.tooltip = "resume refreshing" if self.paused else "pause refreshing"
+        self.refresh_soon()
+
+    def notice(self, text: str, error: bool = False) -> None:
+        """One line under the header: what the last action did, or why it failed."""
+        stamp = time.strftime("%H:%M:%S")
+        cls = "dm-notice dm-notice-error" if error else "dm-notice dm-muted"
+        with self._apply_lock:
+            self.notice_w.value = f'<div class="{cls}">{stamp} · {_e(text)}</div>'
+            _show(self.notice_w, True)
+
+    def _ask(self, message: str, on_ok: Callable[[str], None], ok_label: str = "OK",
+             text: Optional[str] = None) -> None:
+        """Show the prompt bar; ``on_ok`` gets the text field's value (when ``text`` is given)."""
+        with self._apply_lock, self.prompt_w.hold_sync():
+            self._pending_ok = on_ok
+            self.prompt_msg.value = f"<b>{_e(message)}</b>&nbsp;"
+            _show(self.prompt_text, text is not None)
+            if text is not None:
+                self.prompt_text.value = text
+            self.prompt_ok.description = ok_label
+            _show(self.prompt_w, True)
+
+    def _on_prompt(self, ok: bool) -> None:
+        action, self._pending_ok = self._pending_ok, None
+        _show(self.prompt_w, False)
+        if ok and action is not None:
+            action(self.prompt_text.value.strip())
+
+    def _row(self, cid: str) -> Optional[ContainerRow]:
+        return next((r for r in self._pstate.rows if r.id == cid), None)
+
+    def _on_action(self, action: str, cid: str) -> None:
+        """A row button was clicked (on the kernel's thread): ask if needed, then act."""
+        row = self._row(cid)
+        if row is None:
+            return
+        if action == "logs":
+            self._spawn(self._show_logs, row)
+        elif action == "commit":
+            self._ask(f"commit {row.name} as image", ok_label="commit", text="",
+                      on_ok=lambda tag: self._commit(row, tag))
+        elif not row.managed or (action == "remove" and row.active):
+            who = "" if row.managed else " (not started by dockmagic)"
+            verb = "force-remove running" if action == "remove" and row.active else action
+            self._ask(f"{verb} {row.name}{who}?", ok_label=action,
+                      on_ok=lambda _t: self.act(action, row))
+        else:
+            self.act(action, row)
+
+    def act(self, action: str, row: ContainerRow) -> None:
+        """Run stop / restart / remove on ``row`` in the background; the row says so meanwhile."""
+        note = ACTIONS[action][2]
+        with self._apply_lock:
+            self._notes = {**self._notes, row.id: note}
+            view = self._rows.get(row.id)
+            if view is not None:
+                view.update(row, note)
+
+        def work():
+            try:
+                if action == "stop":
+                    lifecycle.stop_container(row.id, timeout=STOP_TIMEOUT_S)
+                elif action == "restart":
+                    lifecycle.restart_container(row.id, timeout=STOP_TIMEOUT_S)
+                elif action == "remove":
+                    lifecycle.remove_container(row.id, force=row.active)
+                self.notice(f"{ACTIONS[action][3]} {row.name}")
+            finally:
+                with self._apply_lock:
+                    self._notes = {k: v for k, v in self._notes.items() if k != row.id}
+                self.refresh_soon()
+
+        self._spawn(work)
+
+    def _commit(self, row: ContainerRow, repo_tag: str) -> None:
+        if not repo_tag:
+            self.notice("commit needs REPO:TAG, e.g. myexp:v1", error=True)
+            return
+
+        def work():
+            image = lifecycle.commit_container(
+                row.id, repo_tag, message=f"committed from the dockmagic panel ({row.name})",
+                author=os.environ.get("USER") or None)
+            self.notice(f"committed {row.name} as {repo_tag} ({image[:19]})")
+
+        self._spawn(work)
+
+    def _show_logs(self, row: ContainerRow) -> None:
+        text = lifecycle.fetch_logs(row.id, tail=LOG_LINES)
+        with self._apply_lock, self.logs_w.hold_sync():
+            self.logs_title.value = (f"<b>logs of {_e(row.name)}</b> "
+                                     f'<span class="dm-muted">(last {LOG_LINES} lines)</span>')
+            self.logs_body.value = f"<pre>{_e(text) or '(no output)'}</pre>"
+            _show(self.logs_w, True)
+
+    def _on_prune(self) -> None:
+        rows = self._pstate.prunable
+        if not rows:
+            return
+        names = ", ".join(r.name for r in rows[:5]) + (" …" if len(rows) > 5 else "")
+        self._ask(f"remove {len(rows)} stopped dockmagic container"
+                  f"{'s' if len(rows) != 1 else ''} ({names})?", ok_label="remove",
+                  on_ok=lambda _t: self._spawn(self._prune, rows))
+
+    def _prune(self, rows: Sequence[ContainerRow]) -> None:
+        try:
+            removed = lifecycle.prune_stopped([r.id for r in rows])
+            self.notice(f"removed {len(removed)} stopped container"
+                        f"{'s' if len(removed) != 1 else ''}")
+        finally:
+            self.refresh_soon()
+
+    def _spawn(self, fn, *args) -> None:
+        """Run an action on a short daemon thread; its failure becomes the notice line."""
+        def run():
+            try:
+                fn(*args)
+            except Exception as exc:
+                self.notice(str(exc) if isinstance(exc, errors.DockmagicError)
+                            else f"{type(exc).__name__}: {exc}", error=True)
+
+        threading.Thread(target=run, name="dockmagic-panel-action", daemon=True).start()
+
+    # -- closing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the refresher and the workers, and close the panel's widgets. Idempotent."""
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._stop.set()
+            self._wake.set()
+            t = self._thread
+            if t is not None and t.is_alive() and t is not threading.current_thread():
+                t.join(timeout=10)
+            self._fetcher.close()
+            with self._apply_lock:
+                owned = [w for view in self._rows.values()
+                         for w in (*view.buttons.values(), view.cells, view.box)]
+                owned += [*self._cards.values(), *_descendants(self), self._btn_layout,
+                          self._btn_style, self._row_layout, self._cell_layout,
+                          self._html_style, self.layout]
+                self._rows, self._cards = {}, {}
+                for w in owned:
+                    for part in (getattr(w, "layout", None), getattr(w, "style", None)):
+                        if isinstance(part, W.Widget):
+                            part.close()
+                    w.close()
+            _live.discard(self)
+        super().close()
+
+
+def _descendants(box) -> list:
+    out = []
+    for child in getattr(box, "children", ()):
+        out.extend(_descendants(child))
+        out.append(child)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# For the magics
+# --------------------------------------------------------------------------------------------
+
+
+def show_panel(magics=None, args: Sequence[str] = ()) -> Panel:
+    """``%docker panel [--scope notebook|dockmagic|all] [--interval SECONDS]``: a new panel
+    (the cell's result displays it); an earlier panel of the same ``magics`` is closed, so
+    re-running the cell leaves no refresher behind."""
+    from IPython.core.error import UsageError
+
+    options = {"--scope": "dockmagic", "--interval": str(DEFAULT_INTERVAL)}
+    it = iter(args)
+    for arg in it:
+        key, eq, value = arg.partition("=")
+        if key not in options:
+            raise UsageError(f"%docker panel takes --scope {{{'|'.join(ps.SCOPES)}}} and "
+                             f"--interval SECONDS, not {arg!r}")
+        options[key] = value if eq else next(it, "")
+    if options["--scope"] not in ps.SCOPES:
+        raise UsageError(f"%docker panel --scope: one of {', '.join(ps.SCOPES)}")
+    try:
+        interval = float(options["--interval"])
+        if not 0.2 <= interval <= 3600:
+            raise ValueError
+    except ValueError:
+        raise UsageError("%docker panel --interval: seconds between 0.2 and 3600") from None
+    notebook = None
+    if magics is not None:
+        previous = _by_owner.pop(magics, None)
+        if previous is not None:
+            previous.close()
+        notebook = magics._notebook()
+    panel = Panel(scope=options["--scope"], interval=interval, notebook=notebook)
+    if magics is not None:
+        _by_owner[magics] = panel
+    return panel
+
+
+def close_all() -> None:
+    """Close every open panel (for ``unload_ipython_extension``)."""
+    for panel in list(_live):
+        panel.close()
