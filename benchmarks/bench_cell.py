@@ -9,6 +9,8 @@ Throughput: MB of stdout through a cell (written to /dev/null) vs the CLI piping
 /dev/null, each in a fresh process, with that process's peak RSS.
 """
 import argparse
+import contextlib
+import io
 import os
 import resource
 import statistics
@@ -83,7 +85,8 @@ def throughput_child(way, mb):
 
         ip = InteractiveShell.instance()
         ip.run_line_magic("load_ext", "dockmagic")
-        ip.run_line_magic("docker", "config --spare off")
+        with contextlib.redirect_stdout(io.StringIO()):
+            ip.run_line_magic("docker", "config --spare off")
         old = sys.stdout
         sys.stdout = open(os.devnull, "w")
         t0 = time.perf_counter()  # the shell is up, as in a running notebook
