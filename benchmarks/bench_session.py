@@ -97,15 +97,15 @@ def transfer_speed(ip, name, gb, repeats):
 
 
 def spare_vs_cli(ip, runs):
-    from dockmagic import session
+    from dockmagic import spare
 
     line = f"-l dockmagic.bench=session {IMAGE}"
     with Quiet():
         ip.run_cell_magic("docker", line, "print(1)")  # cold; makes the spare
     cell, cli, cold = [], [], []
-    used = session.SPARES.used
+    used = spare.SPARES.used
     for _ in range(runs):
-        session.SPARES.ready()
+        spare.SPARES.ready()
         with Quiet():
             t0 = time.perf_counter()
             ip.run_cell_magic("docker", line, "print(1)")
@@ -114,7 +114,7 @@ def spare_vs_cli(ip, runs):
         subprocess.run(["docker", "run", "--rm", IMAGE, "python3", "-c", "print(1)"], check=True,
                        stdout=subprocess.DEVNULL)
         cli.append(time.perf_counter() - t0)
-    assert session.SPARES.used == used + runs, "a cell did not use its spare"
+    assert spare.SPARES.used == used + runs, "a cell did not use its spare"
     ip.run_line_magic("docker", "config --spare off")
     try:
         with Quiet():

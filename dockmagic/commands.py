@@ -7,12 +7,10 @@ errors arrive as one-line `errors.DockmagicError`s from lifecycle.
 from __future__ import annotations
 
 import argparse
-import codecs
 import html
 import os
 import sys
 import time
-from collections import deque
 from typing import Callable, Optional, Sequence
 
 from IPython.core.error import StdinNotImplementedError, UsageError
@@ -173,34 +171,24 @@ def to_ago(seconds: float) -> str:
 
 
 class _Streams:
-    """Write engine bytes to the notebook: incremental UTF-8 per stream, a flush per chunk, and
-    the tail of stderr kept for the error message."""
+    """A container's stdout and stderr, each through the runner's incremental-UTF-8 sink (a
+    flush per chunk, the tail kept for error messages)."""
 
-    def __init__(self, tail_bytes: int = 4096, text_filter=None):
-        self.text_filter = text_filter
-        self.decoders = {1: codecs.getincrementaldecoder("utf-8")("replace"),
-                         2: codecs.getincrementaldecoder("utf-8")("replace")}
-        self.tails = {1: deque(maxlen=64), 2: deque(maxlen=64)}
-        self.tail_bytes = tail_bytes
+    def __init__(self, text_filter=None):
+        from .runner import OutputSink
+
+        self.sinks = {1: OutputSink(sys.stdout, keep_tail=True, text_filter=text_filter),
+                      2: OutputSink(sys.stderr, keep_tail=True, text_filter=text_filter)}
 
     def __call__(self, kind: int, data: bytes, final: bool = False):
-        kind = 2 if kind == 2 else 1
-        stream = sys.stderr if kind == 2 else sys.stdout
-        text = self.decoders[kind].decode(data, final)
-        if data:
-            self.tails[kind].append(data)
-        if text and self.text_filter is not None:
-            text = self.text_filter(text)
-        if text:
-            stream.write(text)
-            stream.flush()
+        self.sinks[2 if kind == 2 else 1].write(data, final)
 
     def finish(self):
-        self(1, b"", True)
-        self(2, b"", True)
+        for sink in self.sinks.values():
+            sink.write(b"", final=True)
 
     def tail_text(self, kind: int = 2) -> str:
-        return b"".join(self.tails[kind])[-self.tail_bytes:].decode("utf-8", "replace")
+        return self.sinks[kind].tail_text()
 
 
 def _say(text: str):

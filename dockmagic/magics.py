@@ -180,8 +180,8 @@ class DockerMagics(Magics):
             kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
         if spec.detach:
             return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
-        from . import session  # a ready spare with the same spec skips create + start
-        run_oneshot = session.runner_for(spec, self.config_.spare)
+        from . import spare  # a ready spare with the same spec skips create + start
+        run_oneshot = spare.runner_for(spec, self.config_.spare)
         try:
             result = run_oneshot(
                 kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
@@ -241,8 +241,8 @@ class DockerMagics(Magics):
                     raise UsageError("%docker config --spare takes on or off")
                 self.config_.spare = value == "on"
                 if not self.config_.spare:
-                    from . import session
-                    session.SPARES.discard()
+                    from . import spare
+                    spare.SPARES.discard()
             else:
                 raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\", "
                                  f"--spare on|off or --reset, not {arg!r}")

@@ -281,9 +281,9 @@ def status_html(state: PanelState, paused: bool, interval: float, shown: int) ->
 def _engine_message(exc: BaseException) -> str:
     if isinstance(exc, errors.DockmagicError):
         return str(exc)
-    from .runner import _short  # docker-py's connection errors, in one line
+    from .runner import short_reason  # docker-py's connection errors, in one line
 
-    return errors.describe_no_engine(_short(exc))
+    return errors.describe_no_engine(short_reason(exc))
 
 
 # --------------------------------------------------------------------------------------------

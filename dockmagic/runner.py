@@ -40,7 +40,7 @@ def get_client():
             try:
                 _client = docker.from_env(timeout=600)
             except docker.errors.DockerException as exc:
-                raise errors.EngineUnavailable(errors.describe_no_engine(_short(exc))) from None
+                raise errors.EngineUnavailable(errors.describe_no_engine(short_reason(exc))) from None
     return _client
 
 
@@ -56,7 +56,7 @@ def reset_client():
         _client = None
 
 
-def _short(exc) -> str:
+def short_reason(exc) -> str:
     text = str(getattr(exc, "explanation", None) or exc)
     if "Connection aborted" in text or "FileNotFoundError" in text or "No such file" in text:
         return "the socket is missing or refuses connections"
@@ -73,14 +73,15 @@ class CellResult:
     stderr_tail: str = ""
 
 
-class _Sink:
+class OutputSink:
     """Incremental UTF-8 decoding per stream, one write and flush per chunk."""
 
-    def __init__(self, stream, keep_tail: bool = False):
+    def __init__(self, stream, keep_tail: bool = False, text_filter=None):
         self.stream = stream
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.tail = deque() if keep_tail else None
         self.tail_len = 0
+        self.text_filter = text_filter
 
     def write(self, data: bytes, final: bool = False):
         text = self.decoder.decode(data, final)
@@ -89,6 +90,8 @@ class _Sink:
             self.tail_len += len(data)
             while self.tail_len - len(self.tail[0]) >= _STDERR_TAIL_BYTES:
                 self.tail_len -= len(self.tail.popleft())
+        if text and self.text_filter is not None:
+            text = self.text_filter(text)
         if text:
             self.stream.write(text)
             self.stream.flush()
@@ -99,7 +102,7 @@ class _Sink:
         return b"".join(self.tail)[-_STDERR_TAIL_BYTES:].decode("utf-8", "replace")
 
 
-def _raw_socket(sock):
+def raw_socket(sock):
     return getattr(sock, "_sock", sock)
 
 
@@ -109,7 +112,7 @@ def read_frames(sock, on_frame: Callable[[int, bytes], None]):
     Reads land in one reused buffer; consecutive frames of one stream within a read are handed
     over as one chunk, so a chatty program costs one decode and one write per read, not per line.
     """
-    raw = _raw_socket(sock)
+    raw = raw_socket(sock)
     header = struct.Struct(">BxxxL")
     buf = bytearray(_READ_SIZE)
     start = end = 0
@@ -142,7 +145,7 @@ def read_frames(sock, on_frame: Callable[[int, bytes], None]):
             start = end = 0
 
 
-def _create(client, kwargs: dict, on_pull=None) -> str:
+def create_container(client, kwargs: dict, on_pull=None) -> str:
     """Create a container from translator kwargs with the low-level API (one round trip)."""
     import docker
     from docker.models.containers import _create_container_args
@@ -179,10 +182,10 @@ def pull_image(image: str, on_progress: Optional[Callable[[str], None]] = None):
                 say(f"  {layer + ': ' if layer else ''}{status}")
     except docker.errors.APIError as exc:
         raise errors.ImageUnavailable(
-            errors.describe_pull_failure(image, _short(exc))) from None
+            errors.describe_pull_failure(image, short_reason(exc))) from None
     except docker.errors.DockerException as exc:
         raise errors.ImageUnavailable(
-            errors.describe_pull_failure(image, _short(exc))) from None
+            errors.describe_pull_failure(image, short_reason(exc))) from None
 
 
 def _split_tag(image: str):
@@ -194,7 +197,7 @@ def _split_tag(image: str):
     return image, "latest"
 
 
-def _api_error(exc, image: str, wants_gpus: bool):
+def api_error(exc, image: str, wants_gpus: bool):
     text = str(getattr(exc, "explanation", None) or exc)
     return errors.EngineError(errors.describe_api_error(text, image, wants_gpus))
 
@@ -219,26 +222,26 @@ def run_oneshot(kwargs: dict, body: bytes, *, stdout=None, stderr=None, wants_gp
     sock = None
     try:
         try:
-            cid = _create(client, kw, on_pull)
+            cid = create_container(client, kw, on_pull)
         except docker.errors.APIError as exc:
-            raise _api_error(exc, image, wants_gpus) from None
+            raise api_error(exc, image, wants_gpus) from None
         sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         try:
             api.start(cid)
         except docker.errors.APIError as exc:
-            raise _api_error(exc, image, wants_gpus) from None
-        raw = _raw_socket(sock)
+            raise api_error(exc, image, wants_gpus) from None
+        raw = raw_socket(sock)
         if body:
             raw.sendall(body)
         raw.shutdown(socket.SHUT_WR)
-        out, err = _Sink(stdout), _Sink(stderr, keep_tail=True)
+        out, err = OutputSink(stdout), OutputSink(stderr, keep_tail=True)
         sinks = {1: out, 2: err}
         try:
             read_frames(sock, lambda kind, data: sinks.get(kind, out).write(data))
             out.write(b"", final=True)
             err.write(b"", final=True)
         except KeyboardInterrupt:
-            _interrupt(api, cid)
+            interrupt_container(api, cid)
             if on_interrupt:
                 on_interrupt(cid)
             raise
@@ -254,10 +257,10 @@ def run_oneshot(kwargs: dict, body: bytes, *, stdout=None, stderr=None, wants_gp
             except Exception:
                 pass
         if cid is not None and remove:
-            _remove_quietly(api, cid)
+            remove_quietly(api, cid)
 
 
-def _interrupt(api, cid: str):
+def interrupt_container(api, cid: str):
     """SIGINT, a short grace, then SIGKILL: what Ctrl-C in `docker run` amounts to."""
     try:
         api.kill(cid, signal="SIGINT")
@@ -269,12 +272,12 @@ def _interrupt(api, cid: str):
             pass
 
 
-def _remove_quietly(api, cid: str):
+def remove_quietly(api, cid: str):
     try:
         api.remove_container(cid, force=True)
     except Exception as exc:  # already gone (404) or going (409) are the expected cases
         if getattr(getattr(exc, "response", None), "status_code", None) not in (404, 409):
-            print(f"dockmagic: could not remove container {cid[:12]}: {_short(exc)}",
+            print(f"dockmagic: could not remove container {cid[:12]}: {short_reason(exc)}",
                   file=sys.stderr)
 
 
@@ -288,10 +291,10 @@ def run_detached(kwargs: dict, body: bytes, *, wants_gpus: bool = False, on_pull
     kw = dict(kwargs, stdin_open=True, detach=False, tty=False)
     cid = None
     try:
-        cid = _create(client, kw, on_pull)
+        cid = create_container(client, kw, on_pull)
         sock = api.attach_socket(cid, params={"stdin": 1, "stream": 1})
         api.start(cid)
-        raw = _raw_socket(sock)
+        raw = raw_socket(sock)
         raw.sendall(body)
         raw.shutdown(socket.SHUT_WR)
         sock.close()
@@ -299,7 +302,7 @@ def run_detached(kwargs: dict, body: bytes, *, wants_gpus: bool = False, on_pull
         cid = None  # started: it is the user's now
         return name
     except docker.errors.APIError as exc:
-        raise _api_error(exc, image, wants_gpus) from None
+        raise api_error(exc, image, wants_gpus) from None
     finally:
         if cid is not None:
-            _remove_quietly(api, cid)
+            remove_quietly(api, cid)

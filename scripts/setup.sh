@@ -26,8 +26,17 @@ fi
 stamp=.venv/.dockmagic-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: pip install -e .[test]"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  # (grep: this machine's pip config names a local index folder that may be absent; say so once)
+  quiet() {
+    local log rc=0
+    log=$(mktemp)
+    "$@" >"$log" 2>&1 || rc=$?
+    grep -v "^WARNING: Location 'file:" "$log" || true
+    rm -f "$log"
+    return "$rc"
+  }
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
 

@@ -53,6 +53,18 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def as_kernel_user(uid, argv, gid=None):
+    """argv run as a non-root kernel user (uid:gid, plus the docker socket's group).
+
+    It keeps CAP_DAC_READ_SEARCH only, so it can read the project and its venv wherever the
+    checkout lies (CI clones into a 0700 folder) while everything it writes is owned by uid.
+    """
+    gid = uid if gid is None else gid
+    sock_gid = os.stat("/var/run/docker.sock").st_gid
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={sock_gid}",
+            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", *argv]
+
+
 def remove_labelled(client, label):
     for c in client.containers.list(all=True, filters={"label": label}):
         try:

@@ -10,7 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from dockmagic import errors, runner
-from conftest import BASE_IMAGE, ENTRYPOINT_IMAGE, ENV_IMAGE
+from conftest import BASE_IMAGE, ENTRYPOINT_IMAGE, ENV_IMAGE, as_kernel_user
 
 pytestmark = pytest.mark.engine
 
@@ -162,7 +162,6 @@ def test_files_are_owned_by_a_non_root_kernel_user(docker_client, base_image, tm
     """The kernel runs as uid 1000 (not root): what the cell writes is owned by 1000."""
     if os.getuid() != 0:
         pytest.skip("needs root to start a kernel as another user")
-    sock_gid = os.stat("/var/run/docker.sock").st_gid
     os.chown(tmp_path, 1000, 1000)
     script = (
         "from IPython.core.interactiveshell import InteractiveShell\n"
@@ -175,8 +174,7 @@ def test_files_are_owned_by_a_non_root_kernel_user(docker_client, base_image, tm
     )
     env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=os.pathsep.join(sys.path))
     subprocess.run(
-        ["setpriv", "--reuid=1000", "--regid=1000", f"--groups={sock_gid}", sys.executable,
-         "-c", script],
+        as_kernel_user(1000, [sys.executable, "-c", script]),
         cwd=tmp_path, env=env, check=True, timeout=120, capture_output=True)
     out = tmp_path / "out.txt"
     assert out.stat().st_uid == 1000 and out.stat().st_gid == 1000

@@ -72,7 +72,7 @@ def test_auto_2_pins_the_least_loaded_pair_on_the_next_cells_container(
     magics = shell.magics_manager.registry["DockerMagics"]
     plan = magics.plan(f"-l test.case=gpus-auto {BASE_IMAGE}")
     client = runner.get_client()
-    cid = runner._create(client, plan.spec.to_create_kwargs())   # created, not started: no GPUs here
+    cid = runner.create_container(client, plan.spec.to_create_kwargs())   # created, not started: no GPUs here
     try:
         reqs = client.api.inspect_container(cid)["HostConfig"]["DeviceRequests"]
         assert [r["DeviceIDs"] for r in reqs] == [[uuids[3], uuids[6]]]

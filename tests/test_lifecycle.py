@@ -246,15 +246,38 @@ def test_logs_follow_streams_live_until_the_container_stops(shell, docker_client
 
 def test_logs_follow_ends_cleanly_on_interrupt(shell, docker_client, capsys):
     c = make_container(docker_client, ["bash", "-c", "while true; do echo tick; sleep 0.2; done"])
-    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    following = threading.Event()
+
+    class Watch:  # interrupt once the logs are really streaming, however loaded the machine is
+        seen = ""
+
+        def write(self, text):
+            self.seen += text
+            if self.seen.count("tick") >= 3:
+                following.set()
+            return len(text)
+
+        def flush(self):
+            pass
+
+    def interrupt():
+        if following.wait(60):
+            os.kill(os.getpid(), signal.SIGINT)
+        else:  # never streamed: end the follow so the test fails instead of hanging
+            c.kill()
+
+    watch, old = Watch(), sys.stdout
+    timer = threading.Thread(target=interrupt)
+    sys.stdout = watch
     timer.start()
     try:
         result = shell.run_line_magic("docker", f"logs -f {c.name}")  # returns, no traceback
     finally:
-        timer.cancel()
+        sys.stdout = old
+        timer.join()
     got = capsys.readouterr()
     assert result is None
-    assert "tick" in got.out
+    assert "tick" in watch.seen
     assert f"stopped following the logs of {c.name}" in got.err
     assert state(docker_client, c.name)["Running"], "following must not stop the container"
 

@@ -20,9 +20,11 @@ def test_quickstart_notebook_runs_headless(base_image, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == str(out)
     nb = nbformat.read(out, as_version=4)
+    # Output arrives in chunks as it is written: join a cell's stream outputs as they came.
     text = "\n".join(
-        o.get("text", "") if o.get("output_type") == "stream" else str(o.get("data", ""))
-        for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        "".join(o.get("text", "") if o.get("output_type") == "stream" else str(o.get("data", ""))
+                for o in c.get("outputs", []))
+        for c in nb.cells if c.cell_type == "code")
     assert "hello from the container 2" in text
     assert "numpy 1." in text                      # Debian's numpy inside, whatever the host has
     assert "done owned by uid" in text

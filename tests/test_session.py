@@ -12,7 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from conftest import BASE_IMAGE, ENV_IMAGE, remove_labelled
-from dockmagic import agent, errors, runner, session
+from dockmagic import agent, errors, runner, session, spare
 
 pytestmark = pytest.mark.engine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -337,8 +337,8 @@ def test_marker_split_across_frames_is_found():
 @pytest.fixture
 def spares(shell, docker_client):
     shell.run_line_magic("docker", "config --spare on")
-    yield session.SPARES
-    session.SPARES.discard()
+    yield spare.SPARES
+    spare.SPARES.discard()
 
 
 def hostname_of_cell(shell, capsys, line):
@@ -482,7 +482,7 @@ def test_no_spare_for_detached_named_or_session_cells_or_when_off(shell, workdir
 
 def test_an_unused_spare_goes_away_after_the_idle_time(shell, workdir, spares, docker_client,
                                                        monkeypatch):
-    monkeypatch.setattr(session, "SPARE_IDLE_S", 1.0)
+    monkeypatch.setattr(spare, "SPARE_IDLE_S", 1.0)
     shell.run_cell_magic("docker", f"-l {LABEL} {BASE_IMAGE}", "print(1)")
     assert spares.ready()
     spare_id = spares.spare_id

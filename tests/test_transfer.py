@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import BASE_IMAGE, remove_labelled
+from conftest import BASE_IMAGE, as_kernel_user, remove_labelled
 from dockmagic import session, transfer
 from dockmagic.transfer import TransferError, TransferUsage, parse_transfers, pick_exchange_dir
 
@@ -263,7 +263,6 @@ def test_a_non_root_kernel_exchanges_with_any_container_user(docker_client, base
     import subprocess
     import sys
 
-    sock_gid = os.stat("/var/run/docker.sock").st_gid
     os.chown(tmp_path, 1000, 1000)
     name = f"dmtest-xfer-{uuid.uuid4().hex[:8]}"
     script = (
@@ -286,8 +285,7 @@ def test_a_non_root_kernel_exchanges_with_any_container_user(docker_client, base
     )
     env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(
-        ["setpriv", "--reuid=1000", "--regid=1000", f"--groups={sock_gid}", sys.executable,
-         "-c", script], cwd=tmp_path, env=env, timeout=180, capture_output=True, text=True)
+        as_kernel_user(1000, [sys.executable, "-c", script]), cwd=tmp_path, env=env, timeout=180, capture_output=True, text=True)
     remove_labelled(docker_client, "dockmagic.test=transfer")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.split("\n")
