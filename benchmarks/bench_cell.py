@@ -34,7 +34,8 @@ def latency(runs):
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "dockmagic")
     # The cold path: spares (benchmarks/bench_session.py) would hide the container start.
-    ip.run_line_magic("docker", "config --spare off")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ip.run_line_magic("docker", "config --spare off")
     client = docker.from_env()
     devnull = open(os.devnull, "w")
 

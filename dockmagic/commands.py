@@ -337,7 +337,7 @@ def cmd_exec(magics, argv):
     if code != 0:
         # The engine reports a missing command on stdout ("OCI runtime exec failed: ...").
         missing = "executable file not found" in out.tail_text(1) + out.tail_text(2)
-        raise lifecycle.ExecFailed(code, args.name, cmd, out.tail_text(2), not_found=missing)
+        raise errors.ExecFailed(code, args.name, cmd, out.tail_text(2), not_found=missing)
     return None
 
 

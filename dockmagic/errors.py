@@ -7,6 +7,7 @@ through docker-py's internals.
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 GPU_RUNTIME_HELP = (
     "the engine has no NVIDIA runtime for --gpus: install nvidia-container-toolkit on the Docker "
@@ -53,6 +54,35 @@ class CellFailed(DockmagicError):
             lines.append("last lines of stderr:")
             lines.extend("  " + ln for ln in self.stderr_tail.rstrip("\n").splitlines()[-10:])
         return lines
+
+
+class BuildFailed(EngineError):
+    """A `%%dockerfile` build stopped at a step."""
+
+
+class ExecFailed(CellFailed):
+    """`%docker exec` ran, and the command exited non-zero."""
+
+    def __init__(self, exit_code: int, name: str, cmd: Sequence[str], stderr_tail: str = "",
+                 not_found: bool = False):
+        super().__init__(exit_code, image="", stderr_tail=stderr_tail, name=name)
+        self.cmd = list(cmd)
+        Exception.__init__(self, describe_exec_exit(exit_code, name, cmd, not_found))
+
+
+def describe_exec_exit(code: int, name: str, cmd: Sequence[str], not_found: bool = False) -> str:
+    shown = " ".join(cmd)
+    base = f"`{shown}` in container {name} exited with code {code}"
+    if not_found:
+        return (f"{base}: {cmd[0]!r} is not on the container's PATH; check the spelling, or "
+                "give its full path")
+    if code == 126:
+        return f"{base}: the command cannot be executed (permission, or not executable)"
+    if code == 127:
+        return f"{base}: command not found in the container; check its PATH and spelling"
+    if code > 128:
+        return f"{base}: killed by signal {code - 128}"
+    return base
 
 
 def engine_address() -> str:

@@ -34,35 +34,6 @@ OnOutput = Callable[[int, bytes], None]  # (1 = stdout | 2 = stderr, raw bytes)
 
 
 # -- errors ------------------------------------------------------------------------------------
-class BuildFailed(errors.EngineError):
-    """A `%%dockerfile` build stopped at a step."""
-
-
-class ExecFailed(errors.CellFailed):
-    """`%docker exec` ran, and the command exited non-zero."""
-
-    def __init__(self, exit_code: int, name: str, cmd: Sequence[str], stderr_tail: str = "",
-                 not_found: bool = False):
-        super().__init__(exit_code, image="", stderr_tail=stderr_tail, name=name)
-        self.cmd = list(cmd)
-        Exception.__init__(self, describe_exec_exit(exit_code, name, cmd, not_found))
-
-
-def describe_exec_exit(code: int, name: str, cmd: Sequence[str], not_found: bool = False) -> str:
-    shown = " ".join(cmd)
-    base = f"`{shown}` in container {name} exited with code {code}"
-    if not_found:
-        return (f"{base}: {cmd[0]!r} is not on the container's PATH; check the spelling, or "
-                "give its full path")
-    if code == 126:
-        return f"{base}: the command cannot be executed (permission, or not executable)"
-    if code == 127:
-        return f"{base}: command not found in the container; check its PATH and spelling"
-    if code > 128:
-        return f"{base}: killed by signal {code - 128}"
-    return base
-
-
 def _explanation(exc) -> str:
     return str(getattr(exc, "explanation", None) or exc).strip()
 
@@ -649,7 +620,7 @@ def build_image(dockerfile: str, tag: str, on_output: Callable[[str], None], *,
     step = None
     image_id = None
     describe = lambda text: describe_build_failure(tag, step, text, context is None)  # noqa: E731
-    with _engine(f"build {tag}", describe, BuildFailed):
+    with _engine(f"build {tag}", describe, errors.BuildFailed):
         with fileobj:
             events = api.build(fileobj=fileobj, custom_context=True, dockerfile=dockerfile_name,
                                tag=tag, rm=True, forcerm=True, decode=True, pull=False,
@@ -663,7 +634,7 @@ def build_image(dockerfile: str, tag: str, on_output: Callable[[str], None], *,
                     on_output(text)
                 elif "error" in event or "errorDetail" in event:
                     text = event.get("error") or event["errorDetail"].get("message", "")
-                    raise BuildFailed(describe_build_failure(tag, step, text, context is None))
+                    raise errors.BuildFailed(describe_build_failure(tag, step, text, context is None))
                 elif "aux" in event:
                     image_id = (event["aux"] or {}).get("ID") or image_id
                 elif event.get("status"):

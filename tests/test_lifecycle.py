@@ -290,14 +290,14 @@ def test_exec_streams_output_and_raises_on_nonzero_exit(shell, docker_client, ca
     shell.run_line_magic("docker", f"exec -w /tmp {c.name} pwd")
     assert capsys.readouterr().out.strip() == "/tmp"
 
-    with pytest.raises(lifecycle.ExecFailed) as info:
+    with pytest.raises(errors.ExecFailed) as info:
         shell.run_line_magic("docker", f"exec {c.name} bash -c 'echo bad news >&2; exit 3'")
     assert isinstance(info.value, errors.CellFailed)
     assert info.value.exit_code == 3 and "bad news" in info.value.stderr_tail
     assert one_line(info.value).startswith("ExecFailed: `bash -c echo bad news >&2; exit 3` in "
                                            f"container {c.name} exited with code 3")
 
-    with pytest.raises(lifecycle.ExecFailed) as info:
+    with pytest.raises(errors.ExecFailed) as info:
         shell.run_line_magic("docker", f"exec {c.name} no-such-command")
     assert "not on the container's PATH" in str(info.value)
 
@@ -478,7 +478,7 @@ def test_dockerfile_builds_an_image_that_a_docker_cell_runs(shell, docker_client
 
 def test_dockerfile_failure_names_the_step_and_leaves_no_container(shell, docker_client):
     before = {c["Id"] for c in docker_client.api.containers(all=True)}
-    with pytest.raises(lifecycle.BuildFailed) as info:
+    with pytest.raises(errors.BuildFailed) as info:
         shell.run_cell_magic("dockerfile", f"-t {LOCAL_REPO}/broken:{RUN}",
                              f"FROM {BASE_IMAGE}\nRUN echo fine\nRUN exit 7\n")
     line = one_line(info.value)
@@ -487,7 +487,7 @@ def test_dockerfile_failure_names_the_step_and_leaves_no_container(shell, docker
                  if c["Id"] not in before and c["Image"].startswith("sha256:")]
     assert leftovers == [], "an intermediate build container was left (want --force-rm)"
 
-    with pytest.raises(lifecycle.BuildFailed, match="fix the Dockerfile"):
+    with pytest.raises(errors.BuildFailed, match="fix the Dockerfile"):
         shell.run_cell_magic("dockerfile", f"-t {LOCAL_REPO}/broken:{RUN}",
                              f"FROM {BASE_IMAGE}\nNOT-AN-INSTRUCTION x\n")
 
@@ -499,7 +499,7 @@ def test_dockerfile_context_is_empty_unless_named(shell, docker_client, tmp_path
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")  # replaced by the cell body
     body = f"FROM {BASE_IMAGE}\nCOPY . /ctx/\n"
     tag = f"{LOCAL_REPO}/context:{RUN}"
-    with pytest.raises(lifecycle.BuildFailed) as info:
+    with pytest.raises(errors.BuildFailed) as info:
         shell.run_cell_magic("dockerfile", f"-t {tag}", f"FROM {BASE_IMAGE}\nCOPY payload.txt /\n")
     assert "%%dockerfile -t NAME:TAG ." in str(info.value)
 
