@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from dockmagic import nvml, runner
-from conftest import BASE_IMAGE, FIXTURES
+from conftest import BASE_IMAGE, FIXTURES, HERE
 
 
 def record(name, label=None):
@@ -100,3 +100,32 @@ def test_bad_choice_names_the_accepted_forms(shell, recorded):
     with pytest.raises(UsageError) as info:
         shell.run_line_magic("gpus", "fastest")
     assert "auto:N" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_gpus_notebook_runs_headless(base_image, tmp_path):
+    """notebooks/gpus.ipynb on a real kernel: without a driver it shows that state, not a failure."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    root = os.path.dirname(HERE)
+    out = tmp_path / "gpus.executed.ipynb"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(root, "scripts", "run_notebook.py"),
+         os.path.join(root, "notebooks", "gpus.ipynb"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nb = nbformat.read(out, as_version=4)
+    text = "\n".join(
+        "".join(o.get("text", "") if o.get("output_type") == "stream" else str(o.get("data", ""))
+                for o in c.get("outputs", []))
+        for c in nb.cells if c.cell_type == "code")
+    if nvml.query_snapshot().error:
+        assert "no NVIDIA driver found" in text
+        assert "auto:2 needs to see the GPUs" in text
+    else:
+        assert "most free memory:" in text
+    assert "next %%docker cells get: all GPUs" in text
+    assert "--gpus '\"device=0,2\"'" in text
+    assert "CUDA_DEVICE_ORDER = PCI_BUS_ID" in text
