@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 from IPython.core.error import StdinNotImplementedError, UsageError
 
-from . import errors, lifecycle
+from . import errors, lifecycle, panelstate
 
 SUMMARY = """\
 Lifecycle subcommands (`%docker SUB --help` for each):
@@ -222,22 +222,42 @@ def cmd_ps(magics, argv):
     """`%docker ps [-a] [--all-containers]`."""
     args = _PS.parse(argv)
     entries = lifecycle.query_containers(all=args.all, managed_only=not args.all_containers)
-    managed = [e["Id"] for e in entries
-               if (e.get("Labels") or {}).get(lifecycle.MANAGED) == "1"]
-    rows = lifecycle.build_container_rows(entries, lifecycle.query_device_requests(managed))
+    rows = container_rows(entries, inspect=True, everyone=args.all_containers)
     return to_container_table(rows, all_states=args.all, everyone=args.all_containers)
 
 
+def _needs_snapshot(inspected) -> bool:
+    """Whether some container's GPUs are pinned by UUID (shown as indices, as the panel does)."""
+    return any(i.startswith("GPU-") for seen in inspected.values()
+               for _, ids in seen.gpu_requests for i in ids)
+
+
+def container_rows(entries, inspect: bool = False, everyone: bool = True, snapshot=None):
+    """Rows for a listing, built by the panel's own builder (`panelstate.build_state`), so
+    `%docker ps` and the panel agree. ``inspect``: ask the engine for each container's GPUs
+    (the listing lacks them); a snapshot is read only when a UUID needs its index."""
+    inspected = {}
+    if inspect:
+        inspected = {cid: panelstate.parse_inspect(info) for cid, info in
+                     lifecycle.inspect_containers([e["Id"] for e in entries]).items()}
+        if snapshot is None and _needs_snapshot(inspected):
+            from .nvml import query_snapshot
+
+            snapshot = query_snapshot()
+    return panelstate.build_state(entries, snapshot, scope="all" if everyone else "dockmagic",
+                                  now=time.time(), inspected=inspected).rows
+
+
 def to_container_table(rows, all_states: bool = False, everyone: bool = False) -> Table:
-    """`ContainerRow`s as a `Table` (also for the panel)."""
+    """`panelstate.ContainerRow`s as a `Table`: the panel's rows, in `docker ps`'s words."""
     whose = "containers" if everyone else "dockmagic containers"
     which = "" if all_states else "running "
     hint = "" if all_states else " (`-a` shows stopped ones too)"
     table_rows, tips = [], []
     for r in rows:
-        notebook = os.path.basename(r.notebook) if r.notebook else ""
-        table_rows.append((r.name, r.image, r.status, notebook, r.cell, r.gpus, r.id))
-        tips.append(("", "", "", r.notebook, "", "", r.kernel))
+        table_rows.append((r.name, r.image, r.status, panelstate.to_notebook_text(r), r.cell or "",
+                           panelstate.to_gpus_text(r), r.id[:12]))
+        tips.append(("", "", "", r.notebook or "", "", "", r.kernel or ""))
     return Table(("NAME", "IMAGE", "STATUS", "NOTEBOOK", "CELL", "GPUS", "ID"), table_rows,
                  empty=f"no {which}{whose}{hint}", titles=tips)
 
@@ -429,8 +449,8 @@ def _confirm(question: str) -> bool:
 def cmd_prune(magics, argv):
     """`%docker prune [-f] [--orphans]`."""
     args = _PRUNE.parse(argv)
-    rows = lifecycle.query_prunable(orphans=args.orphans,
-                                    labels=parse_label_filters(args.filter))
+    rows = container_rows(lifecycle.query_prunable(orphans=args.orphans,
+                                                   labels=parse_label_filters(args.filter)))
     if not rows:
         print("nothing to prune" + ("" if args.orphans else
                                     " (`--orphans` also looks for containers of dead kernels)"))

@@ -3,8 +3,9 @@ restart, remove, logs, exec, commit, tag, push, pull, build, prune. Shared by th
 subcommands (commands.py) and the panel.
 
 Functions take ids or names and return plain data (dicts as the Engine API gives them, or the
-frozen rows below); output is handed to callbacks, never printed here. Engine errors come out as
-`errors.EngineError` (or a subclass) with one line naming the fix. The `build_*` / `to_*` /
+frozen image rows below); output is handed to callbacks, never printed here. Container rows are
+built in one place, `panelstate.build_state`, for the panel and `%docker ps` alike. Engine errors
+come out as `errors.EngineError` (or a subclass) with one line naming the fix. The `build_*` /
 `parse_*` functions are pure.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from . import errors
+from .gpus import container_ref  # the one naming of a listing entry (panel, %gpus)
 from .runner import get_client
 
 MANAGED = "dockmagic.managed"
@@ -108,89 +110,27 @@ def query_images(name: Optional[str] = None, all: bool = False) -> list:
     return _call("listing images", get_client().api.images, name=name, all=all)
 
 
-def query_device_requests(container_ids: Iterable[str], workers: int = 8) -> dict:
-    """{id: HostConfig.DeviceRequests} for the given containers: one inspect each (the listing
-    lacks them), a few at a time. Containers gone meanwhile are skipped."""
-    import docker
+def inspect_containers(container_ids: Iterable[str], workers: int = 8) -> dict:
+    """{id: inspect answer} for the given containers: one `inspect_container` each, a few at a
+    time (the listing lacks device requests and start times; `panelstate.parse_inspect` reads
+    them). Containers gone meanwhile are skipped; losing the engine raises."""
     from concurrent.futures import ThreadPoolExecutor
-
-    api = get_client().api
 
     def one(cid):
         try:
-            return cid, api.inspect_container(cid)["HostConfig"].get("DeviceRequests") or []
-        except docker.errors.APIError:
+            return cid, inspect_container(cid)
+        except errors.EngineUnavailable:
+            raise
+        except errors.EngineError:  # removed between the listing and now
             return cid, None
 
     ids = list(container_ids)
     if len(ids) <= 1:
-        pairs = map(one, ids)
+        pairs = list(map(one, ids))
     else:  # docker-py's connection pool holds 10; stay under it
         with ThreadPoolExecutor(max_workers=min(workers, len(ids))) as pool:
             pairs = list(pool.map(one, ids))
-    return {cid: reqs for cid, reqs in pairs if reqs is not None}
-
-
-@dataclass(frozen=True)
-class ContainerRow:
-    id: str          # 12 characters, as `docker ps` shows it
-    name: str
-    image: str
-    state: str       # running, exited, created, paused, restarting, dead
-    status: str      # docker's own words: "Up 3 minutes", "Exited (0) 2 minutes ago"
-    created: float   # epoch seconds
-    managed: bool    # one of dockmagic's
-    notebook: str = ""
-    cell: str = ""
-    kernel: str = ""  # host:pid:start of the kernel that made it
-    gpus: str = ""    # "all", "2", "0,2", a UUID list; "" for none (or not known)
-
-
-def build_container_rows(entries: Iterable[Mapping],
-                         device_requests: Optional[Mapping[str, list]] = None) -> tuple:
-    """Rows from the engine's low-level container listing (`query_containers`), in its order.
-
-    ``device_requests`` maps full container ids to HostConfig.DeviceRequests (from
-    `query_device_requests`); the listing itself does not carry them.
-    """
-    device_requests = device_requests or {}
-    rows = []
-    for e in entries:
-        labels = e.get("Labels") or {}
-        names = e.get("Names") or []
-        cid = e.get("Id", "")
-        rows.append(ContainerRow(
-            id=cid[:12],
-            name=(names[0] if names else cid[:12]).lstrip("/"),
-            image=e.get("Image", ""),
-            state=e.get("State", ""),
-            status=e.get("Status", ""),
-            created=float(e.get("Created") or 0),
-            managed=labels.get(MANAGED) == "1",
-            notebook=labels.get(NOTEBOOK_LABEL, ""),
-            cell=labels.get(CELL_LABEL, ""),
-            kernel=labels.get(KERNEL_LABEL, ""),
-            gpus=to_gpu_text(device_requests.get(cid)),
-        ))
-    return tuple(rows)
-
-
-def to_gpu_text(device_requests: Optional[Sequence[Mapping]]) -> str:
-    """HostConfig.DeviceRequests as `--gpus` would spell them: "all", "2", "0,2" ("" for none)."""
-    parts = []
-    for req in device_requests or ():
-        caps = {c for group in (req.get("Capabilities") or []) for c in (group or [])}
-        if "gpu" not in caps and (req.get("Driver") or "") != "nvidia":
-            continue
-        ids = req.get("DeviceIDs")
-        count = req.get("Count")
-        if ids:
-            parts.append(",".join(ids))
-        elif count == -1:
-            parts.append("all")
-        elif count:
-            parts.append(str(count))
-    return " ".join(parts)
+    return {cid: info for cid, info in pairs if info is not None}
 
 
 @dataclass(frozen=True)
@@ -287,14 +227,15 @@ def report_orphans() -> Optional[str]:
     """One line about dockmagic containers left by kernels that are gone, or None. Only reports,
     never removes, and never raises (meant for the extension's load)."""
     try:
-        rows = build_container_rows(query_orphans())
+        entries = query_orphans()
     except Exception:
         return None
-    if not rows:
+    if not entries:
         return None
-    running = sum(r.state == "running" for r in rows)
-    names = ", ".join(r.name for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
-    what = f"{len(rows)} container{'s' if len(rows) != 1 else ''}"
+    running = sum(e.get("State") == "running" for e in entries)
+    names = ", ".join(container_ref(e).name for e in entries[:5]) \
+        + (", ..." if len(entries) > 5 else "")
+    what = f"{len(entries)} container{'s' if len(entries) != 1 else ''}"
     state = f" ({running} still running)" if running else ""
     return (f"dockmagic: {what} left by kernels that are gone{state}: {names}; "
             "see `%docker ps -a`, remove with `%docker prune --orphans`")
@@ -303,8 +244,8 @@ def report_orphans() -> Optional[str]:
 STOPPED_STATES = ("created", "exited", "dead")
 
 
-def query_prunable(orphans: bool = False, labels: Sequence[str] = ()) -> tuple:
-    """Rows `%docker prune` would remove: dockmagic's stopped containers, plus (``orphans``) its
+def query_prunable(orphans: bool = False, labels: Sequence[str] = ()) -> list:
+    """Listing entries `%docker prune` would remove (rows: `panelstate.build_state`): dockmagic's stopped containers, plus (``orphans``) its
     containers in any state whose kernel on this host is gone; ``labels`` narrows them."""
     entries = query_containers(all=True, managed_only=True, labels=labels)
     picked = []
@@ -313,7 +254,7 @@ def query_prunable(orphans: bool = False, labels: Sequence[str] = ()) -> tuple:
         orphan = orphans and kernel_alive((e.get("Labels") or {}).get(KERNEL_LABEL, "")) is False
         if stopped or orphan:
             picked.append(e)
-    return build_container_rows(picked)
+    return picked
 
 
 # -- stats ---------------------------------------------------------------------------------------

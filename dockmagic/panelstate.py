@@ -1,7 +1,8 @@
 """The live panel's data, pure: engine listing + GPU snapshot + stats -> frozen :class:`PanelState`.
 
-* :func:`build_state` - the one builder; the panel draws its widgets from its result, and
-  :func:`to_text` prints the same rows (so ``%docker ps`` and ``%gpus`` can agree with the panel);
+* :func:`build_state` - the one row builder; the panel draws its widgets from its result,
+  ``%docker ps`` prints its rows (commands.py) and :func:`to_text` prints them with ``%gpus``'s
+  table, so what the panel shows and what the magics print agree;
 * :func:`parse_inspect` / :func:`ids_to_inspect` - what the low-level listing lacks (GPU device
   requests, start time) comes from ``inspect``, asked only for new or changed containers;
 * :func:`build_history` - the last 60 s of utilisation and memory per GPU, for the sparklines;
@@ -19,7 +20,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from .gpus import _header, _mem, container_ref  # the same formatting and names as %gpus
 from .gpus import to_text as gpus_to_text
-from .lifecycle import MANAGED, cpu_percent, memory_usage
+from .lifecycle import KERNEL_LABEL, MANAGED, cpu_percent, memory_usage
 from .nvml import GpuInfo, GpuSnapshot
 
 __all__ = [
@@ -146,8 +147,12 @@ def with_precpu(sample: Mapping, previous: Optional[Mapping]) -> dict:
 
 @dataclass(frozen=True)
 class ContainerRow:
-    """One container as the panel shows it. ``gpus``: "" none, "all", "any 2", "0,2";
-    None while not yet inspected. ``cpu`` in percent of one core; memory in bytes."""
+    """One container as the panel and ``%docker ps`` show it. ``id``: the full id;
+    ``status``: docker's own words ("Up 3 minutes", "Exited (0) 2 minutes ago");
+    ``gpus``: "" none, "all", "any 2", "0,2"; None while not yet inspected. ``cpu`` in percent
+    of one core; memory in bytes. ``managed``: labelled ``dockmagic.managed=1`` (an image
+    committed from one of dockmagic's containers carries the label blanked: not dockmagic's);
+    ``notebook`` / ``cell`` / ``kernel`` / ``kind``: its labels, None for others' containers."""
 
     id: str
     name: str
@@ -164,6 +169,7 @@ class ContainerRow:
     notebook: Optional[str] = None
     cell: Optional[str] = None
     kind: Optional[str] = None
+    kernel: Optional[str] = None  # host:pid:start of the kernel that made it
 
     @property
     def active(self) -> bool:
@@ -240,13 +246,18 @@ def to_gpu_assignment(requests: Sequence[Tuple[int, Tuple[str, ...]]],
 def _in_scope(labels: Mapping, scope: str, notebook: Optional[str], kernel: Optional[str]) -> bool:
     if scope == "all":
         return True
-    if MANAGED not in labels:
+    if not _managed(labels):
         return False
     if scope == "dockmagic":
         return True
     # this notebook: the same kernel, or the same notebook path when the kernel knows it
     return bool((kernel and labels.get("dockmagic.kernel") == kernel)
                 or (notebook and labels.get("dockmagic.notebook") == notebook))
+
+
+def _managed(labels: Mapping) -> bool:
+    # `=1`, as lifecycle.MANAGED_FILTER: blanked labels (a committed image's) are not dockmagic's
+    return labels.get(MANAGED) == "1"
 
 
 def container_name(entry: Mapping) -> str:
@@ -258,7 +269,7 @@ def _row(entry: Mapping, now: float, inspected: Optional[Inspected],
          stats: Optional[Mapping], snapshot: Optional[GpuSnapshot]) -> ContainerRow:
     # read the labels dict directly: this runs for every container on every tick
     labels = entry.get("Labels") or {}
-    managed = MANAGED in labels
+    managed = _managed(labels)
     state = entry.get("State") or "unknown"
     uptime = None
     if state in ACTIVE and inspected is not None and inspected.started_at is not None:
@@ -278,6 +289,7 @@ def _row(entry: Mapping, now: float, inspected: Optional[Inspected],
         notebook=labels.get("dockmagic.notebook") if managed else None,
         cell=labels.get("dockmagic.cell") if managed else None,
         kind=labels.get("dockmagic.kind") if managed else None,
+        kernel=labels.get(KERNEL_LABEL) if managed else None,
     )
 
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from IPython.core.error import UsageError
 
-from dockmagic import commands, errors, lifecycle
+from dockmagic import commands, errors, lifecycle, panelstate
 from conftest import BASE_IMAGE
 
 pytestmark = pytest.mark.engine
@@ -98,7 +98,12 @@ def one_line(exc) -> str:
 
 
 # -- pure rows -----------------------------------------------------------------------------------
-def test_container_rows_are_built_from_the_listing_alone():
+def _inspect_answer(state="running", device_requests=None):
+    return {"HostConfig": {"DeviceRequests": device_requests},
+            "State": {"Status": state, "StartedAt": "2023-11-14T22:13:20.5Z"}}
+
+
+def test_ps_rows_are_the_panels_rows_built_from_the_listing():
     entry = {
         "Id": "a" * 64, "Names": ["/work-1"], "Image": "img:1", "State": "running",
         "Status": "Up 2 minutes", "Created": 1700000000,
@@ -108,25 +113,42 @@ def test_container_rows_are_built_from_the_listing_alone():
     outsider = {"Id": "b" * 64, "Names": ["/other"], "Image": "x", "State": "exited",
                 "Status": "Exited (0)", "Created": 1, "Labels": {"dockmagic.managed": ""}}
     gpus = [{"Driver": "", "Count": 0, "DeviceIDs": ["0", "2"], "Capabilities": [["gpu"]]}]
-    rows = lifecycle.build_container_rows([entry, outsider], {"a" * 64: gpus})
-    assert rows[0] == lifecycle.ContainerRow(
-        id="a" * 12, name="work-1", image="img:1", state="running", status="Up 2 minutes",
-        created=1700000000.0, managed=True, notebook="/n/a.ipynb", cell="4", kernel="h:12:34",
-        gpus="0,2")
+    inspected = {"a" * 64: panelstate.parse_inspect(_inspect_answer("running", gpus)),
+                 "b" * 64: panelstate.parse_inspect(_inspect_answer("exited"))}
+    rows = panelstate.build_state([entry, outsider], None, scope="all", now=1700000150.5,
+                                  inspected=inspected).rows
+    assert rows[0] == panelstate.ContainerRow(
+        id="a" * 64, name="work-1", image="img:1", state="running", status="Up 2 minutes",
+        created=1700000000, uptime=150.0, managed=True, notebook="/n/a.ipynb", cell="4",
+        kernel="h:12:34", gpus="0,2")
+    # a blanked label (an image committed from one of dockmagic's containers) is not dockmagic's
     assert rows[1].managed is False and rows[1].gpus == "" and rows[1].name == "other"
+    assert rows[1].notebook is None and rows[1].kernel is None
+    table = commands.to_container_table(rows, all_states=True, everyone=True)
+    assert table.columns == ("NAME", "IMAGE", "STATUS", "NOTEBOOK", "CELL", "GPUS", "ID")
+    assert table.rows == (("work-1", "img:1", "Up 2 minutes", "a.ipynb", "4", "0,2", "a" * 12),
+                          ("other", "x", "Exited (0)", "", "", "-", "b" * 12))
+    assert "title='h:12:34'" in table._repr_html_() and "title='/n/a.ipynb'" in table._repr_html_()
+    # only dockmagic's (label `=1`) without --all-containers
+    mine = panelstate.build_state([entry, outsider], None, scope="dockmagic").rows
+    assert [r.name for r in mine] == ["work-1"]
 
 
 @pytest.mark.parametrize("requests, text", [
-    (None, ""),
-    ([], ""),
+    (None, "-"),
+    ([], "-"),
     ([{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}], "all"),
-    ([{"Driver": "nvidia", "Count": 2, "Capabilities": None}], "2"),
+    ([{"Driver": "nvidia", "Count": 2, "Capabilities": None}], "any 2"),
     ([{"Driver": "", "Count": 0, "DeviceIDs": ["GPU-1a", "GPU-2b"], "Capabilities": [["gpu"]]}],
      "GPU-1a,GPU-2b"),
-    ([{"Driver": "other", "Count": 1, "Capabilities": [["fpga"]]}], ""),
+    ([{"Driver": "other", "Count": 1, "Capabilities": [["fpga"]]}], "-"),
 ])
-def test_gpu_text_spells_device_requests_like_the_gpus_flag(requests, text):
-    assert lifecycle.to_gpu_text(requests) == text
+def test_ps_gpu_text_is_the_panels_for_each_kind_of_device_request(requests, text):
+    entry = {"Id": "c" * 64, "Names": ["/g"], "State": "created",
+             "Labels": {"dockmagic.managed": "1"}}
+    inspected = {"c" * 64: panelstate.parse_inspect(_inspect_answer("created", requests))}
+    rows = panelstate.build_state([entry], None, inspected=inspected).rows
+    assert commands.to_container_table(rows).rows[0][5] == panelstate.to_gpus_text(rows[0]) == text
 
 
 def test_image_rows_one_per_tag_and_untagged_ones():
@@ -195,6 +217,40 @@ def test_ps_shows_dockmagic_containers_with_notebook_cell_and_gpus(shell, docker
 
     every = shell.run_line_magic("docker", "ps -a --all-containers")
     assert {running.name, outsider.name, stopped.name} <= {r[0] for r in every.rows}
+
+
+def test_ps_and_the_panel_show_the_same_rows(shell, docker_client):
+    """One row builder: `%docker ps -a` and a live panel agree on the same containers."""
+    import docker
+
+    from dockmagic.nvml import GpuSnapshot
+    from dockmagic.panel import Panel
+
+    case = {"dockmagic.case": f"agree-{RUN}"}
+    made = [make_container(docker_client, labels={**case, "dockmagic.cell": "3"}),
+            make_container(docker_client, start=False, labels=case, device_requests=[
+                docker.types.DeviceRequest(device_ids=["0", "2"], capabilities=[["gpu"]])]),
+            make_container(docker_client, start=False, labels=case, device_requests=[
+                docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])])]
+    ids = {c.id for c in made}
+    panel = Panel(scope="dockmagic", autostart=False,
+                  query_gpus=lambda: GpuSnapshot(error="no NVIDIA driver found (test)"))
+    try:
+        def inspected():  # the panel inspects off its refresh path: wait for the answers
+            rows = [r for r in panel.refresh().rows if r.id in ids]
+            return rows if len(rows) == 3 and all(r.gpus is not None for r in rows) else None
+        assert wait_for(inspected)
+        shown = inspected()
+    finally:
+        panel.close()
+    table = shell.run_line_magic("docker", "ps -a")
+    listed = [r for r in table.rows if r[-1] in {i[:12] for i in ids}]
+    # both newest first; the same names, notebook, cell, GPUs and ids
+    assert [(r[0], r[3], r[4], r[5], r[6]) for r in listed] == [
+        (r.name, panelstate.to_notebook_text(r), r.cell, panelstate.to_gpus_text(r), r.id[:12])
+        for r in shown]
+    assert sorted(r[5] for r in listed) == ["-", "0,2", "all"]
+    assert {r[3] for r in listed} == {"analysis.ipynb"}
 
 
 def test_images_lists_local_images_as_a_table(shell):

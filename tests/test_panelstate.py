@@ -129,6 +129,7 @@ def test_running_job_row(captured):
     assert (job.state, job.managed, job.notebook, job.cell, job.kind) == (
         "running", True, NOTEBOOK, "7", "detached")
     assert job.image == BASE_IMAGE and job.gpus == ""
+    assert job.kernel == KERNEL and job.status.startswith("Up ")  # `%docker ps` shows these
     assert 0 < job.uptime < 120
     assert job.cpu is not None and job.cpu > 20  # a busy loop for a second between samples
     assert job.mem_used and job.mem_limit and job.mem_used < job.mem_limit
@@ -162,6 +163,7 @@ def test_exited_row_keeps_its_exit_code(captured):
 def test_foreign_container_shows_no_notebook(captured):
     foreign = row(state_of(captured, "all"), captured, "foreign")
     assert not foreign.managed and foreign.notebook is None and foreign.cell is None
+    assert foreign.kernel is None
     assert ps.to_cells(foreign)[7:] == ("", "")
 
 
@@ -180,6 +182,16 @@ def test_text_table_agrees_with_rows(captured):
         assert line.startswith(r.name)
         assert ps.to_state_text(r).split()[0] in line
     assert gpus_to_text(UNDER_LOAD) in text  # the GPU part is %gpus's own table
+
+
+def test_blanked_managed_label_is_not_dockmagics(captured):
+    """An image committed from a dockmagic container carries ``dockmagic.managed=""``: a
+    container run from it is someone else's, in the panel as in `%docker ps` (`=1` filter)."""
+    entry = dict(next(e for e in captured["listing"] if e["Id"] == captured["ids"]["gpus"]))
+    entry["Labels"] = {**entry["Labels"], "dockmagic.managed": ""}
+    assert ps.build_state([entry], UNDER_LOAD, scope="dockmagic").rows == ()
+    (r,) = ps.build_state([entry], UNDER_LOAD, scope="all").rows
+    assert not r.managed and r.notebook is None and r.cell is None and r.kernel is None
 
 
 def test_row_html_escapes_what_the_engine_says():
