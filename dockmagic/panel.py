@@ -34,7 +34,7 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import errors, lifecycle
 from . import panelstate as ps
-from .gpus import NA, _mem, _temp, attach_containers  # the same units as %gpus
+from .gpus import NA, _mem, _mem_pair, _power_pair, _temp, attach_containers  # as %gpus
 from .panelstate import ContainerRow, GpuCard, PanelState
 
 __all__ = ["Panel", "show_panel", "close_all", "row_html", "card_html", "sparkline_svg"]
@@ -242,13 +242,9 @@ def card_html(card: GpuCard, now: float) -> str:
         temp = f'<span class="{"dm-hot" if g.temperature >= 85 else "dm-warm"}">{_e(temp)}</span>'
     else:
         temp = _e(temp)
-    power = NA if g.power_mw is None else f"{g.power_mw / 1000:.0f} W"
-    if g.power_limit_mw:
-        power += f" / {g.power_limit_mw / 1000:.0f}"
+    power = _power_pair(g.power_mw, g.power_limit_mw)   # the same words as %gpus
     mem_pct = None if g.mem_used is None or not g.mem_total else 100.0 * g.mem_used / g.mem_total
-    mem_text = NA if g.mem_used is None else (
-        f"{g.mem_used / 2**30:.1f}/{g.mem_total / 2**30:.0f} GiB" if g.mem_total
-        else _mem(g.mem_used))
+    mem_text = _mem_pair(g.mem_used, g.mem_total)
     util_text = NA if g.util_gpu is None else f"{g.util_gpu}%"
     procs = "".join(_process_html(p) for p in g.processes[:4])
     if len(g.processes) > 4:

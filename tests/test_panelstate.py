@@ -304,7 +304,12 @@ def test_cards_for_the_8gpu_fixture(captured):
     html0 = card_html(state.cards[0], state.time)
     ET.fromstring(html0)
     assert "GPU 0" in html0 and "NVIDIA H200" in html0 and "<svg" in html0
-    assert "100%" in html0 and "57°C" in html0 and "694 W / 700" in html0
+    assert "100%" in html0 and "57°C" in html0 and "694 / 700 W" in html0
+    # the card and %gpus print the same words for the same GPU
+    from dockmagic.gpus import to_text
+    text = to_text(snapshot_from_record(MIXED))
+    for words in ("694 / 700 W", "7.1 / 140.4 GiB"):
+        assert words in html0 and words in text
     html2 = card_html(state.cards[2], state.time)
     assert "N/A" in html2  # memory and power Not Supported on GPU 2
 
