@@ -106,16 +106,16 @@ CSS = """<style>
 .dm-notice{padding:1px 2px}.dm-notice-error{color:#a40e26}
 .dm-title{font-weight:700;font-size:13px;margin-right:6px}
 .dm-section{font-weight:600;margin-top:6px;color:var(--jp-ui-font-color2,#57606a)}
-.dm-card{width:268px;border:1px solid var(--jp-border-color2,#d0d7de);border-radius:6px;
+.dm-card{width:318px;border:1px solid var(--jp-border-color2,#d0d7de);border-radius:6px;
   padding:5px 8px;margin:3px 6px 3px 0;box-sizing:border-box}
 .dm-card-h{display:flex;justify-content:space-between;gap:6px;white-space:nowrap}
 .dm-card-h .dm-muted{overflow:hidden;text-overflow:ellipsis;flex:1}
 .dm-meter{display:flex;align-items:center;gap:6px;margin:2px 0}
-.dm-k{width:28px;color:var(--jp-ui-font-color2,#57606a)}
+.dm-k{width:32px;color:var(--jp-ui-font-color2,#57606a)}
 .dm-bar{flex:1;height:8px;background:var(--jp-layout-color3,#eaeef2);border-radius:4px;
   overflow:hidden}
 .dm-bar>div{height:100%;border-radius:4px}
-.dm-v{width:92px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.dm-v{width:124px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .dm-spark{display:block;margin:3px 0 1px}
 .dm-procs{font-size:11px;margin-top:2px}
 .dm-procs div{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
@@ -191,7 +191,7 @@ def _polylines(points: Sequence[Tuple[float, Optional[float]]], colour: str) -> 
 
 
 def sparkline_svg(samples: Sequence[Tuple[float, Optional[float], Optional[float]]], now: float,
-                  window: float = ps.HISTORY_S, width: int = 250, height: int = 30) -> str:
+                  window: float = ps.HISTORY_S, width: int = 300, height: int = 30) -> str:
     """An inline SVG of utilisation (blue) and memory (purple), 0-100 %, over the last
     ``window`` seconds ending at ``now``; no plotting library."""
     top, bottom = 2.0, height - 2.0
