@@ -339,7 +339,7 @@ def test_sparkline_is_svg_with_gaps_for_missing_readings():
     samples = [(now - 70, 10.0, 10.0)]                       # older than the window: dropped
     samples += [(now - 58 + 2 * i, float(i * 3), None if 10 <= i < 14 else 40.0)
                 for i in range(30)]
-    svg = sparkline_svg(samples, now)
+    svg = sparkline_svg(samples, now, width=250)
     root = ET.fromstring(svg)
     lines = [el for el in root if el.tag.endswith("polyline")]
     assert len(lines) == 3  # utilisation in one piece, memory broken by the gap in two
