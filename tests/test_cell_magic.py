@@ -185,9 +185,9 @@ def test_files_are_owned_by_a_non_root_kernel_user(docker_client, base_image, tm
 def test_detach_returns_the_name_at_once(shell, workdir, docker_client):
     t0 = time.monotonic()
     name = shell.run_cell_magic("docker", f"-d -l test.case=detach {BASE_IMAGE}",
-                                "import time\nprint('bg', flush=True)\ntime.sleep(30)")
+                                "import time\nprint('bg', flush=True)\ntime.sleep(120)")
     try:
-        assert time.monotonic() - t0 < 10
+        assert time.monotonic() - t0 < 60  # far less than the cell runs: it did not wait
         c = docker_client.containers.get(name)
         assert c.status == "running"
         assert c.labels["dockmagic.managed"] == "1" and c.labels["dockmagic.kind"] == "detached"
