@@ -110,12 +110,13 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
         prefix += ["-u", "0:0"]
     elif user.user is None:
         prefix += ["-u", f"{identity.uid}:{identity.gid}"]
-    runs_as_root = own.get("--as-root") or (user.user is None and identity.uid == 0) or \
-        (user.user or "").split(":")[0] in ("0", "root")
-    if not runs_as_root:
-        prefix += ["-e", "HOME=/tmp"]
-    prefix += ["-e", f"USER={'root' if runs_as_root else identity.user}",
-               "-e", "PYTHONUNBUFFERED=1", "-e", "CUDA_DEVICE_ORDER=PCI_BUS_ID"]
+    if own.get("--as-root") or (user.user is None and identity.uid == 0):
+        prefix += ["-e", "USER=root"]
+    elif user.user is None:
+        # The kernel's uid has no home in the image: give it a writable one, and its name.
+        prefix += ["-e", "HOME=/tmp", "-e", f"USER={identity.user}"]
+    # (a user named with -u keeps the HOME and USER the image gives it)
+    prefix += ["-e", "PYTHONUNBUFFERED=1", "-e", "CUDA_DEVICE_ORDER=PCI_BUS_ID"]
     if default_gpus and not user.gpus:
         prefix += ["--gpus", default_gpus]
 

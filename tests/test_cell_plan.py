@@ -49,6 +49,11 @@ def test_explicit_volume_or_no_mount_turns_the_mount_off():
     assert s.volumes == () and s.workdir is None
 
 
+def test_a_user_named_with_u_keeps_the_images_home():
+    e = env(plan("-u jovyan img").spec)
+    assert "HOME" not in e and "USER" not in e and e["PYTHONUNBUFFERED"] == "1"
+
+
 def test_as_root_and_root_kernel():
     assert plan("--as-root img").spec.user == "0:0"
     assert "HOME" not in env(plan("--as-root img").spec)
