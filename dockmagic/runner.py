@@ -106,43 +106,51 @@ def raw_socket(sock):
     return getattr(sock, "_sock", sock)
 
 
-def read_frames(sock, on_frame: Callable[[int, bytes], None]):
-    """Read docker's multiplexed attach stream (8-byte header: stream, 0, 0, 0, size) to EOF.
+_FRAME_HEADER = struct.Struct(">BxxxL")
 
-    Reads land in one reused buffer; consecutive frames of one stream within a read are handed
-    over as one chunk, so a chatty program costs one decode and one write per read, not per line.
-    """
-    raw = raw_socket(sock)
-    header = struct.Struct(">BxxxL")
-    buf = bytearray(_READ_SIZE)
-    start = end = 0
-    while True:
-        if end == len(buf):
-            if start:  # move the partial frame to the front
-                buf[:end - start] = buf[start:end]
-                end, start = end - start, 0
-            else:      # one frame larger than the buffer: grow it
-                buf.extend(bytes(len(buf)))
-        with memoryview(buf) as view:
-            got = raw.recv_into(view[end:])
-            if not got:
-                break
-            end += got
-            run_kind, run = None, []
-            while end - start >= 8:
-                kind, size = header.unpack_from(buf, start)
-                if end - start - 8 < size:
+
+class FrameSplitter:
+    """docker's multiplexed stream (8-byte header: stream, 0, 0, 0, size), fed in pieces as
+    they arrive. Consecutive frames of one stream within a piece are handed over as one chunk,
+    so a chatty program costs one decode and one write per read, not per line."""
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def feed(self, data: bytes, on_frame: Callable[[int, bytes], None]):
+        if self.buf:  # a frame was cut off by the last piece
+            self.buf += data
+            data = self.buf
+        n, pos = len(data), 0
+        run_kind, run = None, []
+        with memoryview(data) as view:
+            while n - pos >= 8:
+                kind, size = _FRAME_HEADER.unpack_from(data, pos)
+                if n - pos - 8 < size:
                     break
                 if kind != run_kind and run:
                     on_frame(run_kind, b"".join(run))
                     run = []
                 run_kind = kind
-                run.append(view[start + 8:start + 8 + size].tobytes())
-                start += 8 + size
-            if run:
-                on_frame(run_kind, b"".join(run))
-        if start == end:
-            start = end = 0
+                run.append(view[pos + 8:pos + 8 + size].tobytes())
+                pos += 8 + size
+        if run:
+            on_frame(run_kind, b"".join(run))
+        if data is self.buf:
+            del self.buf[:pos]
+        elif pos < n:
+            self.buf = bytearray(data[pos:])
+
+
+def read_frames(sock, on_frame: Callable[[int, bytes], None]):
+    """Read docker's multiplexed attach stream from SOCK to EOF (see FrameSplitter)."""
+    raw = raw_socket(sock)
+    frames = FrameSplitter()
+    while True:
+        chunk = raw.recv(_READ_SIZE)
+        if not chunk:
+            break
+        frames.feed(chunk, on_frame)
 
 
 def create_container(client, kwargs: dict, on_pull=None) -> str:

@@ -20,7 +20,6 @@ import re
 import secrets
 import shlex
 import socket
-import struct
 import sys
 import threading
 import time
@@ -36,7 +35,6 @@ HELLO_TIMEOUT_S = 30.0
 #: A session's json-file log keeps at most this much (`%docker logs NAME` shows the latest).
 SESSION_LOG_OPTS = {"max-size": "20m", "max-file": "2"}
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
-_DOCKER_FRAME = struct.Struct(">BxxxL")
 _READ_SIZE = 1 << 18
 _PYTHON_CELL = {("python",), ("python3",), ("python", "-u"), ("python3", "-u")}
 
@@ -72,22 +70,12 @@ _SOURCE = None
 class _Demux:
     def __init__(self, mark: bytes):
         self.mark = mark
-        self.buf = bytearray()
+        self.frames = runner.FrameSplitter()
         self.held = {1: b"", 2: b""}
 
     def feed(self, data: bytes, on_output, on_marker):
-        buf = self.buf
-        buf += data
-        n, pos = len(buf), 0
-        while n - pos >= 8:
-            kind, size = _DOCKER_FRAME.unpack_from(buf, pos)
-            if n - pos - 8 < size:
-                break
-            self._stream(2 if kind == 2 else 1, bytes(buf[pos + 8:pos + 8 + size]),
-                         on_output, on_marker)
-            pos += 8 + size
-        if pos:
-            del buf[:pos]
+        self.frames.feed(data, lambda kind, chunk: self._stream(
+            2 if kind == 2 else 1, chunk, on_output, on_marker))
 
     def _stream(self, kind, chunk, on_output, on_marker):
         data = self.held[kind] + chunk if self.held[kind] else chunk
