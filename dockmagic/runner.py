@@ -238,26 +238,8 @@ def run_oneshot(kwargs: dict, body: bytes, *, stdout=None, stderr=None, wants_gp
             api.start(cid)
         except docker.errors.APIError as exc:
             raise api_error(exc, image, wants_gpus) from None
-        raw = raw_socket(sock)
-        if body:
-            raw.sendall(body)
-        raw.shutdown(socket.SHUT_WR)
-        out, err = OutputSink(stdout), OutputSink(stderr, keep_tail=True)
-        sinks = {1: out, 2: err}
-        try:
-            read_frames(sock, lambda kind, data: sinks.get(kind, out).write(data))
-            out.write(b"", final=True)
-            err.write(b"", final=True)
-        except KeyboardInterrupt:
-            interrupt_container(api, cid)
-            if on_interrupt:
-                on_interrupt(cid)
-            raise
-        code = api.wait(cid)["StatusCode"]
-        oom = False
-        if code == 137:
-            oom = bool(api.inspect_container(cid)["State"].get("OOMKilled"))
-        return CellResult(code, cid[:12], oom, err.tail_text())
+        return finish_cell(api, cid, sock, body, stdout=stdout, stderr=stderr,
+                           on_interrupt=on_interrupt)
     finally:
         if sock is not None:
             try:
@@ -266,6 +248,36 @@ def run_oneshot(kwargs: dict, body: bytes, *, stdout=None, stderr=None, wants_gp
                 pass
         if cid is not None and remove:
             remove_quietly(api, cid)
+
+
+def finish_cell(api, cid: str, sock, body: bytes, *, stdout=None, stderr=None, on_interrupt=None,
+                intercept: Optional[Callable[[int, bytes], bool]] = None) -> CellResult:
+    """A one-shot cell once its container runs with SOCK attached: BODY on stdin, half-close,
+    stdout/stderr streamed until EOF, wait. ``intercept(kind, data)`` may claim a chunk before
+    it is shown. KeyboardInterrupt stops the container (SIGINT, grace, SIGKILL), is re-raised."""
+    raw = raw_socket(sock)
+    if body:
+        raw.sendall(body)
+    raw.shutdown(socket.SHUT_WR)
+    out = OutputSink(stdout or sys.stdout)
+    err = OutputSink(stderr or sys.stderr, keep_tail=True)
+
+    def on_frame(kind, data):
+        if intercept is None or not intercept(kind, data):
+            (err if kind == 2 else out).write(data)
+
+    try:
+        read_frames(sock, on_frame)
+        out.write(b"", final=True)
+        err.write(b"", final=True)
+    except KeyboardInterrupt:
+        interrupt_container(api, cid)
+        if on_interrupt:
+            on_interrupt(cid)
+        raise
+    code = api.wait(cid)["StatusCode"]
+    oom = code == 137 and bool(api.inspect_container(cid)["State"].get("OOMKilled"))
+    return CellResult(code, cid[:12], oom, err.tail_text())
 
 
 def interrupt_container(api, cid: str):

@@ -13,8 +13,6 @@ from __future__ import annotations
 import collections
 import json
 import select
-import socket
-import sys
 import threading
 import time
 from typing import Optional
@@ -120,8 +118,6 @@ class SparePool:
                 wants_gpus=False, on_pull=None, on_interrupt=None, remove=True):
         """The cold path's stream/wait/remove, minus create/attach/start."""
         api = runner.get_client().api
-        stdout = stdout or sys.stdout
-        stderr = stderr or sys.stderr
         argv = list(kwargs.get("entrypoint") or []) + list(kwargs.get("command") or [])
         req = json.dumps({"argv": argv, "env": list(kwargs.get("environment") or [])}).encode()
         raw = runner.raw_socket(spare.sock)
@@ -133,37 +129,20 @@ class SparePool:
         self.used += 1
         cid, removed = spare.id, False
         try:
-            if body:
-                raw.sendall(body)
-            raw.shutdown(socket.SHUT_WR)
-            out, err = runner.OutputSink(stdout), runner.OutputSink(stderr, keep_tail=True)
             failed = []
 
-            def on_frame(kind, data):
-                if kind == 2 and not failed and data.startswith(
-                        agent.SPARE_EXEC_FAILED.encode()):
+            def claim_exec_failure(kind, data):
+                if kind == 2 and not failed and data.startswith(agent.SPARE_EXEC_FAILED.encode()):
                     failed.append(data.decode("utf-8", "replace"))
-                    return
-                (err if kind == 2 else out).write(data)
+                    return True
+                return False
 
-            try:
-                runner.read_frames(spare.sock, on_frame)
-                out.write(b"", final=True)
-                err.write(b"", final=True)
-            except KeyboardInterrupt:
-                runner.interrupt_container(api, cid)
-                if on_interrupt:
-                    on_interrupt(cid)
-                raise
-            code = api.wait(cid)["StatusCode"]
+            result = runner.finish_cell(api, cid, spare.sock, body, stdout=stdout, stderr=stderr,
+                                        on_interrupt=on_interrupt, intercept=claim_exec_failure)
             if failed:
                 text = failed[0][len(agent.SPARE_EXEC_FAILED):].strip()
                 raise errors.EngineError(errors.describe_api_error(
                     f"OCI runtime create failed: {text}", kwargs.get("image", ""), wants_gpus))
-            oom = False
-            if code == 137:
-                oom = bool(api.inspect_container(cid)["State"].get("OOMKilled"))
-            result = runner.CellResult(code, cid[:12], oom, err.tail_text())
             if remove:  # the cell is over; the engine's clean-up need not hold the kernel
                 self._discard(spare)
                 removed = True
