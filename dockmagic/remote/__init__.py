@@ -1,0 +1,17 @@
+"""Remote engines: Docker engines on other hosts, reached over SSH, with the notebook folder synced.
+
+Which file owns what:
+
+| file | owns | pure? |
+|---|---|---|
+| `errors.py` | the one-line errors that name the engine and the fix (unreachable, auth, rsync, ...) | yes |
+| `urls.py` | engine URLs (`ssh://[user@]host[:port]`, `tcp://host:port`, `unix://`) -> `Endpoint` | yes |
+| `store.py` | the engines saved under the XDG config folder (`engines.toml`), docker CLI contexts | file I/O |
+| `sshlink.py` | one persistent OpenSSH connection per engine (ControlMaster) forwarding the remote Docker socket to a private local unix socket; remote commands and rsync over it; reconnects | I/O |
+| `filters.py` | `.dockerignore` / `.gitignore` -> rsync filter rules | yes |
+| `workspace.py` | the per-notebook workspace on the remote host: push before a cell, pull after (conflicts kept both ways), change-only sync for sessions | I/O |
+| `nvsmi.py` | `nvidia-smi -q -x` output -> the same GPU snapshot `%gpus` renders | yes |
+
+Nothing here imports docker, requests or urllib3: the Docker API is reached through
+`dockmagic.engine`'s `Engine`, made from the local socket `sshlink` forwards.
+"""
