@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
 from . import errors as rerrors
 from .urls import Endpoint

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import errors as rerrors
 from . import filters
@@ -73,8 +73,8 @@ def conflict_name(rel: str, engine: str) -> str:
 
 
 def scan(root: str) -> Tuple[Dict[str, Entry], List[str]]:
-    """Files under ROOT the ignore rules keep -> {rel: (mtime_ns, size)}, and the ignored
-    folders (so rsync leaves them alone when pulling)."""
+    """Files under ROOT the ignore rules keep -> {rel: (mtime_ns, size)}, and the folders
+    left out."""
     out: Dict[str, Entry] = {}
     ignored_dirs: List[str] = []
     rules: List[filters.Rule] = []
@@ -114,15 +114,6 @@ def scan(root: str) -> Tuple[Dict[str, Entry], List[str]]:
     return out, ignored_dirs
 
 
-def _unescape(name: str) -> str:
-    # rsync writes unprintable bytes in names as \#ooo
-    if "\\#" not in name:
-        return name
-    raw = re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]),
-                 name.encode("utf-8", "surrogateescape"))
-    return raw.decode("utf-8", "surrogateescape")
-
-
 class Workspace:
     """The workspace of one local folder on one engine's host."""
 
@@ -133,7 +124,6 @@ class Workspace:
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self._remote_root: Optional[str] = None
         self.snapshot: Optional[Dict[str, Entry]] = None  # None: never synced in this kernel
-        self._ignored_dirs: List[str] = []
         self._warned = False
 
     # -- where ---------------------------------------------------------------------------------
@@ -188,13 +178,12 @@ class Workspace:
         files whose (mtime, size) moved since the snapshot, and delete what was deleted here."""
         t0 = time.perf_counter()
         rep = SyncReport()
-        files, self._ignored_dirs = scan(self.local_root)
+        files, _ignored = scan(self.local_root)
         first = self.snapshot is None
         if first:
             self.ensure_remote()
             send = sorted(files)
             gone = self._stale_remote(files)
-            rep.rsyncs += 1
         else:
             send = sorted(r for r, e in files.items() if self.snapshot.get(r) != e)
             gone = sorted(r for r in self.snapshot if r not in files)
@@ -207,11 +196,16 @@ class Workspace:
             self.say(f"dockmagic: syncing {_human(total)} of {self.local_root} to engine "
                      f"{self.engine}; leave out what cells do not need with .dockerignore or "
                      ".gitignore, or run cells with --sync none")
-        if send or gone:
-            listing = "\0".join(send + gone).encode("utf-8", "surrogateescape") + b"\0"
-            self._rsync(["--from0", "--files-from=-", "--delete-missing-args",
-                         self.local_root + "/", self._remote_spec()], input=listing)
+        if send:
+            listing = "\0".join(send).encode("utf-8", "surrogateescape") + b"\0"
+            self._rsync(["--from0", "--files-from=-", self.local_root + "/",
+                         self._remote_spec()], input=listing)
             rep.rsyncs += 1
+        if gone:  # deleted here since the last sync (rsync's --delete-missing-args trips on
+            # mixed rsync versions: "protocol incompatibility"); one command on the connection
+            listing = "\0".join(gone).encode("utf-8", "surrogateescape") + b"\0"
+            self.link.run(f"cd {shlex.quote(self.remote_root)} && xargs -0 rm -f --",
+                          input=listing, check=True)
         rep.sent, rep.deleted = len(send) if not first else len(files), len(gone)
         self.snapshot = dict(files)
         rep.seconds = time.perf_counter() - t0
@@ -219,20 +213,23 @@ class Workspace:
 
     def _stale_remote(self, files: Dict[str, Entry]) -> List[str]:
         """Files in the workspace the local folder does not have (and does not ignore)."""
-        out = self._rsync(["--dry-run", "--out-format=%i %n", *self._pull_excludes(),
-                           self._remote_spec(), self.local_root + "/"])
-        stale = []
-        for line in out.splitlines():
-            code, _, name = line.partition(" ")
-            name = _unescape(name)
-            if code.startswith(">f") or code.startswith("cL"):
-                if name not in files and not os.path.lexists(os.path.join(self.local_root, name)):
-                    stale.append(name)
-        return stale
+        return [r for r in self.list_remote()
+                if r not in files and not os.path.lexists(os.path.join(self.local_root, r))]
 
-    def _pull_excludes(self) -> List[str]:
-        return ["--exclude=.git/"] + [f"--exclude={filters.rsync_literal(d)}"
-                                      for d in self._ignored_dirs]
+    def list_remote(self) -> Dict[str, Entry]:
+        """The workspace's files -> (mtime_ns, size), from one `find` over the connection
+        (rsync's own listing carries whole seconds only, too coarse to tell edits apart)."""
+        res = self.link.run(
+            f"cd {shlex.quote(self.remote_root)} 2>/dev/null || exit 0; find . -name .git -prune "
+            r"-o \( -type f -o -type l \) -printf '%P\0%T@\0%s\0'", check=True)
+        parts = res.stdout.split(b"\0")
+        out: Dict[str, Entry] = {}
+        for i in range(0, len(parts) - 2, 3):
+            rel = parts[i].decode("utf-8", "surrogateescape")
+            sec, _, frac = parts[i + 1].decode("ascii").partition(".")
+            out[rel] = (int(sec) * 1_000_000_000 + int((frac + "000000000")[:9]),
+                        int(parts[i + 2]))
+        return out
 
     # -- pull -----------------------------------------------------------------------------------
     def pull(self, reported: Optional[Tuple[list, list]] = None) -> SyncReport:
@@ -244,18 +241,17 @@ class Workspace:
         snap = self.snapshot if self.snapshot is not None else {}
         if reported is not None:
             changed = {r: (int(m), int(s)) for r, m, s in reported[0]
-                       if _same_second(snap.get(r), (int(m), int(s))) is False}
+                       if snap.get(r) != (int(m), int(s))}
             deleted = [r for r in reported[1] if r in snap]
         else:
             changed, deleted = self._remote_changes(snap)
-            rep.rsyncs += 1
         fetch, conflicts, gone = [], [], []
         for rel, remote in sorted(changed.items()):
             local = _lstat(os.path.join(self.local_root, rel))
             before = snap.get(rel)
             if local == before or (local is None and before is None):
                 fetch.append(rel)  # unchanged here: take the engine's version
-            elif remote is not None and before is not None and _same_second(before, remote):
+            elif remote is not None and before is not None and before == remote:
                 continue  # only changed here: it goes out with the next push
             else:
                 conflicts.append(rel)  # changed on both sides while the cell ran: keep both
@@ -299,23 +295,9 @@ class Workspace:
         return rep
 
     def _remote_changes(self, snap) -> Tuple[Dict[str, Optional[Entry]], List[str]]:
-        out = self._rsync(["--dry-run", "--delete", "--out-format=%i|%M|%l|%n",
-                           *self._pull_excludes(), self._remote_spec(), self.local_root + "/"])
-        changed: Dict[str, Optional[Entry]] = {}
-        deleted = []
-        for line in out.splitlines():
-            if line.startswith("*deleting"):
-                # (--out-format is not applied to deletions: "*deleting   NAME")
-                name = _unescape(line[len("*deleting"):].strip().split("|")[-1])
-                deleted.append(name.rstrip("/"))
-                continue
-            parts = line.split("|", 3)
-            if len(parts) != 4:
-                continue
-            code, mtime, size, name = parts
-            if code[:2] in (">f", "cL"):
-                changed[_unescape(name)] = _parse_entry(mtime, size)
-        return changed, [d for d in deleted if d in snap]
+        there = self.list_remote()
+        changed = {r: e for r, e in there.items() if snap.get(r) != e}
+        return changed, [r for r in snap if r not in there]
 
     def sync_cell(self, mode: str, run: Callable[[], object],
                   reported: Callable[[], Optional[tuple]] = lambda: None,
@@ -338,18 +320,3 @@ def _lstat(path: str) -> Optional[Entry]:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
-
-
-def _same_second(a: Optional[Entry], b: Optional[Entry]) -> Optional[bool]:
-    """Whether two (mtime_ns, size) agree to the second (what rsync's listing carries)."""
-    if a is None or b is None:
-        return False
-    return a[1] == b[1] and a[0] // 1_000_000_000 == b[0] // 1_000_000_000
-
-
-def _parse_entry(mtime: str, size: str) -> Optional[Entry]:
-    try:
-        t = time.mktime(time.strptime(mtime, "%Y/%m/%d-%H:%M:%S"))
-        return (int(t) * 1_000_000_000, int(size))
-    except (ValueError, OverflowError):
-        return None
