@@ -77,3 +77,27 @@ def test_conflict_copy_names_the_engine():
     assert conflict_name("Makefile", "gpu1") == "Makefile.gpu1-conflict"
     assert conflict_name(".env", "rig") == ".env.rig-conflict"
     assert conflict_name("a.tar.gz", "rig") == "a.rig-conflict.tar.gz"
+
+
+def test_agent_reports_what_changed_in_the_workspace_since_the_last_cell(tmp_path):
+    """The in-container side of change-only sync (agent.workspace_state, Python 3.8 stdlib)."""
+    from dockmagic import agent
+    from dockmagic.remote.workspace import scan
+
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("b")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("x")
+    state = agent.workspace_state(str(tmp_path))
+    assert state == scan(str(tmp_path))[0]  # the same (mtime_ns, size) the host side keeps
+    sess = agent.Session.__new__(agent.Session)
+    sess.watched = {}
+    assert sess.changes(str(tmp_path)) is None  # first look: the host lists it itself
+    assert sess.changes(str(tmp_path)) == [[], []]
+    (tmp_path / "sub" / "b.txt").write_text("bb")
+    (tmp_path / "a.txt").unlink()
+    (tmp_path / "c.txt").write_text("c")
+    changed, deleted = sess.changes(str(tmp_path))
+    assert [c[0] for c in changed] == ["c.txt", "sub/b.txt"] and deleted == ["a.txt"]
+    assert changed[1][2] == 2
