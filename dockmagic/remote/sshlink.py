@@ -328,14 +328,14 @@ class SSHLink:
         """uid, gid, HOME of the SSH user there, and whether rsync is there (asked once)."""
         if self._remote_info is None:
             res = self.run('id -u; id -g; printf "%s\\n" "$HOME"; '
-                           'command -v rsync >/dev/null && echo rsync || echo no-rsync',
+                           'command -v rsync >/dev/null && echo rsync || echo no-rsync; id -un',
                            check=True)
             lines = res.stdout.decode().splitlines()
-            if len(lines) < 4:
+            if len(lines) < 5:
                 raise rerrors.RemoteEngineError(
                     f"engine {self.name}: unexpected answer from {self.target}: {lines!r}")
             self._remote_info = {"uid": int(lines[0]), "gid": int(lines[1]), "home": lines[2],
-                                 "rsync": lines[3] == "rsync"}
+                                 "rsync": lines[3] == "rsync", "user": lines[4]}
         return self._remote_info
 
     def ping(self, timeout: float = CONNECT_TIMEOUT_S) -> float:

@@ -1,0 +1,147 @@
+"""Named engines as `Engine`s: the local one, and the ones added with `%docker engines add`.
+
+An ssh:// engine is an `Engine` on the local socket its `SSHLink` forwards, plus what only a
+remote engine has: the workspace its cells' notebook folder is synced to, the SSH user cells
+run as, and the GPUs read with nvidia-smi over the same connection. A tcp:// engine is an
+`Engine` on that address (TLS files as given). Everything above (cells, sessions, spares,
+lifecycle magics, the panel) takes the `Engine` and need not know where it is; the few places
+that must (the tmpfs exchange folder is local only; files must travel) ask `is_remote(engine)`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from typing import Dict, Optional
+
+from ..engine import Endpoint as EngineEndpoint
+from ..engine import Engine
+from . import store, urls
+from .sshlink import SSHLink, link_for
+from .workspace import Workspace
+
+
+class RemoteEngine(Engine):
+    """An engine on another host, over one SSH connection (``link``)."""
+
+    remote = True
+
+    def __init__(self, endpoint: urls.Endpoint, link: Optional[SSHLink] = None):
+        self.remote_endpoint = endpoint
+        self.link = link
+        if link is not None:
+            url, source = link.base_url, f"{endpoint.url} over SSH"
+        else:
+            url, source = endpoint.url, f"{endpoint.url}"
+        tls = dict(endpoint.tls)
+        super().__init__(EngineEndpoint(
+            url=url, name=endpoint.name, source=source,
+            tls_verify=tls.get("tlsverify", "") not in ("", "0", "false"),
+            cert_path=_cert_folder(endpoint) if tls else None))
+        self._workspaces: Dict[str, Workspace] = {}
+        self._ws_lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return f"engine {self.name} ({self.remote_endpoint.url})"
+
+    @property
+    def api(self):
+        if self.link is not None and not self.link.alive():
+            self.link.ensure()  # (re)connects, or one line naming the engine and the fix
+        return super().api
+
+    def identity(self):
+        """(uid, gid, user) cells run as there: the SSH user, who owns the workspace."""
+        if self.link is None:
+            return None
+        info = self.link.remote_info()
+        return info["uid"], info["gid"], info.get("user") or str(info["uid"])
+
+    def workspace(self, local_root: str) -> Optional[Workspace]:
+        if self.link is None:
+            return None
+        key = os.path.realpath(local_root)
+        with self._ws_lock:
+            ws = self._workspaces.get(key)
+            if ws is None:
+                ws = self._workspaces[key] = Workspace(self.link, key)
+            return ws
+
+    def close(self):
+        super().close()
+        if self.link is not None:
+            self.link.close()
+
+
+def _cert_folder(endpoint: urls.Endpoint) -> Optional[str]:
+    """`--tlscacert/--tlscert/--tlskey` files -> the one folder (ca.pem, cert.pem, key.pem) the
+    engine's client reads: their own folder when the names already fit, else a private folder
+    of links under the config folder."""
+    tls = dict(endpoint.tls)
+    files = {"ca.pem": tls.get("tlscacert"), "cert.pem": tls.get("tlscert"),
+             "key.pem": tls.get("tlskey")}
+    given = {k: v for k, v in files.items() if v}
+    if not given:
+        return None
+    folders = {os.path.dirname(os.path.abspath(v)) for v in given.values()}
+    if len(folders) == 1 and all(os.path.basename(v) == k for k, v in given.items()):
+        return folders.pop()
+    folder = os.path.join(os.path.dirname(store.config_path()), "tls", endpoint.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, mode=0o700)
+    for k, v in given.items():
+        os.symlink(os.path.abspath(os.path.expanduser(v)), os.path.join(folder, k))
+    return folder
+
+
+def is_remote(engine) -> bool:
+    return bool(getattr(engine, "remote", False))
+
+
+_ENGINES: Dict[str, Engine] = {}
+_LOCK = threading.Lock()
+
+
+def get_engine(name: Optional[str]) -> Engine:
+    """The engine called NAME: `local` (or None) is docker's own default; others come from the
+    engines file (`%docker engines add`). One `Engine` per name for the process."""
+    from .. import engine as engine_pkg
+
+    if not name or name == urls.LOCAL:
+        return engine_pkg.default()
+    ep = store.get_engine(name)
+    with _LOCK:
+        eng = _ENGINES.get(name)
+        if eng is not None and getattr(eng, "remote_endpoint", None) != ep:
+            _ENGINES.pop(name).close()
+            eng = None
+        if eng is None:
+            if ep.kind == "ssh":
+                eng = RemoteEngine(ep, link_for(ep))
+            elif ep.kind in ("tcp", "unix"):
+                eng = RemoteEngine(ep) if ep.kind == "tcp" else Engine(EngineEndpoint(
+                    url=ep.url, name=ep.name, source="engines.toml"))
+            else:  # pragma: no cover - parse_endpoint admits no other kind
+                raise urls.EndpointError(f"engine {name}: unsupported address {ep.url}")
+            _ENGINES[name] = eng
+            engine_pkg.register(eng)
+        return eng
+
+
+def forget(name: str):
+    with _LOCK:
+        eng = _ENGINES.pop(name, None)
+    if eng is not None:
+        eng.close()
+
+
+def close_all():
+    with _LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for eng in engines:
+        try:
+            eng.close()
+        except Exception:
+            pass
