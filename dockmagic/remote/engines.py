@@ -51,6 +51,15 @@ class RemoteEngine(Engine):
             self.link.ensure()  # (re)connects, or one line naming the engine and the fix
         return super().api
 
+    def create(self, spec, **kw) -> str:
+        """Binds from the notebook folder point into its workspace on that host, at the same
+        container path (see `placement`); everything else is the engine's own create."""
+        if self.link is not None:
+            from .placement import to_remote_spec
+            cwd = os.getcwd()
+            spec = to_remote_spec(spec, cwd, self.workspace(cwd).remote_root)
+        return super().create(spec, **kw)
+
     def identity(self):
         """(uid, gid, user) cells run as there: the SSH user, who owns the workspace."""
         if self.link is None:

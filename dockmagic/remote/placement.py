@@ -34,3 +34,20 @@ def to_remote_spec(spec, local_root: str, remote_root: str):
             m = dataclasses.replace(m, source=_moved(m.source, local_root, remote_root))
         mounts.append(m)
     return dataclasses.replace(spec, volumes=tuple(volumes), mounts=tuple(mounts))
+
+
+def to_local_binds(engine, binds) -> list:
+    """A reattached session's binds ((source there, target, rw)) with workspace sources mapped
+    back to the notebook folder here (the workspace of the current folder on ENGINE)."""
+    import os
+    cwd = os.getcwd()
+    ws = engine.workspace(cwd) if hasattr(engine, "workspace") else None
+    if ws is None:
+        return list(binds)
+    root = ws.remote_root
+    out = []
+    for src, dst, rw in binds:
+        if _inside(src, root):
+            src = _moved(src, root, cwd)
+        out.append((src, dst, rw))
+    return out

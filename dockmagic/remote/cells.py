@@ -1,0 +1,75 @@
+"""Cells on remote engines: the notebook folder travels around the cell.
+
+One-shot cells: push before (unless `--sync out|none`), pull after whatever happens (unless
+`--sync in|none`). Session cells: change-only both ways (the agent reports what the cell changed
+in the workspace). Only when the cell's container mounts the notebook folder: with `--no-mount`
+or your own `-v`/`--mount` elsewhere nothing travels.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Optional
+
+from .engines import is_remote
+
+
+def _say(text: str):
+    print(text, file=sys.stderr, flush=True)
+
+
+def mounts_folder(binds, cwd: str) -> bool:
+    """Whether one of BINDS ((host source, target, rw)) is the notebook folder or inside it."""
+    root = cwd.rstrip("/") or "/"
+    return any(src == root or src.startswith(root + "/") or root.startswith(src.rstrip("/") + "/")
+               for src, _dst, _rw in binds)
+
+
+def workspace_for(engine, binds, mode: str = "both"):
+    """The workspace to sync for a cell on ENGINE, or None (local engine, nothing mounted, or
+    `--sync none`)."""
+    if not is_remote(engine) or mode == "none":
+        return None
+    cwd = os.getcwd()
+    if not mounts_folder(binds, cwd):
+        return None
+    ws = engine.workspace(cwd)
+    if ws is None:  # a tcp:// engine: no SSH to carry files
+        from .errors import RemoteEngineError
+        raise RemoteEngineError(
+            f"engine {engine.name} is reached over tcp:// without SSH, so the notebook folder "
+            "cannot travel there; run the cell with --no-mount or --sync none, or add the engine "
+            "as ssh://")
+    return ws
+
+
+def run_oneshot(engine, binds, mode: str, run: Callable[[], object]):
+    """RUN a one-shot cell on ENGINE with the notebook folder synced around it."""
+    ws = workspace_for(engine, binds, mode)
+    if ws is None:
+        return run()
+    link = engine.link
+    generation = link.generation
+    try:
+        return ws.sync_cell(mode, run)
+    finally:
+        if link.generation != generation:
+            _say(f"dockmagic: the SSH connection to engine {engine.name} dropped during the cell "
+                 "and was re-established; output written meanwhile may be missing "
+                 "(`%docker logs` shows it while the container exists)")
+
+
+def session_exchange(engine, binds, exchange: Callable[[Optional[str]], dict]) -> dict:
+    """A session cell on ENGINE: push what changed here, run (the agent watching the workspace
+    at the notebook folder's path), pull what it reports changed there."""
+    ws = workspace_for(engine, binds)
+    if ws is None:
+        return exchange(None)
+    ws.push(changed_only=ws.snapshot is not None)
+    reply = None
+    try:
+        reply = exchange(os.getcwd())  # where the container sees the workspace
+        return reply
+    finally:
+        reported = reply.get("ws") if isinstance(reply, dict) else None
+        ws.pull(reported=tuple(reported) if reported else None)
