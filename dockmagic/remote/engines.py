@@ -38,6 +38,7 @@ class RemoteEngine(Engine):
             url=url, name=endpoint.name, source=source,
             tls_verify=tls.get("tlsverify", "") not in ("", "0", "false"),
             cert_path=_cert_folder(endpoint) if tls else None))
+        self._api_generation = 0
         self._workspaces: Dict[str, Workspace] = {}
         self._ws_lock = threading.Lock()
 
@@ -47,9 +48,22 @@ class RemoteEngine(Engine):
 
     @property
     def api(self):
-        if self.link is not None and not self.link.alive():
+        if self.link is None:
+            return super().api
+        if not self.link.alive():
             self.link.ensure()  # (re)connects, or one line naming the engine and the fix
-        return super().api
+        generation = self.link.generation
+        if self._api is not None and self._api_generation != generation:
+            # pooled connections of the old link are dead: start a fresh client
+            with self._lock:
+                old, self._api = self._api, None
+            try:
+                old.close()
+            except Exception:
+                pass
+        api = super().api
+        self._api_generation = generation
+        return _Reconnecting(self, api)
 
     def create(self, spec, **kw) -> str:
         """Binds from the notebook folder point into its workspace on that host, at the same
@@ -81,6 +95,53 @@ class RemoteEngine(Engine):
         super().close()
         if self.link is not None:
             self.link.close()
+
+
+#: Engine calls that may be sent again after the SSH connection dropped under them: reads, and
+#: actions whose repeat changes nothing (never create, start or exec: a repeat could run twice).
+_IDEMPOTENT = frozenset({
+    "ping", "version", "info", "wait", "inspect_container", "containers", "remove_container",
+    "kill", "stop", "images", "inspect_image", "logs", "stats", "top", "df"})
+
+
+class _Reconnecting:
+    """docker-py's client for a remote engine: a call that fails because the SSH connection
+    dropped waits for the link to come back and is sent once more (idempotent calls only)."""
+
+    __slots__ = ("_engine", "_api")
+
+    def __init__(self, engine: "RemoteEngine", api):
+        self._engine = engine
+        self._api = api
+
+    def __getattr__(self, name):
+        attr = getattr(self._api, name)
+        if name not in _IDEMPOTENT or not callable(attr):
+            return attr
+        engine = self._engine
+
+        def call(*args, **kwargs):
+            generation = engine.link.generation
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                from .. import errors
+                from ..engine.sdkerrors import map_error
+                if not isinstance(map_error(exc, engine.where, name), errors.EngineUnavailable):
+                    raise
+                if not engine.link.wait_up() or engine.link.generation == generation and \
+                        engine.link.alive() and not _dead_link(exc):
+                    raise
+                return getattr(engine.api, name)(*args, **kwargs)  # a fresh client
+
+        return call
+
+
+def _dead_link(exc) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return any(w in text for w in ("Connection aborted", "Connection reset", "RemoteDisconnected",
+                                   "Connection refused", "BrokenPipe", "FileNotFoundError",
+                                   "ProtocolError"))
 
 
 def _cert_folder(endpoint: urls.Endpoint) -> Optional[str]:
