@@ -82,6 +82,105 @@ def bench_sync(runs: int):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class Quiet:
+    """Send the cells' output to /dev/null while timing."""
+
+    def __enter__(self):
+        self.old = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+
+    def __exit__(self, *exc):
+        sys.stdout.close()
+        sys.stdout, sys.stderr = self.old
+
+
+def _shell():
+    from IPython.core.interactiveshell import InteractiveShell
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="dm-bench-xdg-")
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "dockmagic")
+    with Quiet():
+        ip.run_line_magic("docker", f"engines add rig ssh://{RIG}")
+    return ip
+
+
+def bench_oneshot(ip, runs: int):
+    from dockmagic import spare
+    folder = tempfile.mkdtemp(prefix="dm-bench-nb-")
+    os.chdir(folder)
+    with open("data.txt", "w") as f:
+        f.write("x" * 1000)
+    cell, cli = [], []
+    with Quiet():
+        ip.run_cell_magic("docker", f"--engine rig {IMAGE}", "print(1)")  # workspace, image
+    for _ in range(runs):
+        spare.SPARES.ready(60)
+        t0 = time.perf_counter()
+        with Quiet():
+            ip.run_cell_magic("docker", f"--engine rig {IMAGE}", "print(1)")
+        cell.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        subprocess.run(["docker", "-H", f"ssh://{RIG}", "run", "--rm", IMAGE, "python3", "-c",
+                        "print(1)"], check=True, stdout=subprocess.DEVNULL)
+        cli.append(time.perf_counter() - t0)
+    c, d = med_ms(cell), med_ms(cli)
+    print(f"remote one-shot cell (folder synced both ways, spare ready): median {c:.0f} ms "
+          f"({runs} runs)")
+    print(f"docker -H ssh://{RIG} run --rm via CLI:                  median {d:.0f} ms")
+    print(f"ratio cell / CLI: {c / d:.2f}x   target <= 0.5x")
+    nospare = []
+    with Quiet():
+        ip.run_line_magic("docker", "config --spare off")
+    for _ in range(max(3, runs // 2)):
+        t0 = time.perf_counter()
+        with Quiet():
+            ip.run_cell_magic("docker", f"--engine rig {IMAGE}", "print(1)")
+        nospare.append(time.perf_counter() - t0)
+    with Quiet():
+        ip.run_line_magic("docker", "config --spare on")
+    print(f"same cell with spares off: median {med_ms(nospare):.0f} ms "
+          f"({med_ms(nospare) / d:.2f}x the CLI)")
+
+
+def bench_session(ip, runs: int, cli_runs: int):
+    from dockmagic.remote import engines
+    folder = tempfile.mkdtemp(prefix="dm-bench-nb-")
+    os.chdir(folder)
+    with open("data.txt", "w") as f:
+        f.write("x")
+    name = f"dm-bench-{os.getpid()}"
+    with Quiet():
+        ip.run_line_magic("docker", f"session {name} --engine rig --rm {IMAGE}")
+    try:
+        cell = []
+        with Quiet():
+            for _ in range(20):
+                ip.run_cell_magic("docker", f"@{name}", "print(1)")
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                ip.run_cell_magic("docker", f"@{name}", "print(1)")
+                cell.append(time.perf_counter() - t0)
+        link = engines.get_engine("rig").link
+        rtts = [link.ping() for _ in range(50)]
+        cli = []
+        for _ in range(cli_runs):
+            t0 = time.perf_counter()
+            subprocess.run(["ssh", RIG, "docker", "exec", name, "python3", "-c", "'print(1)'"],
+                           check=True, stdout=subprocess.DEVNULL)
+            cli.append(time.perf_counter() - t0)
+        c, r, d = med_ms(cell), med_ms(rtts), med_ms(cli)
+        p90 = sorted(cell)[runs * 9 // 10] * 1000
+        print(f"warm remote session cell, print(1): median {c:.2f} ms [p90 {p90:.2f}] "
+              f"({runs} cells, folder watched both ways)")
+        print(f"round trip on the engine's connection (docker _ping): median {r:.2f} ms; "
+              f"cell - RTT = {c - r:.2f} ms   target <= 2 ms + one RTT")
+        print(f"ssh {RIG} docker exec via CLI: median {d:.0f} ms ({cli_runs} runs); "
+              f"{d / c:.0f}x slower   target >= 20x")
+    finally:
+        with Quiet():
+            ip.run_line_magic("docker", f"session --stop {name}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="sync,oneshot,session")
@@ -94,6 +193,15 @@ def main():
     parts = args.parts.split(",")
     if "sync" in parts:
         bench_sync(args.runs)
+    if "oneshot" in parts or "session" in parts:
+        ip = _shell()
+        try:
+            if "oneshot" in parts:
+                bench_oneshot(ip, args.runs)
+            if "session" in parts:
+                bench_session(ip, args.runs * 20, args.runs)
+        finally:
+            ip.run_line_magic("unload_ext", "dockmagic")
 
 
 if __name__ == "__main__":
