@@ -289,6 +289,6 @@ class DockerMagics(Magics):
                 raise UsageError(str(exc)) from None
             print(gpus.describe_choice(self.config_.gpus))
             return None
-        snap = gpus.query_with_containers()
+        snap = gpus.query_with_containers(self.engine)
         print(gpus.describe_choice(self.config_.gpus))
-        return snap
+        return gpus.GpuTable(snap)
