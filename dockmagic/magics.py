@@ -31,6 +31,7 @@ class NotebookConfig:
         self.flags = []
         self.gpus = None  # the GpuRequest %gpus chose (translate.GpuRequest), or None
         self.spare = True  # start a spare container after a one-shot cell (`--spare off`)
+        self.engine = None  # `%docker config --engine NAME`: cells run there by default
 
     def describe(self) -> str:
         from . import gpus
@@ -39,7 +40,44 @@ class NotebookConfig:
             f"default flags: {shlex.join(self.flags) if self.flags else '(none)'}",
             gpus.describe_choice(self.gpus.to_cli() if self.gpus is not None else None),
             f"spare containers: {'on' if self.spare else 'off'}",
+            f"engine: {self.engine or 'local (docker context / DOCKER_HOST)'}",
         ])
+
+
+def _take_option(argv: list, flag: str):
+    """ARGV without `FLAG VALUE` / `FLAG=VALUE`, and VALUE (the last one given), or None."""
+    out, value, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == flag:
+            if i + 1 >= len(argv):
+                raise UsageError(f"{flag} needs a value")
+            value, i = argv[i + 1], i + 2
+            continue
+        if a.startswith(flag + "="):
+            value = a[len(flag) + 1:]
+        else:
+            out.append(a)
+        i += 1
+    return out, value
+
+
+class gpus_by_engine:
+    """`%gpus --engine all`: each engine's GPUs, as `%gpus` shows them, under its name."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def __repr__(self):
+        from .gpus import GpuTable
+        return "\n\n".join(f"engine {n}\n{GpuTable(snap)!r}" for n, snap in self.items)
+
+    def _repr_html_(self):
+        import html
+
+        from .gpus import GpuTable
+        return "".join(f"<h4>engine {html.escape(n)}</h4>{GpuTable(snap)._repr_html_()}"
+                       for n, snap in self.items)
 
 
 @magics_class
@@ -61,9 +99,20 @@ class DockerMagics(Magics):
 
     @property
     def engine(self):
-        """The engine this notebook's cells run on (docker's own rules pick it)."""
-        from . import engine
-        return engine.default()
+        """The engine this notebook's cells run on: `%docker config --engine NAME`, else the one
+        docker's own rules pick."""
+        return self.engine_named(self.config_.engine)
+
+    def engine_named(self, name):
+        """`local`/None: docker's default engine; another NAME: from `%docker engines`."""
+        if not name or name == "local":
+            from . import engine
+            return engine.default()
+        from .remote import engines, urls
+        try:
+            return engines.get_engine(name)
+        except urls.EndpointError as exc:
+            raise UsageError(str(exc)) from None
 
     # -- helpers -------------------------------------------------------------------------
     def _identity(self) -> cellplan.Identity:
@@ -97,14 +146,40 @@ class DockerMagics(Magics):
         if message:
             print(message, file=sys.stderr)
 
-    def plan(self, line: str, oneshot: bool = True) -> cellplan.CellPlan:
+    def plan(self, line: str, oneshot: bool = True, engine=None) -> cellplan.CellPlan:
+        """The cell's plan; on a remote ENGINE the container runs as the SSH user there (who
+        owns the synced workspace), and `%gpus`' choice (GPUs of this machine) does not apply."""
+        identity, gpus = self._identity(), self.config_.gpus
+        ident = getattr(engine, "identity", None)
+        if ident is not None and ident() is not None:
+            uid, gid, user = ident()
+            identity, gpus = cellplan.Identity(uid, gid, user), None
         try:
             return cellplan.plan_cell(
-                self._expand(line), cwd=os.getcwd(), identity=self._identity(),
+                self._expand(line), cwd=os.getcwd(), identity=identity,
                 default_flags=self.config_.flags, default_image=self.config_.image,
-                default_gpus=self.config_.gpus, labels=self._labels(), oneshot=oneshot)
+                default_gpus=gpus, labels=self._labels(), oneshot=oneshot)
         except cellplan.CellUsageError as exc:
             raise UsageError(str(exc)) from None
+
+    def _plan_with_engine(self, line: str, oneshot: bool = True):
+        """(plan, engine) for a cell line: `--engine NAME`, `--engine auto --gpus auto:N`, or
+        the notebook's engine."""
+        from .remote import auto
+        if auto.wants_auto(line):
+            from .remote import store
+            from .remote.table import query_gpu_snapshot
+            names = ["local", *store.load_engines()]
+            try:
+                line = auto.pick(line, names, lambda n: query_gpu_snapshot(self.engine_named(n)))
+            except auto.AutoChoiceError as exc:
+                raise UsageError(str(exc)) from None
+            print(f"dockmagic: --engine auto: {line}", file=sys.stderr)
+        plan = self.plan(line, oneshot)
+        engine = self.engine_named(plan.engine or self.config_.engine)
+        if getattr(engine, "remote", False):
+            plan = self.plan(line, oneshot, engine=engine)
+        return plan, engine
 
     # -- %%docker / %docker ------------------------------------------------------------------
     @line_cell_magic
@@ -157,19 +232,23 @@ class DockerMagics(Magics):
         self._report_orphans_once()
         if cell is None:
             return self._line(line)
-        plan = self.plan(line)
+        plan, engine = self._plan_with_engine(line)
+        remote = getattr(engine, "remote", False)
         if plan.inputs or plan.outputs:  # the exchange folder's mount is part of what runs
             from . import transfer
-            plan = dataclasses.replace(plan, spec=transfer.exchange_spec(plan.spec))
+            plan = dataclasses.replace(plan, spec=transfer.exchange_spec(
+                plan.spec, fast=None if remote else "auto"))
         if plan.dry_run:
-            print(cellplan.describe_plan(plan))
+            print(cellplan.describe_plan(plan) + (f"   # on engine {engine.name}" if remote
+                                                  else ""))
             return None
-        return self.run_plan(plan, cell)
+        return self.run_plan(plan, cell, engine)
 
-    def run_plan(self, plan: cellplan.CellPlan, body: str):
+    def run_plan(self, plan: cellplan.CellPlan, body: str, engine=None):
         from . import runner
 
-        engine = self.engine
+        engine = engine or self.engine
+        remote = getattr(engine, "remote", False)
         spec = plan.spec
         data = body.encode("utf-8")
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
@@ -177,20 +256,31 @@ class DockerMagics(Magics):
         if plan.inputs or plan.outputs:  # --in/--out: the body becomes a loader + the cell + a saver
             from . import transfer
             try:
-                xfer = transfer.prepare_oneshot(plan, self.shell.user_ns)
+                xfer = transfer.prepare_oneshot(plan, self.shell.user_ns,
+                                                fast=None if remote else "auto")
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
             data = xfer.body(body)
+        sync = None
+        if remote:  # the notebook folder travels to the engine's host and back
+            from . import transfer
+            from .remote import cells
+            binds = transfer.binds_from_spec(spec)
+            sync = lambda run, mode=plan.sync: cells.run_oneshot(engine, binds, mode, run)  # noqa: E731
         if spec.detach:
-            return runner.run_detached(engine, spec, data, on_pull=say)
+            run = lambda: runner.run_detached(engine, spec, data, on_pull=say)  # noqa: E731
+            if sync is None:
+                return run()
+            return sync(run, "in" if plan.sync in ("both", "in") else "none")
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
         try:
-            result = run_oneshot(
+            run = lambda: run_oneshot(  # noqa: E731
                 engine, spec, data, on_pull=say,
                 on_interrupt=lambda cid, how, took: say(
                     f"dockmagic: interrupted; container {cid[:12]} stopped by {how} in "
                     f"{took:.1f} s and removed"))
+            result = run() if sync is None else sync(run)
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
         finally:
@@ -224,7 +314,7 @@ class DockerMagics(Magics):
         it = iter(args)
         for arg in it:
             key, eq, value = arg.partition("=")
-            if key in ("--image", "--flags", "--spare") and not eq:
+            if key in ("--image", "--flags", "--spare", "--engine") and not eq:
                 value = next(it, None)
                 if value is None:
                     raise UsageError(f"%docker config {key} needs a value")
@@ -239,6 +329,10 @@ class DockerMagics(Magics):
                 self.config_.flags = flags
             elif key == "--reset":
                 self.config_.image, self.config_.flags = None, []
+            elif key == "--engine":
+                if value and value != "local":
+                    self.engine_named(value)  # known? (no connection made yet)
+                self.config_.engine = None if value in ("", "local") else value
             elif key == "--spare":
                 if value not in ("on", "off"):
                     raise UsageError("%docker config --spare takes on or off")
@@ -248,7 +342,7 @@ class DockerMagics(Magics):
                     spare.SPARES.discard()
             else:
                 raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\", "
-                                 f"--spare on|off or --reset, not {arg!r}")
+                                 f"--spare on|off, --engine NAME or --reset, not {arg!r}")
         print(self.config_.describe())
 
     def _cmd_panel(self, args):
@@ -261,10 +355,25 @@ class DockerMagics(Magics):
         long-lived container running one Python interpreter; `%%docker @NAME` cells run in it
         and keep its variables. `%docker session` lists sessions; `--stop NAME` removes one."""
         from . import session
+        args, name = _take_option(list(args), "--engine")
+        known = session.attached(args[-1]) if args and not name else None
+        # a session this kernel knows is stopped/reattached on its own engine
+        engine = self.engine_named(name) if name else (known.engine if known else self.engine)
         try:
-            return session.command(self.engine, args,
-                                   plan=lambda line: self.plan(line, oneshot=False))
+            return session.command(engine, args,
+                                   plan=lambda line: self.plan(line, oneshot=False,
+                                                               engine=engine))
         except session.SessionUsage as exc:
+            raise UsageError(str(exc)) from None
+
+    def _cmd_engines(self, args):
+        """`%docker engines [add NAME URL [--tls*] | add NAME --context CTX | rm NAME]`: the
+        engines cells can run on (`%%docker --engine NAME`), with reachability, version, GPUs,
+        running containers and round-trip time."""
+        from .remote import command
+        try:
+            return command.engines_command(args, default=self.config_.engine)
+        except command.EnginesUsage as exc:
             raise UsageError(str(exc)) from None
 
     @cell_magic
@@ -286,6 +395,15 @@ class DockerMagics(Magics):
         from . import gpus
 
         arg = line.strip()
+        argv, which = _take_option(cellplan.split_line(arg) if arg else [], "--engine")
+        if which is not None:
+            if argv:
+                raise UsageError("%gpus --engine NAME|all shows GPUs; to use GPUs there, give the "
+                                 "cell --engine NAME --gpus ..., or --engine auto --gpus auto:N")
+            from .remote import store
+            from .remote.table import query_gpu_snapshot
+            names = ["local", *store.load_engines()] if which == "all" else [which]
+            return gpus_by_engine([(n, query_gpu_snapshot(self.engine_named(n))) for n in names])
         if arg:
             try:
                 snap = gpus.snapshot_for_choice(arg)

@@ -269,7 +269,7 @@ class Session:
                 payload.update(xdirs=xchg.container_dirs, mapped=xchg.mapped,
                                inputs=xchg.write_inputs(inputs, user_ns),
                                outputs=[[d, s] for d, s in outputs])
-            reply = self._exchange(agent.RUN, payload, stdout, stderr)
+            reply = self._run(agent.RUN, payload, stdout, stderr)
             status = reply.get("s")
             if status == "ok" and xchg is not None and outputs:
                 xchg.read_outputs(reply.get("out") or [], user_ns)
@@ -285,9 +285,18 @@ class Session:
                     raise_error: bool = True) -> dict:
         """Run BODY through another interpreter (bash, `bash -l`, ...) in the session's
         container, as `docker exec` would (container env and workdir), streaming its output."""
-        reply = self._exchange(agent.COMMAND, {"argv": list(argv), "body": body}, stdout, stderr)
+        reply = self._run(agent.COMMAND, {"argv": list(argv), "body": body}, stdout, stderr)
         self._check(reply, raise_error)
         return reply
+
+    def _run(self, kind: int, payload: dict, stdout, stderr) -> dict:
+        """One cell's request; on a remote engine the notebook folder travels with it (only
+        what changed on either side: the agent reports the container's changes)."""
+        if not getattr(self.engine, "remote", False):
+            return self._exchange(kind, payload, stdout, stderr)
+        from .remote import cells
+        return cells.session_exchange(self.engine, self.binds, lambda watch: self._exchange(
+            kind, dict(payload, watch=watch) if watch else payload, stdout, stderr))
 
     def _check(self, reply: dict, raise_error: bool):
         status = reply.get("s")
@@ -309,6 +318,11 @@ class Session:
 _SESSIONS: dict = {}
 
 
+def attached(name: str) -> Optional["Session"]:
+    """This kernel's session NAME, if it has one (it knows its engine)."""
+    return _SESSIONS.get(name)
+
+
 def _binds_from_inspect(info: dict) -> list:
     return [(m["Source"], m["Destination"], bool(m.get("RW")))
             for m in info.get("Mounts", ())
@@ -328,8 +342,12 @@ def _from_container(engine, name: str, info: dict) -> Session:
     if len(cmd) != 2 or cmd[0] != "session":
         raise SessionUsage(f"container {name} is labelled a dockmagic session but does not run "
                            f"the agent; remove it (`%docker rm -f {name}`) and start it again")
+    binds = _binds_from_inspect(info)
+    if getattr(engine, "remote", False):  # workspace paths there -> the notebook folder here
+        from .remote.placement import to_local_binds
+        binds = to_local_binds(engine, binds)
     return Session(engine, name, info["Id"], info["Config"].get("Image", ""), cmd[1],
-                   bool(info["HostConfig"].get("AutoRemove")), _binds_from_inspect(info),
+                   bool(info["HostConfig"].get("AutoRemove")), binds,
                    info["Config"].get("User") or None, _fast_from_inspect(info))
 
 
@@ -410,7 +428,10 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
         raise SessionUsage(f"a session runs dockmagic's Python agent; after the image name a "
                            f"Python interpreter (default python3), not {python!r}")
     nonce = secrets.token_hex(8)
-    run_spec = for_session(spec, python, nonce, transfer.fast_root())
+    # (the kernel's tmpfs exchange folder is on this machine: a remote engine's containers
+    # exchange through the synced notebook folder instead)
+    fast = None if getattr(engine, "remote", False) else transfer.fast_root()
+    run_spec = for_session(spec, python, nonce, fast)
     log_config = None
     # Everything a session prints also lands in its log, for as long as it lives: cap it
     # (docker's json-file default keeps all of it).

@@ -322,7 +322,8 @@ class OneshotTransfer:
         self.exchange.close()
 
 
-def prepare_oneshot(plan, user_ns: Mapping, cwd: Optional[str] = None) -> OneshotTransfer:
+def prepare_oneshot(plan, user_ns: Mapping, cwd: Optional[str] = None,
+                    fast: Optional[str] = "auto") -> OneshotTransfer:
     """Check and write a one-shot cell's --in values; the caller closes what it gets and
     creates the container with ``amend(kwargs)``."""
     spec = plan.spec
@@ -334,7 +335,7 @@ def prepare_oneshot(plan, user_ns: Mapping, cwd: Optional[str] = None) -> Onesho
                             f"interpreter, not {interpreter!r}")
     inputs = parse_transfers(plan.inputs, "--in")
     outputs = parse_transfers(plan.outputs, "--out")
-    fast = fast_root()
+    fast = fast_root() if fast == "auto" else fast  # None: a remote engine (no local tmpfs)
     exchange = Exchange.create(binds_from_spec(spec), cwd or os.getcwd(),
                                shared=container_user_is_other(spec.user),
                                fast=(fast, FAST_TARGET) if fast else None)

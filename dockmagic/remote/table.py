@@ -48,7 +48,7 @@ def query_gpu_snapshot(engine):
             return GpuSnapshot(error=f"engine {engine.name}: GPUs are read over SSH; this "
                                      "engine has no SSH connection")
         from ..gpus import query_with_containers
-        return query_with_containers()
+        return query_with_containers(engine)
     try:
         res = link.run(nvsmi.QUERY_COMMAND, timeout=20)
     except errors.DockmagicError as exc:

@@ -1,0 +1,203 @@
+"""Cells on a remote engine (the rig: its own sshd and dockerd), through a real IPython shell.
+
+The rig's filesystem is its own: the notebook folder does not exist there, so a cell that reads
+data/in.txt there proves the folder travelled (rsync over the engine's SSH connection)."""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dockmagic import errors
+from dockmagic.kernel import kernel_id
+
+from remote_rig import rig, rig_containers, rig_exec  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.engine
+IMAGE = os.environ.get("DOCKMAGIC_BASE_IMAGE", "dockmagic-base:bookworm")
+MINE = f"dockmagic.kernel={kernel_id()}"
+
+
+def local_containers(label=MINE):
+    import subprocess
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
+                         capture_output=True, text=True).stdout
+    return out.split()
+
+
+@pytest.fixture(scope="module")
+def rshell(rig, tmp_path_factory):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "dockmagic")
+    ip.run_line_magic("docker", f"engines add rig ssh://{rig}")
+    yield ip
+    ip.run_line_magic("unload_ext", "dockmagic")
+    from dockmagic.remote import engines
+    engines.close_all()
+    mp.undo()
+    # Cleanup: nothing this kernel made is left, on the rig or here.
+    deadline = time.monotonic() + 20
+    while (rig_containers(MINE) or local_containers()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left_rig, left_here = rig_containers(MINE), local_containers()
+    if left_rig:
+        rig_exec("docker", "rm", "-f", *left_rig, check=False)
+    assert not left_rig and not left_here, (left_rig, left_here)
+
+
+@pytest.fixture
+def nb(tmp_path, monkeypatch):
+    folder = tmp_path / "notebook"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "in.txt").write_text("hello from here\n")
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_engines_add_puts_the_rig_in_the_table_as_reachable(rshell, rig):
+    table = rshell.run_line_magic("docker", "engines")
+    rows = {r.name.rstrip(" *"): r for r in table.rows}
+    assert rows["rig"].reachable and rows["rig"].endpoint == f"ssh://{rig}"
+    assert rows["rig"].version and rows["rig"].rtt_ms > 0 and rows["rig"].running is not None
+    assert "rig" in repr(table) and "<table" in table._repr_html_()
+
+
+def test_one_shot_cell_reads_and_writes_the_notebook_folder(rshell, nb, capfd):
+    rshell.run_cell_magic("docker", f"--engine rig {IMAGE}", (
+        "import os, pathlib, socket\n"
+        "print('cwd', os.getcwd())\n"
+        "pathlib.Path('results').mkdir(exist_ok=True)\n"
+        "pathlib.Path('results/out.txt').write_text(open('data/in.txt').read().upper())\n"))
+    out = capfd.readouterr().out
+    assert f"cwd {nb}" in out.splitlines()
+    result = nb / "results" / "out.txt"
+    assert result.read_text() == "HELLO FROM HERE\n"
+    st = result.stat()
+    assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+    # the folder is not on the rig: the cell's files travelled there by sync
+    assert rig_exec("test", "-e", str(nb), check=False).returncode != 0
+
+
+def test_sync_none_leaves_the_folder_alone(rshell, nb):
+    rshell.run_cell_magic("docker", f"--engine rig --sync none --no-raise-error {IMAGE}",
+                          "import os; open('made.txt', 'w').write('x')")
+    assert not (nb / "made.txt").exists()
+
+
+def test_session_keeps_state_and_runs_on_the_rig_only(rshell, nb, capfd):
+    rshell.run_line_magic("docker", f"session rsess --engine rig --rm {IMAGE}")
+    try:
+        rshell.run_cell_magic("docker", "@rsess", "x = 41\nopen('from_session.txt', 'w')"
+                                                  ".write(open('data/in.txt').read())")
+        capfd.readouterr()
+        rshell.run_cell_magic("docker", "@rsess", "print(x + 1)")
+        assert capfd.readouterr().out.strip().splitlines()[-1] == "42"
+        assert (nb / "from_session.txt").read_text() == "hello from here\n"
+        on_rig = rig_exec("docker", "ps", "-q", "--filter", "name=^rsess$").stdout.split()
+        assert len(on_rig) == 1
+        assert local_containers("dockmagic.kind=session") == [] or not any(
+            c for c in local_containers(MINE))
+        import subprocess
+        here = subprocess.run(["docker", "ps", "-aq", "--filter", "name=^rsess$"],
+                              capture_output=True, text=True).stdout.split()
+        assert here == []
+        # --in/--out in the session, through the synced folder
+        rshell.user_ns["v"] = np.arange(5.0)
+        rshell.run_cell_magic("docker", "@rsess --in v --out w", "w = v * x")
+        assert rshell.user_ns["w"].tolist() == [0.0, 41.0, 82.0, 123.0, 164.0]
+    finally:
+        rshell.run_line_magic("docker", "session --stop rsess")
+    assert rig_exec("docker", "ps", "-aq", "--filter", "name=^rsess$").stdout.split() == []
+
+
+def test_in_out_of_a_numpy_array_in_a_one_shot_cell(rshell, nb):
+    rshell.user_ns["a"] = np.arange(12, dtype=np.float32).reshape(3, 4)
+    rshell.run_cell_magic("docker", f"--engine rig --in a --out b {IMAGE}", "b = a.T * 2")
+    b = rshell.user_ns["b"]
+    assert b.shape == (4, 3) and b.dtype == np.float32 and b[3, 2] == 22.0
+    assert not list(nb.glob(".dockmagic-xfer-*"))
+
+
+def test_exit_status_3_fails_the_cell(rshell, nb):
+    with pytest.raises(errors.CellFailed) as info:
+        rshell.run_cell_magic("docker", f"--engine rig {IMAGE}", "import sys; sys.exit(3)")
+    assert info.value.exit_code == 3
+
+
+def _after(seconds, fn):
+    t = threading.Timer(seconds, fn)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def test_interrupt_stops_the_remote_container(rshell, nb, capfd):
+    main = threading.main_thread().ident
+    _after(4.0, lambda: signal.pthread_kill(main, signal.SIGINT))
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        rshell.run_cell_magic("docker", f"--engine rig {IMAGE}",
+                              "import time\nprint('started', flush=True)\ntime.sleep(60)")
+    assert time.monotonic() - t0 < 30
+    assert "interrupted" in capfd.readouterr().err
+    assert rig_containers("dockmagic.kind=oneshot") == []
+
+
+def test_killed_ssh_connection_mid_cell_reconnects_or_fails_in_one_line(rshell, nb, capfd):
+    from dockmagic.remote import engines
+    link = engines.get_engine("rig").link
+    link.ensure()
+    pid = link.pid
+    _after(3.0, lambda: os.kill(pid, signal.SIGKILL))
+    outcome = None
+    try:
+        rshell.run_cell_magic("docker", f"--engine rig {IMAGE}",
+                              "import time\nprint('a', flush=True)\ntime.sleep(6)\nprint('b')")
+        outcome = "completed"
+    except errors.DockmagicError as exc:
+        outcome = str(exc)
+        assert "\n" not in outcome and "rig" in outcome
+    err = capfd.readouterr().err
+    assert outcome == "completed" and "dropped" in err or outcome != "completed"
+    assert link.pid != pid  # a new connection
+    deadline = time.monotonic() + 15
+    while rig_containers("dockmagic.kind=oneshot") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert rig_containers("dockmagic.kind=oneshot") == []
+    # and the engine works again
+    rshell.run_cell_magic("docker", f"--engine rig {IMAGE}", "print('again')")
+    assert "again" in capfd.readouterr().out
+
+
+def test_default_engine_from_config_and_dry_run_names_it(rshell, nb, capfd):
+    rshell.run_line_magic("docker", "config --engine rig")
+    try:
+        rshell.run_cell_magic("docker", f"--dry-run {IMAGE}", "print(1)")
+        out = capfd.readouterr().out
+        assert "on engine rig" in out and "-u 0:0" in out  # the SSH user there (root on the rig)
+    finally:
+        rshell.run_line_magic("docker", "config --engine local")
+
+
+def test_unknown_engine_is_a_usage_error(rshell, nb):
+    from IPython.core.error import UsageError
+    with pytest.raises(UsageError, match="no engine named 'nope'"):
+        rshell.run_cell_magic("docker", f"--engine nope {IMAGE}", "print(1)")
+
+
+def test_gpus_on_the_rig_say_there_is_no_driver(rshell):
+    shown = rshell.run_line_magic("gpus", "--engine rig")
+    text = repr(shown)
+    assert "engine rig" in text and "nvidia-smi not found" in text
+
+
+def test_engine_auto_without_gpus_anywhere_says_why(rshell, nb):
+    from IPython.core.error import UsageError
+    with pytest.raises(UsageError, match="no engine has 1 GPU"):
+        rshell.run_cell_magic("docker", f"--engine auto --gpus auto:1 {IMAGE}", "print(1)")
