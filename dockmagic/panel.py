@@ -579,7 +579,7 @@ class Panel(W.VBox):
             force, self._force = self._force, False
             if force or not self.paused:
                 self.refresh()
-                if force or time.monotonic() - self._engines_at >= ENGINES_EVERY_S:
+                if time.monotonic() - self._engines_at >= ENGINES_EVERY_S:
                     self.refresh_engines()
             self._wake.wait(self.interval)
 
