@@ -303,7 +303,12 @@ class DockerMagics(Magics):
             from . import commands  # the lifecycle subcommands: ps, logs, stop, commit, ...
             handler = commands.COMMANDS.get(argv[0])
             if handler is not None:
-                return handler(self, argv[1:])
+                # `--engine NAME` (or `%docker config --engine NAME`): the calls go there
+                args, name = _take_option(argv[1:], "--engine")
+                from . import engine
+                with engine.using(self.engine_named(name) if name else
+                                  self.engine if self.config_.engine else None):
+                    return handler(self, args)
         if handler is None:
             raise UsageError(f"%docker has no subcommand {argv[0]!r}; see `%docker --help` "
                              "(to run code, use the cell form `%%docker IMAGE`)")
@@ -379,8 +384,13 @@ class DockerMagics(Magics):
     @cell_magic
     def dockerfile(self, line, cell):
         """Build an image from the cell body: `%%dockerfile -t NAME:TAG [-f NAME] [CONTEXT]`."""
-        from . import commands
-        return commands.dockerfile_cell(self, line, cell)
+        from . import commands, engine
+        argv, name = _take_option(cellplan.split_line(line), "--engine")
+        if name:
+            line = shlex.join(argv)
+        with engine.using(self.engine_named(name) if name else
+                          self.engine if self.config_.engine else None):
+            return commands.dockerfile_cell(self, line, cell)
 
     # -- %gpus ----------------------------------------------------------------------------
     @line_magic

@@ -201,3 +201,37 @@ def test_engine_auto_without_gpus_anywhere_says_why(rshell, nb):
     from IPython.core.error import UsageError
     with pytest.raises(UsageError, match="no engine has 1 GPU"):
         rshell.run_cell_magic("docker", f"--engine auto --gpus auto:1 {IMAGE}", "print(1)")
+
+
+def test_gpus_on_an_engine_without_the_nvidia_runtime_name_the_engine(rshell, nb):
+    with pytest.raises(errors.EngineError) as info:
+        rshell.run_cell_magic("docker", f"--engine rig --gpus all {IMAGE}", "print(1)")
+    msg = str(info.value)
+    assert msg.startswith("engine rig: no NVIDIA runtime") and "nvidia-ctk" in msg
+    assert rig_containers("dockmagic.kind=oneshot") == []
+
+
+def test_image_missing_there_says_push_pull_or_build_it_there(rshell, nb):
+    with pytest.raises(errors.ImageUnavailable) as info:
+        rshell.run_cell_magic("docker", "--engine rig dockmagic-test:not-on-the-rig", "print(1)")
+    msg = str(info.value)
+    assert msg.startswith("engine rig: image 'dockmagic-test:not-on-the-rig' is not on that "
+                          "engine") and "push it" in msg and "build it there" in msg
+
+
+def test_lifecycle_and_dockerfile_cells_take_the_engine(rshell, nb, capfd):
+    tag = f"dockmagic-remote-test:{os.getpid()}"
+    rshell.run_cell_magic("dockerfile", f"--engine rig -t {tag}",
+                          f"FROM {IMAGE}\nRUN echo built-on-the-rig > /built.txt\n")
+    try:
+        assert rig_exec("docker", "image", "inspect", tag, check=False).returncode == 0
+        import subprocess
+        assert subprocess.run(["docker", "image", "inspect", tag],
+                              capture_output=True).returncode != 0  # not here
+        rshell.run_cell_magic("docker", f"--engine rig {tag}", "print(open('/built.txt').read())")
+        assert "built-on-the-rig" in capfd.readouterr().out
+        shown = rshell.run_line_magic("docker", f"images --engine rig {tag.split(':')[0]}")
+        text = capfd.readouterr().out + repr(shown) + getattr(shown, "_repr_html_", str)()
+        assert tag.split(":")[1] in text
+    finally:
+        rig_exec("docker", "rmi", "-f", tag, check=False)

@@ -14,8 +14,10 @@ import shutil
 import threading
 from typing import Dict, Optional
 
+from .. import errors
 from ..engine import Endpoint as EngineEndpoint
 from ..engine import Engine
+from . import errors as rerrors
 from . import store, urls
 from .sshlink import SSHLink, link_for
 from .workspace import Workspace
@@ -72,7 +74,29 @@ class RemoteEngine(Engine):
             from .placement import to_remote_spec
             cwd = os.getcwd()
             spec = to_remote_spec(spec, cwd, self.workspace(cwd).remote_root)
-        return super().create(spec, **kw)
+        try:
+            return super().create(spec, **kw)
+        except errors.ImageUnavailable as exc:
+            raise errors.ImageUnavailable(
+                f"{rerrors.image_missing(self.name, spec.image)} ({_reason(exc)})") from None
+        except errors.EngineError as exc:
+            raise self._named(exc, bool(spec.gpus)) from None
+
+    def start(self, cid: str, *, image: str = "", wants_gpus: bool = False):
+        try:
+            return super().start(cid, image=image, wants_gpus=wants_gpus)
+        except errors.EngineError as exc:
+            raise self._named(exc, wants_gpus) from None
+
+    def _named(self, exc, wants_gpus: bool):
+        """The engine's refusal, naming this engine (and, for --gpus, the fix there)."""
+        text = str(exc)
+        if wants_gpus and ("NVIDIA runtime" in text or "device driver" in text):
+            return errors.EngineError(rerrors.no_gpu_runtime(self.name)
+                                      + f" (engine said: {text.rpartition('engine said: ')[2]}")
+        if f"engine {self.name}" in text:
+            return exc
+        return type(exc)(f"engine {self.name}: {text}")
 
     def identity(self):
         """(uid, gid, user) cells run as there: the SSH user, who owns the workspace."""
@@ -163,6 +187,13 @@ def _cert_folder(endpoint: urls.Endpoint) -> Optional[str]:
     for k, v in given.items():
         os.symlink(os.path.abspath(os.path.expanduser(v)), os.path.join(folder, k))
     return folder
+
+
+def _reason(exc) -> str:
+    """What the registry or engine said, out of an image error's message."""
+    text = str(exc)
+    head, sep, rest = text.partition(": ")
+    return (rest.rsplit(". ", 1)[0] if sep else text).strip()
 
 
 def is_remote(engine) -> bool:
