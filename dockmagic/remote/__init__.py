@@ -11,6 +11,12 @@ Which file owns what:
 | `filters.py` | `.dockerignore` / `.gitignore` -> rsync filter rules | yes |
 | `workspace.py` | the per-notebook workspace on the remote host: push before a cell, pull after (conflicts kept both ways), change-only sync for sessions | I/O |
 | `nvsmi.py` | `nvidia-smi -q -x` output -> the same GPU snapshot `%gpus` renders | yes |
+| `placement.py` | a `RunSpec`'s binds from the notebook folder moved into the workspace (same target) | yes |
+| `auto.py` | `--engine auto --gpus auto:N`: the engine and GPUs with the most free memory | choice pure |
+| `engines.py` | named engines as `Engine`s; `RemoteEngine` (the link, the workspace, the SSH user, reconnect-and-retry of idempotent calls, refusals naming the engine) | I/O |
+| `cells.py` | the folder synced around one-shot cells, change-only around session cells | I/O |
+| `table.py` | `%docker engines` rows (each engine probed on its own thread), the panel's engines line, remote GPU snapshots | I/O + pure rendering |
+| `command.py` | `%docker engines [add|rm]` | thin |
 
 Nothing here imports docker, requests or urllib3: the Docker API is reached through
 `dockmagic.engine`'s `Engine`, made from the local socket `sshlink` forwards.
