@@ -235,3 +235,33 @@ def test_lifecycle_and_dockerfile_cells_take_the_engine(rshell, nb, capfd):
         assert tag.split(":")[1] in text
     finally:
         rig_exec("docker", "rmi", "-f", tag, check=False)
+
+
+def test_engines_add_from_a_docker_cli_context_and_rm(rshell, rig, tmp_path, monkeypatch, capfd):
+    import subprocess
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    subprocess.run(["docker", "context", "create", "dm-rig-ctx", "--docker",
+                    f"host=ssh://{rig}"], check=True, capture_output=True)
+    shown = rshell.run_line_magic("docker", "engines add viactx --context dm-rig-ctx")
+    (row,) = shown.rows
+    assert row.reachable and row.endpoint == f"ssh://{rig}"
+    assert "engine viactx added" in capfd.readouterr().out
+    rshell.run_line_magic("docker", "engines rm viactx")
+    names = [r.name.rstrip(" *") for r in rshell.run_line_magic("docker", "engines").rows]
+    assert "viactx" not in names and "rig" in names
+
+
+def test_an_unreachable_engine_is_saved_and_reported_in_one_line(rshell, capfd):
+    t0 = time.monotonic()
+    shown = rshell.run_line_magic("docker", "engines add nowhere ssh://root@127.0.0.1:1")
+    assert time.monotonic() - t0 < 10
+    (row,) = shown.rows
+    assert not row.reachable and "\n" not in row.error
+    assert row.error.startswith("engine nowhere:") and "unreachable" in row.error
+    from IPython.core.error import UsageError
+    with pytest.raises(errors.DockmagicError) as info:
+        rshell.run_cell_magic("docker", f"--engine nowhere {IMAGE}", "print(1)")
+    assert "\n" not in str(info.value) and "engine nowhere" in str(info.value)
+    rshell.run_line_magic("docker", "engines rm nowhere")
+    with pytest.raises(UsageError, match="no engine named 'nowhere'"):
+        rshell.run_line_magic("docker", "engines rm nowhere")
