@@ -11,8 +11,8 @@ RIG = os.environ.get("DOCKMAGIC_RIG_NAME", "dockmagic-rig")
 
 def rig_exec(*argv, check=True, input=None) -> subprocess.CompletedProcess:
     """A command inside the rig itself (not over SSH): the tests' independent view of it."""
-    return subprocess.run(["docker", "exec", "-i" if input is not None else "-t"[:0] or "-i",
-                           RIG, *argv], input=input, capture_output=True, check=check)
+    return subprocess.run(["docker", "exec", "-i", RIG, *argv], input=input,
+                          capture_output=True, check=check)
 
 
 def rig_containers(label="dockmagic.managed"):

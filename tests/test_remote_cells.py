@@ -13,7 +13,7 @@ import pytest
 from dockmagic import errors
 from dockmagic.kernel import kernel_id
 
-from remote_rig import rig, rig_containers, rig_exec  # noqa: F401  (fixture)
+from remote_rig import rig_containers, rig_exec
 
 pytestmark = pytest.mark.engine
 IMAGE = os.environ.get("DOCKMAGIC_BASE_IMAGE", "dockmagic-base:bookworm")
@@ -265,3 +265,11 @@ def test_an_unreachable_engine_is_saved_and_reported_in_one_line(rshell, capfd):
     rshell.run_line_magic("docker", "engines rm nowhere")
     with pytest.raises(UsageError, match="no engine named 'nowhere'"):
         rshell.run_line_magic("docker", "engines rm nowhere")
+
+
+def test_adding_an_engine_again_reconnects_it(rshell, rig, nb, capfd):
+    """Regression: re-adding closed the engine's link, and the closed link was handed out."""
+    (row,) = rshell.run_line_magic("docker", f"engines add rig ssh://{rig}").rows
+    assert row.reachable, row.error
+    rshell.run_cell_magic("docker", f"--engine rig {IMAGE}", "print('still here')")
+    assert "still here" in capfd.readouterr().out

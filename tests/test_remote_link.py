@@ -12,7 +12,7 @@ from dockmagic.remote import errors as rerrors
 from dockmagic.remote.sshlink import SSHLink
 from dockmagic.remote.urls import parse_endpoint
 
-from remote_rig import ROOT, rig, rig_exec  # noqa: F401  (fixture)
+from remote_rig import ROOT
 
 pytestmark = pytest.mark.engine
 

@@ -6,7 +6,7 @@ import sys
 import nbformat
 import pytest
 
-from remote_rig import rig, rig_containers  # noqa: F401  (fixture)
+from remote_rig import rig_containers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,7 +1,6 @@
 """The live panel lists every engine: the local one and the rig (a real engine over SSH)."""
 import pytest
 
-from remote_rig import rig  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.engine
 
@@ -21,7 +20,7 @@ def test_panel_lists_both_engines(rig, tmp_path, monkeypatch):
         line = panel.engines_w.value
         assert panel.engines_w.layout.display != "none"
         assert "<b>local</b>" in line and "<b>rig</b>" in line
-        assert line.count("running") == 2 and "not reachable" not in line
+        assert line.count("running") == 2 and "not reachable" not in line, line
     finally:
         panel.close()
         engines.close_all()

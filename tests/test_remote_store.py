@@ -1,7 +1,6 @@
 """Engine addresses and the engines file under the XDG config folder. Pure / file I/O only."""
 import hashlib
 import json
-import os
 
 import pytest
 

@@ -10,7 +10,7 @@ from dockmagic.remote.sshlink import SSHLink
 from dockmagic.remote.urls import parse_endpoint
 from dockmagic.remote.workspace import Workspace
 
-from remote_rig import rig, rig_exec  # noqa: F401  (fixture)
+from remote_rig import rig_exec
 
 pytestmark = pytest.mark.engine
 

@@ -118,6 +118,8 @@ class RemoteEngine(Engine):
     def close(self):
         super().close()
         if self.link is not None:
+            from .sshlink import drop_link
+            drop_link(self.name)
             self.link.close()
 
 

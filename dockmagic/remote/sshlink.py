@@ -278,6 +278,10 @@ class SSHLink:
             return False
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def pid(self) -> Optional[int]:
         return self._proc.pid if self._proc is not None else None
 
@@ -396,7 +400,7 @@ def link_for(endpoint: Endpoint) -> SSHLink:
     """The one link of an engine (made on first use, shared by everything in this kernel)."""
     with _LINKS_LOCK:
         link = _LINKS.get(endpoint.name)
-        if link is not None and link.endpoint != endpoint:
+        if link is not None and (link.endpoint != endpoint or link.closed):
             _LINKS.pop(endpoint.name).close()
             link = None
         if link is None:
