@@ -6,6 +6,8 @@
 #   ~/.ssh/config                                        a `Host dockmagic-rig` alias (marked block)
 # so `ssh dockmagic-rig` and `%docker engines add rig ssh://dockmagic-rig` work. The rig gets the
 # base image loaded into its own engine. `--down` removes the container (and `--purge` its volume).
+# Where apt cannot reach a mirror from inside `docker build` (or DOCKMAGIC_RIG_DEBOOTSTRAP=1),
+# the same Debian packages are debootstrapped from this machine's mirror instead.
 # The rig's dockerd runs inside the rig's network namespace, never the host's.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,6 +18,8 @@ volume=$name-docker
 home_ssh=$(getent passwd "$(id -u)" | cut -d: -f6)/.ssh   # ssh reads the passwd home, not $HOME
 dir=$home_ssh/$name
 config=$home_ssh/config
+tmp_log=$(mktemp /tmp/dockmagic-rig-build.XXXXXX)
+trap 'rm -f "$tmp_log"' EXIT
 
 case "${1:-}" in
   --down|--purge)
@@ -43,10 +47,25 @@ PY
 # 1. the image, FROM the base image, with Debian's docker.io, openssh-server and rsync
 if ! docker image inspect "$image" >/dev/null 2>&1 || \
    [ "$(docker image inspect -f '{{index .Config.Labels "dockmagic.rig.recipe"}}' "$image")" != "$(cat "$here"/rig/* | sha256sum | cut -c1-16)" ]; then
+  recipe=$(cat "$here"/rig/* | sha256sum | cut -c1-16)
   echo "rig: building $image from $base (apt inside docker build)"
-  docker build -q --build-arg BASE="$base" \
-    --label dockmagic.rig.recipe="$(cat "$here"/rig/* | sha256sum | cut -c1-16)" \
-    -t "$image" "$here/rig" >/dev/null
+  if [ -n "${DOCKMAGIC_RIG_DEBOOTSTRAP:-}" ] || ! docker build -q --build-arg BASE="$base" \
+       --label dockmagic.rig.recipe="$recipe" -t "$image" "$here/rig" >"$tmp_log" 2>&1; then
+    # No Debian mirror from inside a container: debootstrap the same packages from this
+    # machine's mirror (as build-base-image.sh does), import that, and add the rig's files.
+    echo "rig: apt inside docker build failed ($(tail -n1 "$tmp_log")); debootstrap instead" >&2
+    root=$(mktemp -d /tmp/dockmagic-rig-rootfs.XXXXXX)
+    m=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1)
+    [ -n "$m" ] || m=$(grep -hsE '^deb ' /etc/apt/sources.list | grep -v security | sed -E 's/\[[^]]*\]//' | awk '{print $2}' | head -n1)
+    debootstrap --variant=minbase --include=python3,python3-numpy,procps,docker.io,openssh-server,rsync,iptables,ca-certificates \
+      bookworm "$root" "$m" >"$tmp_log" 2>&1 || { tail -n 20 "$tmp_log" >&2; rm -rf "$root"; exit 1; }
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/etc/ssh/ssh_host_*
+    tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      -c 'ENV LANG=C.UTF-8' - "$image-rootfs" >/dev/null
+    rm -rf "$root"
+    printf 'FROM %s\n%s\n' "$image-rootfs" "$(sed -n '/^COPY/,$p' "$here/rig/Dockerfile")" |
+      docker build -q --label dockmagic.rig.recipe="$recipe" -t "$image" -f - "$here/rig" >/dev/null
+  fi
 fi
 
 # 2. the key (generated once) and the container

@@ -173,3 +173,23 @@ def test_no_rsync_on_the_remote_host_is_one_line(rig, tmp_path):
     finally:
         rig_exec("mv", "/usr/bin/rsync.hidden", "/usr/bin/rsync")
         link.close()
+
+
+def test_what_the_container_reports_picks_no_path_outside_the_folder(ws, tmp_path):
+    put(ws.local_root, "a.txt")
+    ws.push()
+    outside = tmp_path / "outside.txt"
+    there(ws, "echo inside > b.txt && ln -s /etc/passwd evil-link")
+    rep = ws.pull(([["../outside.txt", 1, 1], ["/etc/x", 1, 1], ["b.txt", 0, 7], "junk"],
+                   ["../../nope"]))
+    assert not outside.exists() and rep.received == 1
+    assert open(os.path.join(ws.local_root, "b.txt")).read() == "inside\n"
+    ws.pull()  # a full listing: the link to a path outside the tree is not brought back
+    assert not os.path.lexists(os.path.join(ws.local_root, "evil-link"))
+
+
+def test_safe_rel():
+    from dockmagic.remote.workspace import safe_rel
+    assert safe_rel("a/b.txt") and safe_rel(".hidden/x")
+    for bad in ("", "/abs", "../x", "a/../b", "a//b", "./a", None, 3):
+        assert not safe_rel(bad), bad

@@ -239,10 +239,10 @@ class Workspace:
         t0 = time.perf_counter()
         rep = SyncReport()
         snap = self.snapshot if self.snapshot is not None else {}
-        if reported is not None:
-            changed = {r: (int(m), int(s)) for r, m, s in reported[0]
+        if reported is not None:  # what the container says: names checked, never trusted
+            changed = {r: (int(m), int(s)) for r, m, s in _entries(reported[0])
                        if snap.get(r) != (int(m), int(s))}
-            deleted = [r for r in reported[1] if r in snap]
+            deleted = [r for r in reported[1] if isinstance(r, str) and r in snap]
         else:
             changed, deleted = self._remote_changes(snap)
         fetch, conflicts, gone = [], [], []
@@ -261,7 +261,7 @@ class Workspace:
                 gone.append(rel)
         if fetch:
             listing = "\0".join(fetch).encode("utf-8", "surrogateescape") + b"\0"
-            self._rsync(["--from0", "--files-from=-", self._remote_spec(),
+            self._rsync(["--from0", "--files-from=-", "--safe-links", self._remote_spec(),
                          self.local_root + "/"], input=listing)
             rep.rsyncs += 1
         for rel in conflicts:
@@ -270,7 +270,8 @@ class Workspace:
             while os.path.lexists(os.path.join(self.local_root, copy)):
                 n += 1
                 copy = conflict_name(rel, f"{self.engine}{n}")
-            self._rsync([self._remote_spec(rel), os.path.join(self.local_root, copy)])
+            self._rsync(["--safe-links", self._remote_spec(rel),
+                         os.path.join(self.local_root, copy)])
             rep.rsyncs += 1
             rep.conflicts.append((rel, copy))
             self.say(f"dockmagic: {rel} changed here while the cell ran on engine "
@@ -296,7 +297,7 @@ class Workspace:
 
     def _remote_changes(self, snap) -> Tuple[Dict[str, Optional[Entry]], List[str]]:
         there = self.list_remote()
-        changed = {r: e for r, e in there.items() if snap.get(r) != e}
+        changed = {r: e for r, e in there.items() if snap.get(r) != e and safe_rel(r)}
         return changed, [r for r in snap if r not in there]
 
     def sync_cell(self, mode: str, run: Callable[[], object],
@@ -312,6 +313,26 @@ class Workspace:
         finally:
             if mode in ("both", "out"):
                 self.pull(reported())
+
+
+def safe_rel(rel) -> bool:
+    """A relative path inside the folder: no absolute path, no `..`, no empty part. (Names come
+    from the container's side; a container is untrusted and picks no path outside the folder.)"""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\0" in rel:
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def _entries(items) -> list:
+    out = []
+    for item in items or ():
+        try:
+            rel, mtime, size = item
+            if safe_rel(rel):
+                out.append((rel, int(mtime), int(size)))
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def _lstat(path: str) -> Optional[Entry]:
