@@ -34,6 +34,11 @@ Lifecycle subcommands (`%docker SUB --help` for each):
   %docker commit [-m MSG] [-a AUTHOR] [-c CHANGE] NAME [REPO[:TAG]]
   %docker tag SOURCE TARGET  /  %docker push REPO[:TAG]  /  %docker pull IMAGE
   %%dockerfile -t NAME:TAG [-f NAME] [--build-arg K=V] [--no-cache] [--target STAGE] [CONTEXT]
+  Each takes --engine NAME (a remote engine; `%docker config --engine NAME` for all of them).
+Engines:
+  %docker engines                       every engine: reachable, version, GPUs, running, RTT
+  %docker engines add NAME ssh://[user@]host[:port] | tcp://host:port [--tls*] | --context CTX
+  %docker engines rm NAME
 """
 
 

@@ -62,7 +62,7 @@ def _take_option(argv: list, flag: str):
     return out, value
 
 
-class gpus_by_engine:
+class GpusByEngine:
     """`%gpus --engine all`: each engine's GPUs, as `%gpus` shows them, under its name."""
 
     def __init__(self, items):
@@ -203,6 +203,11 @@ class DockerMagics(Magics):
         ENTRYPOINT is replaced by the interpreter (`--keep-entrypoint` keeps it). Output streams
         live; a non-zero exit raises (`--no-raise-error` opts out); interrupting the kernel stops
         and removes the container. `-d` starts it in the background and returns its name.
+
+        Remote engines: `--engine NAME` runs the cell on an engine of `%docker engines` (over
+        one SSH connection; the notebook folder is synced there before the cell and back after
+        it, `--sync both|in|out|none`); `--engine auto --gpus auto:N` picks the engine and GPUs
+        with the most free memory.
 
         dockmagic flags: --dry-run / --show-cmd (print the equivalent `docker run` and stop),
         --no-mount, --as-root, --keep-entrypoint, --no-raise-error, --in NAMES / --out NAMES
@@ -400,7 +405,9 @@ class DockerMagics(Magics):
         `%gpus` shows one row per GPU (utilisation, memory, temperature, power, processes and
         the containers they live in) and the current choice. `%gpus all`, `%gpus 2` (any two),
         `%gpus 0,2` or `%gpus device=0,2`, `%gpus none`, `%gpus auto:2` (the two least-loaded
-        GPUs, pinned by UUID). A cell's own `--gpus` wins over the choice.
+        GPUs, pinned by UUID). A cell's own `--gpus` wins over the choice. `%gpus --engine
+        NAME|all` shows the GPUs of a remote engine's host (nvidia-smi over its SSH connection),
+        or of every engine.
         """
         from . import gpus
 
@@ -413,7 +420,7 @@ class DockerMagics(Magics):
             from .remote import store
             from .remote.table import query_gpu_snapshot
             names = ["local", *store.load_engines()] if which == "all" else [which]
-            return gpus_by_engine([(n, query_gpu_snapshot(self.engine_named(n))) for n in names])
+            return GpusByEngine([(n, query_gpu_snapshot(self.engine_named(n))) for n in names])
         if arg:
             try:
                 snap = gpus.snapshot_for_choice(arg)
