@@ -24,7 +24,17 @@ trap 'rm -f "$tmp_log"' EXIT
 case "${1:-}" in
   --down|--purge)
     docker rm -f "$name" >/dev/null 2>&1 || true
-    [ "$1" = --purge ] && docker volume rm "$volume" >/dev/null 2>&1 || true
+    if [ "$1" = --purge ]; then  # its volume, key, and Host block too
+      docker volume rm "$volume" >/dev/null 2>&1 || true
+      rm -rf "$dir"
+      [ -f "$config" ] && python3 - "$config" "$name" <<'PY'
+import re, sys
+path, name = sys.argv[1:]
+text = open(path).read()
+pat = re.compile(r"\n*# >>> %s .*?# <<< %s <<<\n?" % (re.escape(name), re.escape(name)), re.S)
+open(path, "w").write(pat.sub("\n", text).strip("\n") + "\n")
+PY
+    fi
     echo "rig: removed $name"; exit 0 ;;
 esac
 
