@@ -239,6 +239,9 @@ class DockerMagics(Magics):
             return self._line(line)
         plan, engine = self._plan_with_engine(line)
         remote = getattr(engine, "remote", False)
+        if remote and (plan.inputs or plan.outputs) and plan.sync != "both":
+            raise UsageError("--in/--out on a remote engine travel with the notebook folder: "
+                             f"drop --sync {plan.sync}, or --in/--out")
         if plan.inputs or plan.outputs:  # the exchange folder's mount is part of what runs
             from . import transfer
             plan = dataclasses.replace(plan, spec=transfer.exchange_spec(

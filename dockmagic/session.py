@@ -132,6 +132,7 @@ class Session:
         self._waiting = set()  # requests given up on after an interrupt; their ends still come
         self._lock = threading.Lock()
         self.info = {}
+        self.sync = "both"  # remote engines: what of the notebook folder travels (--sync)
 
     # plumbing
     def _attach(self):
@@ -295,8 +296,11 @@ class Session:
         if not getattr(self.engine, "remote", False):
             return self._exchange(kind, payload, stdout, stderr)
         from .remote import cells
+        if payload.get("xdirs") and self.sync != "both":
+            raise SessionUsage(f"--in/--out on a remote engine travel with the notebook folder; "
+                               f"session {self.name} was started with --sync {self.sync}")
         return cells.session_exchange(self.engine, self.binds, lambda watch: self._exchange(
-            kind, dict(payload, watch=watch) if watch else payload, stdout, stderr))
+            kind, dict(payload, watch=watch) if watch else payload, stdout, stderr), self.sync)
 
     def _check(self, reply: dict, raise_error: bool):
         status = reply.get("s")
@@ -446,6 +450,7 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
                             log_config=log_config)
         sess = Session(engine, name, cid, spec.image, nonce, bool(spec.auto_remove),
                        transfer.binds_from_spec(spec), spec.user, run_spec_fast(run_spec))
+        sess.sync = getattr(plan, "sync", "both")
         sess._attach()
         engine.start(cid, image=spec.image, wants_gpus=plan.wants_gpus)
         sess.hello()

@@ -273,3 +273,19 @@ def test_adding_an_engine_again_reconnects_it(rshell, rig, nb, capfd):
     assert row.reachable, row.error
     rshell.run_cell_magic("docker", f"--engine rig {IMAGE}", "print('still here')")
     assert "still here" in capfd.readouterr().out
+
+
+def test_session_sync_modes(rshell, nb):
+    from IPython.core.error import UsageError
+    rshell.run_line_magic("docker", f"session rnosync --engine rig --sync none --rm {IMAGE}")
+    try:
+        rshell.run_cell_magic("docker", "@rnosync", "import os\nprint(os.path.exists('data'))\n"
+                                                    "open('made-there.txt', 'w').write('x')")
+        assert not (nb / "made-there.txt").exists()
+        rshell.user_ns["q"] = 1
+        with pytest.raises(UsageError, match="--sync none"):
+            rshell.run_cell_magic("docker", "@rnosync --in q", "print(q)")
+    finally:
+        rshell.run_line_magic("docker", "session --stop rnosync")
+    with pytest.raises(UsageError, match="travel with the notebook folder"):
+        rshell.run_cell_magic("docker", f"--engine rig --sync in --out z {IMAGE}", "z = 1")

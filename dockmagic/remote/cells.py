@@ -59,17 +59,23 @@ def run_oneshot(engine, binds, mode: str, run: Callable[[], object]):
                  "(`%docker logs` shows it while the container exists)")
 
 
-def session_exchange(engine, binds, exchange: Callable[[Optional[str]], dict]) -> dict:
+def session_exchange(engine, binds, exchange: Callable[[Optional[str]], dict],
+                     mode: str = "both") -> dict:
     """A session cell on ENGINE: push what changed here, run (the agent watching the workspace
-    at the notebook folder's path), pull what it reports changed there."""
-    ws = workspace_for(engine, binds)
+    at the notebook folder's path), pull what it reports changed there. MODE: the session's
+    `--sync` (both, in, out, none)."""
+    ws = workspace_for(engine, binds, mode)
     if ws is None:
         return exchange(None)
-    ws.push(changed_only=ws.snapshot is not None)
+    if mode in ("both", "in"):
+        ws.push(changed_only=ws.snapshot is not None)
+    elif ws.snapshot is None:
+        ws.ensure_remote()
     reply = None
     try:
-        reply = exchange(os.getcwd())  # where the container sees the workspace
+        reply = exchange(os.getcwd() if mode in ("both", "out") else None)
         return reply
     finally:
-        reported = reply.get("ws") if isinstance(reply, dict) else None
-        ws.pull(reported=tuple(reported) if reported else None)
+        if mode in ("both", "out"):
+            reported = reply.get("ws") if isinstance(reply, dict) else None
+            ws.pull(reported=tuple(reported) if reported else None)
