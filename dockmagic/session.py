@@ -225,8 +225,30 @@ class Session:
                 if deadline is not None:
                     raw.settimeout(None)
             if not data:
+                if self._reattach_after_drop():
+                    raw = self._raw
+                    continue
                 self._gone("the container's output ended")
             self._demux.feed(data, on_output, on_marker)
+
+    def _reattach_after_drop(self) -> bool:
+        """A remote engine's SSH connection dropped under the attach stream: once it is back,
+        attach again; the agent's cell ran on, and its end marker arrives on the new stream
+        (what it printed meanwhile is missing, and the cell says so)."""
+        link = getattr(self.engine, "link", None)
+        if link is None or not link.wait_up():
+            return False
+        try:
+            if self.engine.inspect(self.id)["State"].get("Running") is not True:
+                return False
+            self.close_socket()
+            self._attach()
+        except (errors.DockmagicError, OSError):
+            return False
+        print(f"dockmagic: the SSH connection to engine {self.engine.name} dropped during the "
+              f"cell; reattached to session {self.name} (output printed meanwhile is missing)",
+              file=sys.stderr, flush=True)
+        return True
 
     def _interrupt(self, rid, done, on_output, on_marker):
         """KeyboardInterrupt in the kernel: the agent raises it inside the running cell."""

@@ -289,3 +289,23 @@ def test_session_sync_modes(rshell, nb):
         rshell.run_line_magic("docker", "session --stop rnosync")
     with pytest.raises(UsageError, match="travel with the notebook folder"):
         rshell.run_cell_magic("docker", f"--engine rig --sync in --out z {IMAGE}", "z = 1")
+
+
+def test_killed_ssh_connection_mid_session_cell_reattaches(rshell, nb, capfd):
+    from dockmagic.remote import engines
+    rshell.run_line_magic("docker", f"session rdrop --engine rig --rm {IMAGE}")
+    try:
+        rshell.run_cell_magic("docker", "@rdrop", "x = 7")
+        link = engines.get_engine("rig").link
+        pid = link.pid
+        _after(2.0, lambda: os.kill(pid, signal.SIGKILL))
+        capfd.readouterr()
+        rshell.run_cell_magic("docker", "@rdrop", "import time\ntime.sleep(5)\nprint('after', x)")
+        out, err = capfd.readouterr()
+        assert link.pid != pid and "reattached to session rdrop" in err
+        assert "after 7" in out
+        rshell.run_cell_magic("docker", "@rdrop", "print('next', x * 2)")
+        assert "next 14" in capfd.readouterr().out
+    finally:
+        rshell.run_line_magic("docker", "session --stop rdrop")
+    assert rig_exec("docker", "ps", "-aq", "--filter", "name=^rdrop$").stdout.split() == []
