@@ -193,3 +193,22 @@ def test_safe_rel():
     assert safe_rel("a/b.txt") and safe_rel(".hidden/x")
     for bad in ("", "/abs", "../x", "a/../b", "a//b", "./a", None, 3):
         assert not safe_rel(bad), bad
+
+
+def test_mirror_copies_a_private_folder_there_and_back(link, tmp_path):
+    from dockmagic.remote.workspace import Mirror
+    local = tmp_path / "x-exchange"
+    local.mkdir(mode=0o700)
+    (local / "in-0.npy").write_bytes(b"\x93NUMPY data")
+    remote = f"/root/.cache/dockmagic/xfer-test-{os.getpid()}/x-exchange"
+    m = Mirror(link, str(local), remote)
+    try:
+        m.push()
+        assert rig_exec("cat", f"{remote}/in-0.npy").stdout == b"\x93NUMPY data"
+        rig_exec("sh", "-c", f"echo out > {remote}/out-0.pkl && ln -s /etc/shadow {remote}/evil")
+        m.pull()
+        assert (local / "out-0.pkl").read_text() == "out\n"
+        assert not os.path.lexists(local / "evil")
+    finally:
+        m.remove()
+    assert rig_exec("test", "-e", remote, check=False).returncode != 0

@@ -114,6 +114,30 @@ def scan(root: str) -> Tuple[Dict[str, Entry], List[str]]:
     return out, ignored_dirs
 
 
+def run_rsync(link: SSHLink, args: List[str], *, input: Optional[bytes] = None) -> str:
+    """rsync over LINK's connection; its failures as one line naming the engine and the fix."""
+    engine = link.name
+    argv = _RSYNC_BASE + ["-e", link.rsync_rsh()] + args
+    link.ensure()
+    try:
+        res = subprocess.run(argv, input=input, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=3600)
+    except FileNotFoundError:
+        raise rerrors.no_rsync(engine, link.target, "on this machine") from None
+    err = res.stderr.decode("utf-8", "replace")
+    if res.returncode in (0, 24):  # 24: a file vanished while listed (the cell deleted it)
+        return res.stdout.decode("utf-8", "surrogateescape")
+    if "command not found" in err or res.returncode == 127:
+        raise rerrors.no_rsync(engine, link.target)
+    if res.returncode == 255 or "connection unexpectedly closed" in err:
+        raise rerrors.ConnectionDropped(
+            f"engine {engine}: the SSH connection to {link.target} dropped while syncing "
+            "files; run the cell again (it reconnects)")
+    last = (err.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
+    raise rerrors.RemoteEngineError(f"engine {engine}: syncing the notebook folder failed: "
+                                    f"{last}")
+
+
 class Workspace:
     """The workspace of one local folder on one engine's host."""
 
@@ -151,25 +175,7 @@ class Workspace:
 
     # -- rsync ----------------------------------------------------------------------------------
     def _rsync(self, args: List[str], *, input: Optional[bytes] = None) -> str:
-        argv = _RSYNC_BASE + ["-e", self.link.rsync_rsh()] + args
-        self.link.ensure()
-        try:
-            res = subprocess.run(argv, input=input, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, timeout=3600)
-        except FileNotFoundError:
-            raise rerrors.no_rsync(self.engine, self.link.target, "on this machine") from None
-        err = res.stderr.decode("utf-8", "replace")
-        if res.returncode in (0, 24):  # 24: a file vanished while listed (the cell deleted it)
-            return res.stdout.decode("utf-8", "surrogateescape")
-        if "command not found" in err or res.returncode == 127:
-            raise rerrors.no_rsync(self.engine, self.link.target)
-        if res.returncode == 255 or "connection unexpectedly closed" in err:
-            raise rerrors.ConnectionDropped(
-                f"engine {self.engine}: the SSH connection to {self.link.target} dropped while "
-                "syncing files; run the cell again (it reconnects)")
-        last = (err.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
-        raise rerrors.RemoteEngineError(f"engine {self.engine}: syncing the notebook folder "
-                                        f"failed: {last}")
+        return run_rsync(self.link, args, input=input)
 
     # -- push -----------------------------------------------------------------------------------
     def push(self, changed_only: bool = False) -> SyncReport:
@@ -341,3 +347,32 @@ def _lstat(path: str) -> Optional[Entry]:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+class Mirror:
+    """A private folder of this machine (an --in/--out exchange folder) copied whole to the
+    engine's host before a cell and back after it. Unlike the workspace it is never mounted
+    into other containers, and nothing is left out."""
+
+    def __init__(self, link: SSHLink, local_dir: str, remote_dir: str):
+        self.link = link
+        self.local_dir = local_dir.rstrip("/")
+        self.remote_dir = remote_dir.rstrip("/")
+
+    def _rsync(self, args: List[str]):
+        return run_rsync(self.link, args)
+
+    def push(self):
+        self.link.run(f"mkdir -p -m 700 {shlex.quote(self.remote_dir)}", check=True)
+        self._rsync(["--delete", self.local_dir + "/",
+                     f"{self.link.endpoint.host}:{self.remote_dir}/"])
+
+    def pull(self):
+        self._rsync(["--safe-links", f"{self.link.endpoint.host}:{self.remote_dir}/",
+                     self.local_dir + "/"])
+
+    def remove(self):
+        try:
+            self.link.run(f"rm -rf {shlex.quote(self.remote_dir)}", timeout=30)
+        except rerrors.RemoteEngineError:
+            pass  # the link is gone: the folder is removed with the next kernel's
