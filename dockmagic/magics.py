@@ -62,6 +62,15 @@ def _take_option(argv: list, flag: str):
     return out, value
 
 
+def _close_remote_engines():
+    """At shutdown, after spares and sessions: this kernel's reapable containers left on remote
+    engines are removed, then their SSH connections end. (Nothing to do, and nothing imported,
+    when no remote engine was used.)"""
+    mod = sys.modules.get("dockmagic.remote.engines")
+    if mod is not None:
+        mod.close_all()
+
+
 class GpusByEngine:
     """`%gpus --engine all`: each engine's GPUs, as `%gpus` shows them, under its name."""
 
@@ -85,6 +94,8 @@ class DockerMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.config_ = NotebookConfig()
+        from . import kernel
+        kernel.on_shutdown(_close_remote_engines)  # first registered: runs last
 
     def close(self):
         """Stop what this notebook started in the background: spares, sessions started with

@@ -46,9 +46,12 @@ def rshell(rig, tmp_path_factory):
     while (rig_containers(MINE) or local_containers()) and time.monotonic() < deadline:
         time.sleep(0.5)
     left_rig, left_here = rig_containers(MINE), local_containers()
+    kinds = [rig_exec("docker", "inspect", "-f", '{{index .Config.Labels "dockmagic.kind"}} '
+                      "{{.State.Status}}", c, check=False).stdout.decode().strip()
+             for c in left_rig]
     if left_rig:
         rig_exec("docker", "rm", "-f", *left_rig, check=False)
-    assert not left_rig and not left_here, (left_rig, left_here)
+    assert not left_rig and not left_here, (left_rig, kinds, left_here)
 
 
 @pytest.fixture

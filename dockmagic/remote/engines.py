@@ -64,7 +64,12 @@ class RemoteEngine(Engine):
             except Exception:
                 pass
         api = super().api
-        self._api_generation = generation
+        if self._api_generation != generation:
+            self._api_generation = generation
+            if self.pending_removals and generation > 1:
+                # removals that failed while the link was down: now that it is back
+                threading.Thread(target=self._flush_pending, daemon=True,
+                                 name=f"dockmagic-flush-{self.name}").start()
         return _Reconnecting(self, api)
 
     def create(self, spec, **kw) -> str:
@@ -98,6 +103,20 @@ class RemoteEngine(Engine):
             return exc
         return type(exc)(f"engine {self.name}: {text}")
 
+    def reap_own(self):
+        """Remove this kernel's containers there that die with it (one-shot, spare, --rm
+        session): what a removal that failed while the link was down, or a spare made during
+        shutdown, would leave on the host."""
+        from .. import labels as L
+        from ..kernel import kernel_id
+        try:
+            found = self.containers(all=True, filters={
+                "label": [f"{L.KERNEL}={kernel_id()}", f"{L.REAP}=1"]})
+        except errors.DockmagicError:
+            return
+        for c in found:
+            self.remove(c["Id"])
+
     def identity(self):
         """(uid, gid, user) cells run as there: the SSH user, who owns the workspace."""
         if self.link is None:
@@ -116,6 +135,8 @@ class RemoteEngine(Engine):
             return ws
 
     def close(self):
+        if self.link is not None and not self.link.closed and self.link.alive():
+            self.reap_own()
         super().close()
         if self.link is not None:
             from .sshlink import drop_link
