@@ -170,21 +170,29 @@ class DockerMagics(Magics):
         data = body.encode("utf-8")
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         xfer = None
-        if plan.inputs or plan.outputs:  # --in/--out: the body becomes a loader + the cell + a saver
+        if plan.inputs or plan.outputs or plan.pickle_outputs:
+            # --in/--out: the body becomes a loader + the cell + a saver; the inputs wait in a
+            # fresh private folder that only this cell's container gets
             from . import transfer
             try:
-                xfer = transfer.prepare_oneshot(plan, self.shell.user_ns)
+                xfer = transfer.prepare_oneshot(plan, self.shell.user_ns, kernel_id())
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
             data = xfer.body(body)
-            kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
+        from . import binds
+        try:
+            binds.ensure_bind_sources(spec)  # missing -v sources: made as you, where you own
+        except binds.BindSourceError as exc:
+            if xfer is not None:
+                xfer.close()
+            raise UsageError(str(exc)) from None
         if spec.detach:
             return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
         try:
             result = run_oneshot(
-                kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
+                kwargs, data, exchange=xfer, wants_gpus=plan.wants_gpus, on_pull=say,
                 on_interrupt=lambda cid: say(
                     f"dockmagic: interrupted; container {cid[:12]} stopped (SIGINT, then SIGKILL "
                     f"after {runner.INTERRUPT_GRACE_S:g} s) and removed"))
@@ -289,6 +297,9 @@ class DockerMagics(Magics):
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
             print(gpus.describe_choice(self.config_.gpus))
+            note = gpus.describe_no_driver(self.config_.gpus, snap)
+            if note:
+                print(note)
             return None
         snap = gpus.query_with_containers()
         print(gpus.describe_choice(self.config_.gpus))

@@ -7,6 +7,11 @@ reads the cell body from stdin as in a cold `docker run -i --rm`. So the cell ru
 brand-new container without paying for create + start. At most one spare is kept; it is removed
 when unused for a while, when the spec changes, and at kernel shutdown
 (``session.close_all``).
+
+Each spare is made with its own private exchange folder (``transfer``), mounted at
+``agent.XFER_TARGET``: a cell with ``--in``/``--out`` that runs in it moves its inputs there,
+and the agent reports an interpreter it cannot start there too (``agent.SPAWN_FAILED_FILE``),
+never on the cell's stderr.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import threading
 import time
 from typing import Optional
 
-from . import agent, errors, runner
+from . import agent, errors, runner, transfer
 from .session import _agent_source, _register_atexit
 
 #: An unused spare is removed after this long.
@@ -26,11 +31,12 @@ SPARE_IDLE_S = 600.0
 
 # -- the pool -------------------------------------------------------------------------------------
 class _Spare:
-    __slots__ = ("key", "id", "sock", "image", "image_id", "client", "made")
+    __slots__ = ("key", "id", "sock", "image", "image_id", "client", "made", "xdir")
 
-    def __init__(self, key, cid, sock, image, image_id, client):
+    def __init__(self, key, cid, sock, image, image_id, client, xdir=None):
         self.key, self.id, self.sock, self.client = key, cid, sock, client
         self.image, self.image_id = image, image_id
+        self.xdir = xdir  # its private exchange folder (host path); a cell may take it over
         self.made = time.monotonic()
 
 
@@ -42,7 +48,8 @@ def spare_key(kwargs: dict) -> Optional[str]:
             or kwargs.get("publish_all_ports") or not kwargs.get("entrypoint")
             or kwargs.get("tty") or "_host_config_extra" in kwargs):
         return None
-    kw = {k: v for k, v in kwargs.items() if k not in ("environment", "auto_remove")}
+    kw = {k: v for k, v in transfer.without_xfer_mount(kwargs).items()
+          if k not in ("environment", "auto_remove")}
     labels = dict(kw.get("labels") or {})
     labels.pop("dockmagic.cell", None)
     kw["labels"] = labels
@@ -66,17 +73,28 @@ class SparePool:
         self.used = 0                       # cells that ran in a spare (for tests and %docker)
 
     # cell side
-    def run_oneshot(self, kwargs: dict, body: bytes, **kw) -> runner.CellResult:
-        """`runner.run_oneshot`, in a spare when one with the same spec is ready."""
+    def run_oneshot(self, kwargs: dict, body: bytes, *, exchange=None,
+                    **kw) -> runner.CellResult:
+        """`runner.run_oneshot`, in a spare when one with the same spec is ready. EXCHANGE (a
+        ``transfer.OneshotTransfer``): the cell's inputs, moved into the spare's own folder."""
         key = spare_key(kwargs)
         if key is None or key in self._never:
-            return runner.run_oneshot(kwargs, body, **kw)
+            return run_cold(kwargs, body, exchange=exchange, **kw)
         spare = self._take(key)
         result = None
         if spare is not None:
-            result = self._run_in(spare, kwargs, body, **kw)
+            xdir = spare.xdir
+            if exchange is not None:
+                try:
+                    exchange.move_to(spare.xdir)
+                    spare.xdir = None  # the cell's now: it removes it when it is done
+                except (OSError, TypeError):
+                    self._discard(spare)
+                    spare = None
+            if spare is not None:
+                result = self._run_in(spare, kwargs, body, xdir=xdir, **kw)
         if result is None:
-            result = runner.run_oneshot(kwargs, body, **kw)
+            result = run_cold(kwargs, body, exchange=exchange, **kw)
         self._want(key, kwargs)  # only after a cell that ran (not interrupted, not refused)
         return result
 
@@ -114,7 +132,7 @@ class SparePool:
         except Exception:
             return False
 
-    def _run_in(self, spare: _Spare, kwargs, body, *, stdout=None, stderr=None,
+    def _run_in(self, spare: _Spare, kwargs, body, *, xdir=None, stdout=None, stderr=None,
                 wants_gpus=False, on_pull=None, on_interrupt=None, remove=True):
         """The cold path's stream/wait/remove, minus create/attach/start."""
         api = runner.get_client().api
@@ -129,20 +147,16 @@ class SparePool:
         self.used += 1
         cid, removed = spare.id, False
         try:
-            failed = []
-
-            def claim_exec_failure(kind, data):
-                if kind == 2 and not failed and data.startswith(agent.SPARE_EXEC_FAILED.encode()):
-                    failed.append(data.decode("utf-8", "replace"))
-                    return True
-                return False
-
             result = runner.finish_cell(api, cid, spare.sock, body, stdout=stdout, stderr=stderr,
-                                        on_interrupt=on_interrupt, intercept=claim_exec_failure)
-            if failed:
-                text = failed[0][len(agent.SPARE_EXEC_FAILED):].strip()
-                raise errors.EngineError(errors.describe_api_error(
-                    f"OCI runtime create failed: {text}", kwargs.get("image", ""), wants_gpus))
+                                        on_interrupt=on_interrupt)
+            if result.exit_code in (126, 127) and xdir:
+                # Out of band: only the agent writes this, before the interpreter exists.
+                text = transfer.Exchange(xdir).read_small(agent.SPAWN_FAILED_FILE, 4096)
+                if text is not None:
+                    raise errors.EngineError(errors.describe_api_error(
+                        "OCI runtime create failed: "
+                        + transfer._clean(text.decode("utf-8", "replace")),
+                        kwargs.get("image", ""), wants_gpus))
             if remove:  # the cell is over; the engine's clean-up need not hold the kernel
                 self._discard(spare)
                 removed = True
@@ -231,7 +245,15 @@ class SparePool:
         labels = dict(kwargs.get("labels") or {})
         labels.pop("dockmagic.cell", None)
         labels["dockmagic.kind"] = "spare"
-        kw = {k: v for k, v in kwargs.items() if k != "environment"}
+        try:
+            root, _tmpfs = transfer.exchange_root()
+            xdir = transfer.make_private_dir(
+                root, f"k-{transfer._tag(labels.get('dockmagic.kernel', ''))}-",
+                kwargs.get("user"))
+        except (OSError, transfer.TransferError):
+            return None
+        kw = {k: v for k, v in transfer.with_xfer_mount(kwargs, xdir).items()
+              if k != "environment"}
         kw.update(labels=labels, stdin_open=True, detach=False, tty=False, auto_remove=False,
                   entrypoint=["python3", "-I", "-c", _agent_source()], command=["spare"])
         cid = None
@@ -245,7 +267,8 @@ class SparePool:
             except Exception:
                 sock.close()
                 raise
-            spare, cid = _Spare(key, cid, sock, kwargs["image"], image_id, client), None
+            spare = _Spare(key, cid, sock, kwargs["image"], image_id, client, xdir)
+            cid = xdir = None
             return spare
         except docker.errors.APIError:
             self._never.add(key)  # no python3 in the image, or a spec only a cold start takes
@@ -255,6 +278,7 @@ class SparePool:
         finally:
             if cid is not None:
                 runner.remove_quietly(api, cid)
+            transfer.remove_dir(xdir)
 
     # lifecycle
     def ready(self, timeout: float = 30.0) -> bool:
@@ -320,6 +344,15 @@ def _remove_spare(spare: _Spare):
         spare.client.api.remove_container(spare.id, force=True)
     except Exception:
         runner.remove_quietly(runner.get_client().api, spare.id)
+    xdir, spare.xdir = spare.xdir, None
+    transfer.remove_dir(xdir)
+
+
+def run_cold(kwargs: dict, body: bytes, *, exchange=None, **kw) -> runner.CellResult:
+    """`runner.run_oneshot` in a new container; EXCHANGE's private folder mounted in it."""
+    if exchange is not None:
+        kwargs = exchange.amend(kwargs)
+    return runner.run_oneshot(kwargs, body, **kw)
 
 
 SPARES = SparePool()
@@ -328,7 +361,7 @@ SPARES = SparePool()
 def runner_for(spec, enabled: bool = True):
     """The one-shot runner for SPEC: through the spare pool where spares apply."""
     if (not enabled or spec.detach or spec.name or spec.ports or spec.publish_all_ports):
-        return runner.run_oneshot
+        return run_cold
     return SPARES.run_oneshot
 
 
