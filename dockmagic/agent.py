@@ -247,10 +247,10 @@ def assign(ns, dotted, value, where):
     try:
         setattr(target, attr, value)
     except Exception as exc:
-        raise TransferFailed("cannot set %s %s: %s" % (dotted, where, _one_line(exc))) from None
+        raise TransferFailed("cannot set %s %s: %s" % (dotted, where, one_line(exc))) from None
 
 
-def _one_line(exc):
+def one_line(exc):
     text = str(exc).strip().splitlines()
     return "%s: %s" % (type(exc).__name__, text[0]) if text else type(exc).__name__
 
@@ -264,13 +264,13 @@ def load_inputs(xdir, inputs, ns, mapped=False):
             value = load_value(os.path.join(xdir, name), kind, bool(mapped))
         except ImportError as exc:
             raise TransferFailed("--in %s: the container cannot load it (%s); install that "
-                                 "module in the image" % (dest, _one_line(exc))) from None
+                                 "module in the image" % (dest, one_line(exc))) from None
         except Exception as exc:
             hint = ""
             if "__main__" in str(exc):
                 hint = " (classes and functions defined in the notebook do not exist there)"
             raise TransferFailed("--in %s: the container cannot load it: %s%s"
-                                 % (dest, _one_line(exc), hint)) from None
+                                 % (dest, one_line(exc), hint)) from None
         loaded.append((dest, value))
     for dest, value in loaded:
         try:
@@ -297,7 +297,7 @@ def save_outputs(xdir, outputs, ns):
                 written.append(path)
             except NotPlain as exc:
                 for ext in (".npy", ".pkl"):
-                    _unlink(base + ext)
+                    unlink_quietly(base + ext)
                 part = "" if exc.obj is value else ", which holds a %s" % describe_type(exc.obj)
                 raise TransferFailed(
                     "--out %s: %s is a %s%s, not plain data; loading it would run code from "
@@ -305,17 +305,17 @@ def save_outputs(xdir, outputs, ns):
                     % (dest, src, describe_type(value), part, dest)) from None
             except Exception as exc:
                 for ext in (".npy", ".pkl"):
-                    _unlink(base + ext)
+                    unlink_quietly(base + ext)
                 raise TransferFailed("--out %s: cannot send %s back from the container: %s"
-                                     % (src, type(value).__name__, _one_line(exc))) from None
+                                     % (src, type(value).__name__, one_line(exc))) from None
     except BaseException:
         for path in written:
-            _unlink(path)
+            unlink_quietly(path)
         raise
     return written
 
 
-def _unlink(path):
+def unlink_quietly(path):
     try:
         os.unlink(path)
     except OSError:
@@ -378,7 +378,7 @@ def run_oneshot(config, body):
                 f.write(json.dumps(result))
             os.replace(path + ".tmp", path)
         except OSError:
-            _unlink(path + ".tmp")
+            unlink_quietly(path + ".tmp")
 
     try:
         load_inputs(xdir, config["inputs"], ns, config.get("mapped", False))
@@ -552,7 +552,7 @@ class Session:
             except KeyboardInterrupt:
                 reply = {"s": "interrupted"}
             except BaseException as exc:  # the agent itself must survive anything a cell does
-                reply = {"s": "error", "msg": "dockmagic agent: %s" % _one_line(exc)}
+                reply = {"s": "error", "msg": "dockmagic agent: %s" % one_line(exc)}
             self.finish(token, reply)
             if kind == QUIT:
                 return 0

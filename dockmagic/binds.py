@@ -24,7 +24,7 @@ def missing_sources(spec) -> List[str]:
     """The host sources of SPEC's `-v` binds that do not exist (named volumes are not paths)."""
     out = []
     for vol in spec.volumes:
-        src, _tgt, _opts = translate._split_volume(vol)
+        src, _tgt, _opts = translate.split_volume(vol)
         if src.startswith("/") and not os.path.lexists(src) and src not in out:
             out.append(src)
     return out

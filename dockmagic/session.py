@@ -1,7 +1,7 @@
 """Host side of sessions (`%docker session NAME ...`, `%%docker @NAME`).
 
 A **session** is a long-lived container whose main process is dockmagic's agent (``agent.py``,
-sent as `python3 -u -c SOURCE session`; only python3 >= 3.8 is needed in the image). The
+sent as `python3 -u -c SOURCE session NONCE`; only python3 >= 3.8 is needed in the image). The
 kernel keeps ONE attach socket per session: requests go in on stdin as frames, the cell's output
 comes back on stdout/stderr as it is written, and each request ends with the agent's end marker
 on both streams. A warm cell costs no engine API call at all.
@@ -16,12 +16,11 @@ in it alone, with a fresh sub-folder per cell.
 
 Spares (``spare.py``) use the same agent and attach stream for one-shot cells.
 
-Kernel shutdown (``close_all``, also registered with atexit) removes spares and the sessions
+Kernel shutdown (``close_all``, registered with ``kernel.on_shutdown``) removes the sessions
 started with ``--rm``; other sessions keep running and are reattached by name.
 """
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
@@ -33,7 +32,13 @@ import threading
 import time
 from typing import Callable, Optional
 
+import dataclasses
+
 from . import agent, errors, runner, transfer
+from . import labels as L
+from .engine import FrameSplitter
+from .agentsrc import agent_source as _agent_source
+from .kernel import on_shutdown
 
 #: How long an interrupted session cell gets to finish after the agent raised
 #: KeyboardInterrupt in it, before the kernel stops waiting (the session stays).
@@ -63,23 +68,14 @@ class SessionCellFailed(errors.CellFailed):
         self.args = (f"cell failed in session {session}: {message}",)
 
 
-def _agent_source() -> str:
-    global _SOURCE
-    if _SOURCE is None:
-        with open(agent.__file__, encoding="utf-8") as f:
-            _SOURCE = f.read()
-    return _SOURCE
-
-
-_SOURCE = None
 
 
 # -- the attach stream: docker's frames -> per-stream bytes, end markers cut out --------------
 #: A reply's hex is at most this long; a longer "marker" is the cell's own output.
 _MAX_REPLY_HEX = 1 << 20
 _MARK = re.compile(rb"\x1b\]dm;([0-9a-f]{32});([0-9a-fo]{1,%d})\x07" % _MAX_REPLY_HEX)
-_MARK_PREFIX = re.compile(rb"\x1b(?:\](?:d(?:m(?:;(?:[0-9a-f]{0,32}(?:;[0-9a-fo]{0,%d})?)?)?)?)?)?\Z"
-                          % _MAX_REPLY_HEX)
+_MARK_PREFIX = re.compile(
+    rb"\x1b(?:\](?:d(?:m(?:;(?:[0-9a-f]{0,32}(?:;[0-9a-fo]{0,%d})?)?)?)?)?)?\Z" % _MAX_REPLY_HEX)
 
 
 class _Demux:
@@ -88,7 +84,7 @@ class _Demux:
 
     def __init__(self):
         self.mark = agent.MARK_OPEN
-        self.frames = runner.FrameSplitter()
+        self.frames = FrameSplitter()
         self.held = {1: b"", 2: b""}
 
     def feed(self, data: bytes, on_output, on_marker):
@@ -136,15 +132,16 @@ def strip_markers(text: str) -> str:
 class Session:
     """One attached session container and its agent."""
 
-    def __init__(self, name: str, container_id: str, image: str, auto_remove: bool,
+    def __init__(self, engine, name: str, container_id: str, image: str, auto_remove: bool,
                  xroot: Optional[str], user: Optional[str] = None):
+        self.engine = engine
         self.name = name
         self.user = user
         self.xroot = xroot  # its private exchange folder (host path), mounted at XFER_TARGET
         self.id = container_id
         self.image = image
         self.auto_remove = auto_remove
-        self._sock = None
+        self._att = None
         self._raw = None
         self._demux = _Demux()
         self._next = secrets.randbelow(1 << 30)  # request ids, for interrupts
@@ -154,10 +151,8 @@ class Session:
 
     # plumbing
     def _attach(self):
-        api = runner.get_client().api
-        self._sock = api.attach_socket(
-            self.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-        self._raw = runner.raw_socket(self._sock)
+        self._att = self.engine.attach(self.id)
+        self._raw = self._att.raw
 
     def _send(self, kind: int, payload: bytes) -> int:
         self._next += 1
@@ -173,7 +168,7 @@ class Session:
         self.close_socket()
         state = ""
         try:
-            st = runner.get_client().api.inspect_container(self.id)["State"]
+            st = self.engine.inspect(self.id)["State"]
             state = f"; it is {st.get('Status')} (exit code {st.get('ExitCode')})"
         except Exception:
             state = "; it no longer exists"
@@ -182,12 +177,9 @@ class Session:
                            "are gone)")
 
     def close_socket(self):
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except Exception:
-                pass
-        self._sock = self._raw = None
+        if self._att is not None:
+            self._att.close()
+        self._att = self._raw = None
 
     def _exchange(self, kind: int, payload: dict, stdout=None, stderr=None,
                   timeout: Optional[float] = None) -> dict:
@@ -305,8 +297,8 @@ class Session:
                 # Copied, never mapped: the session lives on and could change a mapped file.
                 xchg.read_outputs(outputs, user_ns, mapped=False)
             elif status == "transfer":
-                raise transfer.TransferError(transfer._clean(reply.get("msg")
-                                                             or "transfer failed"))
+                raise transfer.TransferError(transfer.clean_text(reply.get("msg")
+                                                                 or "transfer failed"))
         finally:
             if xchg is not None:
                 xchg.close()
@@ -335,7 +327,7 @@ class Session:
         self.close_socket()
         _SESSIONS.pop(self.name, None)
         if remove or self.auto_remove:
-            runner.remove_quietly(runner.get_client().api, self.id)
+            self.engine.remove(self.id)
             transfer.remove_dir(self.xroot)
 
 
@@ -351,12 +343,12 @@ def _parse_reply(data: bytes) -> dict:
     if isinstance(raw.get("code"), int) and not isinstance(raw.get("code"), bool):
         reply["code"] = raw["code"] & 0xFF
     if raw.get("msg") is not None:
-        reply["msg"] = transfer._clean(raw["msg"], 2000)
+        reply["msg"] = transfer.clean_text(raw["msg"], 2000)
     for key in ("version", "pid", "cells"):
         if isinstance(raw.get(key), int):
             reply[key] = raw[key]
     if isinstance(raw.get("python"), str):
-        reply["python"] = transfer._clean(raw["python"], 40)
+        reply["python"] = transfer.clean_text(raw["python"], 40)
     return reply
 
 
@@ -366,60 +358,52 @@ _SESSIONS: dict = {}
 def _xroot_from_inspect(info: dict) -> Optional[str]:
     """The session's private exchange folder, as the engine reports its mount: one of this
     kernel user's session folders (``transfer.session_dirs``), or None."""
-    for m in info.get("Mounts", ()):
-        if m.get("Destination") == transfer.XFER_TARGET and m.get("Type") == "bind":
-            src = m.get("Source")
-            if src in transfer.session_dirs():
-                return src
-    return None
+    src = transfer.exchange_source(info.get("Mounts"))
+    return src if src and src in transfer.session_dirs() else None
 
 
-def _from_container(name: str, info: dict) -> Session:
-    cmd = info["Config"].get("Cmd") or []
+def _from_container(engine, name: str, info: dict) -> Session:
+    cmd = (info["Config"].get("Cmd") or [])[-1:]  # [..., "session"] (see for_session)
     if cmd != ["session"]:
         raise SessionUsage(f"container {name} is labelled a dockmagic session but does not run "
                            f"this dockmagic's agent; remove it (`%docker rm -f {name}`) and "
                            "start it again")
-    return Session(name, info["Id"], info["Config"].get("Image", ""),
+    return Session(engine, name, info["Id"], info["Config"].get("Image", ""),
                    bool(info["HostConfig"].get("AutoRemove")), _xroot_from_inspect(info),
                    info["Config"].get("User") or None)
 
 
-def _inspect(name: str) -> Optional[dict]:
-    import docker
-
+def _inspect(engine, name: str) -> Optional[dict]:
     try:
-        return runner.get_client().api.inspect_container(name)
-    except docker.errors.NotFound:
+        return engine.inspect(name)
+    except errors.NotFound:
         return None
-    except docker.errors.APIError as exc:
-        raise errors.EngineError(f"looking up session {name}: {runner.short_reason(exc)}") from None
 
 
 def _check_session_container(name: str, info: dict):
     labels = info["Config"].get("Labels") or {}
-    if labels.get("dockmagic.kind") != "session":
+    if labels.get(L.KIND) != "session":
         raise SessionUsage(f"a container named {name} exists and is not a dockmagic session; "
                            f"pick another name, or remove it (`%docker rm -f {name}`)")
 
 
-def get(name: str) -> Session:
+def get(engine, name: str) -> Session:
     """The session NAME: this kernel's, or one found running on the engine (reattached)."""
     sess = _SESSIONS.get(name)
     if sess is not None:
         return sess
-    info = _inspect(name)
+    info = _inspect(engine, name)
     if info is None:
         raise SessionUsage(f"no session {name}; start one with `%docker session {name} IMAGE`")
     _check_session_container(name, info)
     if not info["State"].get("Running"):
         raise SessionUsage(f"session {name} is {info['State'].get('Status')}; start it again "
                            f"with `%docker session {name} IMAGE` (its variables are gone)")
-    return _reattach(name, info)
+    return _reattach(engine, name, info)
 
 
-def _reattach(name: str, info: dict) -> Session:
-    sess = _from_container(name, info)
+def _reattach(engine, name: str, info: dict) -> Session:
+    sess = _from_container(engine, name, info)
     sess._attach()
     sess.hello()
     _SESSIONS[name] = sess
@@ -427,18 +411,16 @@ def _reattach(name: str, info: dict) -> Session:
     return sess
 
 
-def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
+def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Session:
     """Start session NAME from PLAN (`plan_cell(..., oneshot=False)` with `--name NAME`), or
     reattach to it if it already runs (after a kernel restart)."""
-    import docker
-
     sess = _SESSIONS.get(name)
-    info = _inspect(name)
+    info = _inspect(engine, name)
     if info is not None:
         _check_session_container(name, info)
         if info["State"].get("Running"):
             if sess is None:
-                sess = _reattach(name, info)
+                sess = _reattach(engine, name, info)
                 say(f"reattached to session {name} ({sess.image}, {sess.info.get('cells', 0)} "
                     "cells run so far); its variables are still there")
             else:
@@ -448,13 +430,13 @@ def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
         # Stopped (engine restart, `docker stop`): start it again; the agent starts fresh.
         if sess is not None:
             sess.close_socket()
-        sess = _from_container(name, info)
+        sess = _from_container(engine, name, info)
         sess._attach()
         try:
-            runner.get_client().api.start(sess.id)
-        except docker.errors.APIError as exc:
+            engine.start(sess.id, image=sess.image, wants_gpus=plan.wants_gpus)
+        except BaseException:
             sess.close_socket()
-            raise runner.api_error(exc, sess.image, plan.wants_gpus) from None
+            raise
         sess.hello()
         _SESSIONS[name] = sess
         _register_atexit()
@@ -472,41 +454,28 @@ def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
         binds.ensure_bind_sources(spec)  # missing -v sources: made as you, where you own
     except binds.BindSourceError as exc:
         raise SessionUsage(str(exc)) from None
-    # detach=True: docker-py would otherwise set StdinOnce, and the agent's stdin would close
-    # with this kernel's attach (the session must outlive the kernel and be reattached).
-    kw = dict(spec.to_create_kwargs(), stdin_open=True, detach=True, tty=False,
-              entrypoint=[python, "-u", "-c", _agent_source()], command=["session"])
-    if spec.init is None:
-        kw["init"] = True  # tini reaps what cells leave behind and forwards signals
-    client = runner.get_client()
-    api = client.api
-    if "log_config" not in kw:
-        # Everything a session prints also lands in its log, for as long as it lives: cap it
-        # (docker's json-file default keeps all of it).
-        try:
-            if api.info().get("LoggingDriver") == "json-file":
-                kw["log_config"] = {"Type": "json-file", "Config": dict(SESSION_LOG_OPTS)}
-        except Exception:
-            pass
+    log_config = None
+    # Everything a session prints also lands in its log, for as long as it lives: cap it
+    # (docker's json-file default keeps all of it).
+    try:
+        if engine.info().get("LoggingDriver") == "json-file":
+            log_config = {"Type": "json-file", "Config": dict(SESSION_LOG_OPTS)}
+    except errors.DockmagicError:
+        pass
     # --in/--out go through a private folder of this session's alone (see transfer)
     try:
         xroot = transfer.make_private_dir(transfer.exchange_root()[0], f"s-{name}-", spec.user)
     except OSError as exc:
         raise transfer.TransferError(f"session {name}: cannot make its exchange folder: "
                                      f"{exc.strerror}") from None
-    kw = transfer.with_xfer_mount(kw, xroot)
+    run_spec = for_session(spec, python, xroot)
     cid, started = None, False
     try:
-        try:
-            cid = runner.create_container(client, kw, say)
-        except docker.errors.APIError as exc:
-            raise runner.api_error(exc, spec.image, plan.wants_gpus) from None
-        sess = Session(name, cid, spec.image, bool(spec.auto_remove), xroot, spec.user)
+        cid = engine.create(run_spec, on_pull=say, wants_gpus=plan.wants_gpus,
+                            log_config=log_config)
+        sess = Session(engine, name, cid, spec.image, bool(spec.auto_remove), xroot, spec.user)
         sess._attach()
-        try:
-            api.start(cid)
-        except docker.errors.APIError as exc:
-            raise runner.api_error(exc, spec.image, plan.wants_gpus) from None
+        engine.start(cid, image=spec.image, wants_gpus=plan.wants_gpus)
         sess.hello()
         _SESSIONS[name] = sess
         _register_atexit()
@@ -515,34 +484,48 @@ def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
     finally:
         if not started:  # it never answered: take it away again
             if cid is not None:
-                runner.remove_quietly(api, cid)
+                engine.remove(cid)
             transfer.remove_dir(xroot)
 
 
-def stop(name: str):
+def for_session(spec, python: str, xroot: str):
+    """The session container's spec: the agent as its main process (no secret on its command
+    line: each request brings its own token), stdin kept open past this kernel's attach
+    (detach: docker-py would otherwise set StdinOnce, and the session must outlive the kernel
+    and be reattached), tini as init, its own private exchange folder XROOT mounted, and
+    reaped with its kernel when started with --rm."""
+    run_labels = spec.labels
+    if spec.auto_remove:
+        run_labels = tuple(sorted(dict(spec.labels, **{L.REAP: "1"}).items()))
+    return dataclasses.replace(
+        transfer.exchange_spec(spec, xroot), interactive=True, detach=True, tty=False,
+        entrypoint=(python,), command=("-u", "-c", _agent_source(), "session"),
+        init=True if spec.init is None else spec.init, labels=run_labels)
+
+
+def stop(engine, name: str):
     """Stop and remove session NAME (`%docker session --stop NAME`)."""
     sess = _SESSIONS.pop(name, None)
     if sess is not None:
         sess.close_socket()
-    info = _inspect(name)
+    info = _inspect(engine, name)
     if info is None:
         if sess is None:
             raise SessionUsage(f"no session {name}")
         return
     _check_session_container(name, info)
-    runner.remove_quietly(runner.get_client().api, info["Id"])
+    engine.remove(info["Id"], quiet=False)
     transfer.remove_dir(_xroot_from_inspect(info))
 
 
-def query_sessions() -> list:
+def query_sessions(engine) -> list:
     """The engine's session containers (low-level list entries)."""
-    api = runner.get_client().api
-    return api.containers(all=True, filters={"label": ["dockmagic.managed",
-                                                       "dockmagic.kind=session"]})
+    return engine.containers(all=True, filters={"label": [L.MANAGED_FILTER,
+                                                          f"{L.KIND}=session"]})
 
 
-def describe_sessions() -> str:
-    rows = query_sessions()
+def describe_sessions(engine) -> str:
+    rows = query_sessions(engine)
     if not rows:
         return "no sessions; start one with `%docker session NAME IMAGE`"
     lines = []
@@ -554,15 +537,15 @@ def describe_sessions() -> str:
 
 
 # -- the magics' side (parsing kept here so magics.py stays a dispatcher) ---------------------
-def command(args, plan: Callable[[str], object], say: Callable[[str], None] = print):
+def command(engine, args, plan: Callable[[str], object], say: Callable[[str], None] = print):
     """`%docker session [NAME [docker-run flags] IMAGE [PYTHON]]` / `--stop NAME` / `--list`."""
     if not args or args == ["--list"]:
-        say(describe_sessions())
+        say(describe_sessions(engine))
         return None
     if args[0] == "--stop":
         if len(args) != 2:
             raise SessionUsage("usage: %docker session --stop NAME")
-        stop(args[1])
+        stop(engine, args[1])
         say(f"session {args[1]} stopped and removed")
         return None
     name = args[0]
@@ -578,14 +561,14 @@ def command(args, plan: Callable[[str], object], say: Callable[[str], None] = pr
         raise SessionUsage("%docker session NAME takes docker-run flags and IMAGE [PYTHON]; "
                            "not --name (NAME is the name), --dry-run or --in/--out (those go "
                            "on `%%docker @NAME` cells)")
-    if not rest and _inspect(name) is None:
+    if not rest and _inspect(engine, name) is None:
         raise SessionUsage(f"no session {name}; start one with `%docker session {name} IMAGE`")
     if not rest:
-        sess = get(name)
+        sess = get(engine, name)
         say(f"reattached to session {name} ({sess.image})")
         return None
     p = plan(shlex.join(["--name", name] + rest))
-    sess = start(name, p, say=say)
+    sess = start(engine, name, p, say=say)
     if sess.info and sess.name in _SESSIONS and not sess.info.get("cells"):
         say(f"session {name} started ({sess.image}, Python {sess.info.get('python')}); run "
             f"cells in it with `%%docker @{name}`")
@@ -631,10 +614,10 @@ def parse_cell_line(line: str):
     return name, interpreter, inputs, outputs, raise_error
 
 
-def run_cell(line: str, body: str, user_ns: dict):
+def run_cell(engine, line: str, body: str, user_ns: dict):
     """`%%docker @NAME ...`: the cell runs in session NAME."""
     name, interpreter, inputs, outputs, raise_error = parse_cell_line(line)
-    sess = get(name)
+    sess = get(engine, name)
     if not interpreter or interpreter in _PYTHON_CELL:
         sess.run_python(body, inputs=inputs, outputs=outputs, user_ns=user_ns,
                         raise_error=raise_error)
@@ -648,9 +631,7 @@ def run_cell(line: str, body: str, user_ns: dict):
 
 # -- kernel shutdown --------------------------------------------------------------------------
 def close_all():
-    """Remove the spare and the sessions started with --rm; detach from the others."""
-    from .spare import SPARES  # noqa: the spare module imports this one
-    SPARES.close()
+    """Remove the sessions started with --rm; detach from the others."""
     for sess in list(_SESSIONS.values()):
         try:
             sess.close()
@@ -659,11 +640,5 @@ def close_all():
     _SESSIONS.clear()
 
 
-_atexit_done = False
-
-
 def _register_atexit():
-    global _atexit_done
-    if not _atexit_done:
-        _atexit_done = True
-        atexit.register(close_all)
+    on_shutdown(close_all)

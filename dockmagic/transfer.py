@@ -41,7 +41,7 @@ import secrets
 import shutil
 import stat
 import tempfile
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Iterable, List, Mapping, Optional, Tuple
 
 from . import agent, errors
 
@@ -151,8 +151,15 @@ def exchange_root() -> Tuple[str, bool]:
     return root, tmpfs or _is_tmpfs(parent)
 
 
-def _tag(kernel_id: str) -> str:
+def kernel_tag(kernel_id: str) -> str:
+    """KERNEL_ID (the ``dockmagic.kernel`` label) as it appears in exchange folder names."""
     return re.sub(r"[^A-Za-z0-9.-]", "_", kernel_id or "")[:120]
+
+
+def cell_dir_prefix() -> str:
+    """The name prefix of this kernel's one-shot and spare exchange folders."""
+    from .kernel import kernel_id
+    return f"k-{kernel_tag(kernel_id())}-"
 
 
 def exchange_dirs_of(kernel_id: str, root: Optional[str] = None) -> List[str]:
@@ -164,7 +171,7 @@ def exchange_dirs_of(kernel_id: str, root: Optional[str] = None) -> List[str]:
             root = exchange_root()[0]
         except TransferError:
             return []
-    prefix = f"k-{_tag(kernel_id)}-"
+    prefix = f"k-{kernel_tag(kernel_id)}-"
     try:
         names = os.listdir(root)
     except OSError:
@@ -220,29 +227,32 @@ def remove_dir(path: Optional[str]):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def xfer_mount(host_dir: str) -> dict:
-    """The HostConfig mount that shows HOST_DIR (and nothing else) at XFER_TARGET."""
-    return {"Type": "bind", "Source": host_dir, "Target": XFER_TARGET, "ReadOnly": False}
+def without_exchange(spec):
+    """SPEC without a private exchange folder mounted (what a spare's key compares)."""
+    import dataclasses
+
+    if not any(m.target == XFER_TARGET for m in spec.mounts):
+        return spec
+    return dataclasses.replace(spec, mounts=tuple(m for m in spec.mounts
+                                                  if m.target != XFER_TARGET))
 
 
-def is_xfer_mount(mount) -> bool:
-    return isinstance(mount, dict) and mount.get("Target") == XFER_TARGET
+def exchange_spec(spec, host_dir: str):
+    """SPEC with HOST_DIR (and nothing else of the exchange root) mounted at XFER_TARGET."""
+    import dataclasses
+
+    from . import translate
+    spec = without_exchange(spec)
+    return dataclasses.replace(spec, mounts=spec.mounts + (
+        translate.Mount(type="bind", source=host_dir, target=XFER_TARGET),))
 
 
-def without_xfer_mount(kwargs: dict) -> dict:
-    mounts = [m for m in kwargs.get("mounts") or () if not is_xfer_mount(m)]
-    kw = dict(kwargs)
-    if mounts:
-        kw["mounts"] = mounts
-    else:
-        kw.pop("mounts", None)
-    return kw
-
-
-def with_xfer_mount(kwargs: dict, host_dir: str) -> dict:
-    kw = without_xfer_mount(kwargs)
-    kw["mounts"] = list(kw.get("mounts") or []) + [xfer_mount(host_dir)]
-    return kw
+def exchange_source(mounts) -> Optional[str]:
+    """The host folder a container's inspected ``Mounts`` show at XFER_TARGET, or None."""
+    for m in mounts or ():
+        if m.get("Destination") == XFER_TARGET and m.get("Type") == "bind":
+            return m.get("Source")
+    return None
 
 
 # -- what the kernel reads back: safe decoders only ---------------------------------------------
@@ -284,7 +294,7 @@ class _PlainUnpickler(pickle.Unpickler):
         raise _Refused("a persistent id")
 
 
-def _clean(text: str, limit: int = 500) -> str:
+def clean_text(text: str, limit: int = 500) -> str:
     """Text from the container, as one printable line."""
     text = " ".join(str(text).split())
     text = "".join(c if c.isprintable() else "?" for c in text)
@@ -376,10 +386,10 @@ class Exchange:
                 path, kind = agent.save_value(value, base)
             except Exception as exc:
                 for ext in (".npy", ".pkl"):
-                    agent._unlink(base + ext)
+                    agent.unlink_quietly(base + ext)
                 raise TransferError(
                     f"--in {src}: a {type(value).__name__} cannot travel to the container "
-                    f"({agent._one_line(exc)}); pass the data it holds instead") from None
+                    f"({agent.one_line(exc)}); pass the data it holds instead") from None
             manifest.append([dest, os.path.basename(path), kind])
         return manifest
 
@@ -408,18 +418,18 @@ class Exchange:
                                         ) from None
                 except _Refused as exc:
                     raise TransferError(
-                        f"--out {dest}: the container sent a {_clean(exc.what, 120)}, which is "
+                        f"--out {dest}: the container sent a {clean_text(exc.what, 120)}, which is "
                         f"not plain data; loading it would run code from the container in your "
                         f"kernel. If you trust the image: --out-pickle {dest}") from None
                 except TransferError:
                     raise
                 except ImportError as exc:
                     raise TransferError(f"--out {dest}: the kernel cannot load it "
-                                        f"({_clean(agent._one_line(exc))}); install that module "
+                                        f"({clean_text(agent.one_line(exc))}); install that module "
                                         "here") from None
                 except Exception as exc:
                     raise TransferError(f"--out {dest}: the kernel cannot load what the "
-                                        f"container wrote: {_clean(agent._one_line(exc))}"
+                                        f"container wrote: {clean_text(agent.one_line(exc))}"
                                         ) from None
                 loaded.append((dest, value))
         finally:
@@ -484,9 +494,9 @@ class OneshotTransfer:
         self.inputs = inputs
         self.outputs = outputs  # ((dest, src, pickle_ok), ...)
 
-    def amend(self, kwargs: dict) -> dict:
-        """The create kwargs with this cell's private folder mounted."""
-        return with_xfer_mount(kwargs, self.exchange.host_dir)
+    def amend(self, spec):
+        """SPEC with this cell's private folder mounted."""
+        return exchange_spec(spec, self.exchange.host_dir)
 
     def move_to(self, host_dir: str):
         self.exchange.move_to(host_dir)
@@ -494,15 +504,15 @@ class OneshotTransfer:
     def body(self, body: str) -> bytes:
         config = {"xdir": XFER_TARGET, "mapped": self.exchange.mapped, "inputs": self.inputs,
                   "outputs": [list(o) for o in self.outputs]}
-        from .session import _agent_source
+        from .agentsrc import agent_source
 
-        return _ONESHOT.format(source=_agent_source(), config=config, body=body).encode("utf-8")
+        return _ONESHOT.format(source=agent_source(), config=config, body=body).encode("utf-8")
 
     def finish(self, exit_code: int, user_ns: dict):
         """After the container exited: a transfer failure raises; on success, outputs land."""
         res = self.exchange.result()
         if res is not None and res.get("s") == "transfer":
-            raise TransferError(_clean(res.get("msg") or "transfer failed"))
+            raise TransferError(clean_text(res.get("msg") or "transfer failed"))
         if exit_code != 0 or not self.outputs:
             return
         # The container has exited: nobody writes its folder any more, so arrays may be mapped.
@@ -512,7 +522,7 @@ class OneshotTransfer:
         self.exchange.close()
 
 
-def prepare_oneshot(plan, user_ns: Mapping, kernel_id: str = "") -> OneshotTransfer:
+def prepare_oneshot(plan, user_ns: Mapping) -> OneshotTransfer:
     """Check and write a one-shot cell's --in values; the caller closes what it gets and runs
     the cell with it (``spare.run_cold`` / ``SPARES.run_oneshot``)."""
     spec = plan.spec
@@ -524,7 +534,7 @@ def prepare_oneshot(plan, user_ns: Mapping, kernel_id: str = "") -> OneshotTrans
                             f"interpreter, not {interpreter!r}")
     inputs = parse_transfers(plan.inputs, "--in")
     outputs = parse_outputs(plan.outputs, getattr(plan, "pickle_outputs", ()))
-    exchange = Exchange.create(f"k-{_tag(kernel_id)}-", spec.user)
+    exchange = Exchange.create(cell_dir_prefix(), spec.user)
     try:
         manifest = exchange.write_inputs(inputs, user_ns)
     except BaseException:

@@ -3,7 +3,6 @@ closed, in real kernels (jupyter_client + ipykernel) or a real IPython shell, ag
 engine. Payloads that would run on the host touch a host-only marker file (never mounted into
 any container), which must never appear."""
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import BASE_IMAGE, as_kernel_user, remove_labelled
-from dockmagic import errors, session, spare, transfer
+from dockmagic import engine as engines
+from dockmagic import errors, session, spare
 
 LABEL = "dockmagic.test=security"
 ROGUE = f"dockmagic-sec-rogue:{uuid.uuid4().hex[:8]}"
@@ -336,7 +336,7 @@ def test_no_secret_in_the_session_agents_argv_or_environment(shell, docker_clien
         import re
         assert not re.search(rb"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", flat)
     finally:
-        session.stop(name)
+        session.stop(engines.default(), name)
 
 
 # -- spares ---------------------------------------------------------------------------------------
