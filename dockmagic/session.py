@@ -462,6 +462,7 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
             log_config = {"Type": "json-file", "Config": dict(SESSION_LOG_OPTS)}
     except errors.DockmagicError:
         pass
+    _reap_session_dirs(engine)
     # --in/--out go through a private folder of this session's alone (see transfer)
     try:
         xroot = transfer.make_private_dir(transfer.exchange_root()[0], f"s-{name}-", spec.user)
@@ -486,6 +487,30 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
             if cid is not None:
                 engine.remove(cid)
             transfer.remove_dir(xroot)
+
+
+#: A session folder younger than this may belong to a session being started right now.
+_ORPHAN_AGE_S = 300.0
+
+
+def _reap_session_dirs(engine):
+    """Remove the exchange folders of sessions that are gone (removed with `docker rm`, or by
+    a reaper): no session container mounts them any more."""
+    dirs = transfer.session_dirs()
+    if not dirs:
+        return
+    try:
+        live = {transfer.exchange_source(row.get("Mounts")) for row in query_sessions(engine)}
+    except errors.DockmagicError:
+        return
+    now = time.time()
+    for path in dirs:
+        try:
+            old = now - os.lstat(path).st_mtime > _ORPHAN_AGE_S
+        except OSError:
+            continue
+        if path not in live and old:
+            transfer.remove_dir(path)
 
 
 def for_session(spec, python: str, xroot: str):

@@ -123,7 +123,7 @@ class Kernel:
 
     def close(self):
         try:
-            self.run("from dockmagic import session; session.close_all()", timeout=60)
+            self.run("from dockmagic import kernel; kernel.shutdown()", timeout=60)
         finally:
             self.kc.stop_channels()
             self.km.shutdown_kernel(now=True)

@@ -175,8 +175,8 @@ def workdir(tmp_path, monkeypatch):
     yield tmp_path
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".dockmagic")]
     assert leftovers == [], "an exchange folder was left behind"
-    assert not [p for p in os.listdir(transfer.exchange_root()[0])
-                if p.startswith("k-") and p not in _spare_dirs()]
+    assert not [p for p in transfer.exchange_dirs_of(kernel.kernel_id())
+                if os.path.basename(p) not in _spare_dirs()]
 
 
 def _spare_dirs():
@@ -332,8 +332,8 @@ def test_large_outputs_are_plain_writable_arrays(shell, workdir):
     assert type(big) is np.ndarray and big.flags.writeable
     big[0] = -1  # copy-on-write: changes only the notebook's array
     assert big[0] == -1 and big[1] == 1 and big.sum() == (1 << 20) * ((1 << 20) - 1) / 2 - 1
-    assert not [p for p in os.listdir(transfer.exchange_root()[0])
-                if p.startswith("k-") and p not in _spare_dirs()]
+    assert not [p for p in transfer.exchange_dirs_of(kernel.kernel_id())
+                if os.path.basename(p) not in _spare_dirs()]
     del shell.user_ns["big"]
 
 
