@@ -131,7 +131,11 @@ class DockerMagics(Magics):
         dockmagic flags: --dry-run / --show-cmd (print the equivalent `docker run` and stop),
         --no-mount, --as-root, --keep-entrypoint, --no-raise-error, --in NAMES / --out NAMES
         (move variables into the cell and back: `--in x,cfg --out result`, `dest=src` renames;
-        numpy arrays travel as .npy, other objects by pickle).
+        numpy arrays travel as .npy). `--out` brings back plain data only (None, bool, numbers,
+        str, bytes, lists, tuples, dicts and sets of those, numpy arrays, scalars and dtypes),
+        so nothing the container writes can run code in your kernel. `--out-pickle NAMES`
+        brings back any picklable object: unpickling RUNS CODE FROM THE CONTAINER IN YOUR
+        KERNEL; use it only with images you trust.
 
         Sessions: `%docker session NAME [docker-run flags] IMAGE` starts (or reattaches to) a
         long-lived container; `%%docker @NAME` runs the cell in its one persistent Python
@@ -139,8 +143,10 @@ class DockerMagics(Magics):
         After a one-shot cell a spare container with the same spec is kept warm, so the next
         identical cell starts at once in a fresh container (`%docker config --spare off`).
 
-        Departure from the CLI: an unquoted `--gpus device=1,2` means devices 1 and 2 (the CLI
-        would fail with "cannot set both Count and DeviceIDs"); `'"device=1,2"'` works too.
+        Departures from the CLI: an unquoted `--gpus device=1,2` means devices 1 and 2 (the CLI
+        would fail with "cannot set both Count and DeviceIDs"); `'"device=1,2"'` works too. A
+        missing `-v` source inside a folder you own is created as you (docker creates it as
+        root); elsewhere the cell fails and says to create it first.
         `$NAME` and `{expr}` in the line expand from the notebook's variables first, then `$NAME`
         from the kernel's environment (so `-v $HOME/data:/data` works).
 
