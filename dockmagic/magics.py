@@ -164,11 +164,12 @@ class DockerMagics(Magics):
             return self._line(line)
         plan = self.plan(line)
         if plan.dry_run:
-            print(cellplan.describe_plan(plan))
             if plan.inputs or plan.outputs or plan.pickle_outputs:
                 from . import transfer
-                print(f"# with --in/--out: plus --mount type=bind,source=<a fresh private "
-                      f"folder>,target={transfer.XFER_TARGET}")
+                print(f"# --in/--out add --mount type=bind,source=FOLDER,"
+                      f"target={transfer.XFER_TARGET}, FOLDER a fresh private one made for "
+                      f"the cell in {transfer.exchange_root()[0]}")
+            print(cellplan.describe_plan(plan))
             return None
         return self.run_plan(plan, cell)
 

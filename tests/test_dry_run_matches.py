@@ -6,6 +6,7 @@ CLI differential test (docs/docker-run-semantics.md section 6).
 The cell's own container is observed on the real engine: the test wraps the notebook's `Engine`
 so that each container it creates is inspected right after create (nothing is faked).
 """
+import os
 import shlex
 import subprocess
 import uuid
@@ -56,6 +57,18 @@ def dry_run(shell, capsys, line):
     argv = shlex.split(command)
     assert argv[:2] == ["docker", "run"], printed
     return argv[2:]
+
+
+def drop_exchange(inspect):
+    """INSPECT without the private exchange folder a container gets for --in/--out (a spare
+    has one of its own for the cell it will run): the dry run names it in a comment."""
+    from dockmagic import transfer
+    out = dict(inspect, Mounts=[m for m in inspect["Mounts"]
+                                if m["Destination"] != transfer.XFER_TARGET])
+    out["HostConfig"] = dict(inspect["HostConfig"], Mounts=[
+        m for m in inspect["HostConfig"].get("Mounts") or ()
+        if m["Target"] != transfer.XFER_TARGET] or None)
+    return out
 
 
 def cli_inspect(argv):
@@ -112,23 +125,31 @@ def test_dry_run_line_makes_the_cells_container(shell, workdir, capsys, observed
     assert not diffs, "\n".join([shlex.join(argv)] + diffs)
 
 
-def test_dry_run_of_an_in_out_cell_shows_the_exchange_mount(shell, workdir, capsys, observed):
-    from dockmagic import spare
+def test_dry_run_of_an_in_out_cell_names_the_private_exchange_mount(shell, workdir, capsys,
+                                                                   observed):
+    """A cell with --in/--out gets a fresh private folder made when it runs (#9), so the dry
+    run names that mount in a comment line before the command; the command is the rest."""
+    from dockmagic import spare, transfer
     spare.SPARES.discard()
     shell.run_line_magic("docker", "config --spare off")
     shell.user_ns["x_in"] = 41
     line = f"-l {LABEL} --in x_in --out y_out {BASE_IMAGE}"
     try:
         argv = dry_run(shell, capsys, line)
+        capsys.readouterr()
+        shell.run_cell_magic("docker", f"--dry-run {line}", "print(1)")
+        note = capsys.readouterr().out.strip().splitlines()[0]
         shell.run_cell_magic("docker", line, "y_out = x_in + 1")
     finally:
         shell.run_line_magic("docker", "config --spare on")
     assert shell.user_ns["y_out"] == 42
+    assert note.startswith("#") and f"target={transfer.XFER_TARGET}" in note
     cell = observed[0]
-    exchange = [m for m in cell["Mounts"] if "xfer" in m["Destination"]]
-    assert exchange, "the cell's container mounts no exchange folder"
-    assert any(exchange[0]["Destination"] in a for a in argv), argv
-    diffs = compare(engine_of(shell), cell, cli_inspect(argv), ONESHOT_ONLY)
+    exchange = [m for m in cell["Mounts"] if m["Destination"] == transfer.XFER_TARGET]
+    assert len(exchange) == 1, "the cell's container mounts no exchange folder"
+    assert exchange[0]["Source"].startswith(transfer.exchange_root()[0] + "/k-")
+    assert not os.path.exists(exchange[0]["Source"])  # removed with the cell
+    diffs = compare(engine_of(shell), drop_exchange(cell), cli_inspect(argv), ONESHOT_ONLY)
     assert not diffs, "\n".join([shlex.join(argv)] + diffs)
 
 
@@ -146,6 +167,8 @@ def test_dry_run_matches_a_spares_container_but_what_is_applied_at_exec(
     assert "FOO=from-the-line" in capsys.readouterr().out   # the env applied at exec
     spare_inspect = [o for o in observed
                      if o["Config"]["Labels"].get("dockmagic.kind") == "spare"][0]
-    diffs = compare(engine_of(shell), spare_inspect, cli_inspect(argv), SPARE_ONLY)
+    assert [m["Destination"] for m in spare_inspect["Mounts"]].count("/.dockmagic-xfer") == 1
+    diffs = compare(engine_of(shell), drop_exchange(spare_inspect), cli_inspect(argv),
+                    SPARE_ONLY)
     assert not diffs, "\n".join([shlex.join(argv)] + diffs)
     spare.SPARES.discard()
