@@ -138,9 +138,10 @@ class NotPlain(Exception):
 
 
 def describe_type(obj):
-    """`Foo (from module m)` for an instance, `the function m.f` for a global."""
+    """The type of OBJ as a user reads it: `Foo (from m)`, `dict`, `type (m.Foo)`."""
     if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
-        return "%s.%s" % (getattr(obj, "__module__", "?"), getattr(obj, "__qualname__", "?"))
+        return "%s (%s.%s)" % (type(obj).__name__, getattr(obj, "__module__", "?"),
+                               getattr(obj, "__qualname__", "?"))
     kind = type(obj)
     module = getattr(kind, "__module__", "")
     name = getattr(kind, "__qualname__", kind.__name__)
@@ -298,10 +299,10 @@ def save_outputs(xdir, outputs, ns):
             except NotPlain as exc:
                 for ext in (".npy", ".pkl"):
                     unlink_quietly(base + ext)
-                part = "" if exc.obj is value else ", which holds a %s" % describe_type(exc.obj)
+                part = "" if exc.obj is value else ", which holds one of type %s" % describe_type(exc.obj)
                 raise TransferFailed(
-                    "--out %s: %s is a %s%s, not plain data; loading it would run code from "
-                    "the container in your kernel. If you trust the image: --out-pickle %s"
+                    "--out %s: %s is of type %s%s, not plain data; loading it would run code "
+                    "from the container in your kernel. If you trust the image: --out-pickle %s"
                     % (dest, src, describe_type(value), part, dest)) from None
             except Exception as exc:
                 for ext in (".npy", ".pkl"):
