@@ -294,8 +294,8 @@ class Session:
             reply = self._exchange(agent.RUN, payload, stdout, stderr)
             status = reply.get("s")
             if status == "ok" and xchg is not None and outputs:
-                # Copied, never mapped: the session lives on and could change a mapped file.
-                xchg.read_outputs(outputs, user_ns, mapped=False)
+                # The session lives on and could still change its files: copied first.
+                xchg.read_outputs(outputs, user_ns, writer_gone=False)
             elif status == "transfer":
                 raise transfer.TransferError(transfer.clean_text(reply.get("msg")
                                                                  or "transfer failed"))

@@ -301,12 +301,31 @@ def clean_text(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _read_npy(f, mapped: bool):
+def _private_copy(fd: int, size: int) -> int:
+    """A memfd holding the first SIZE bytes of FD: a copy made in the kernel (no page faults
+    in this process, no huge-page compaction), that nobody else holds a descriptor of."""
+    mfd = os.memfd_create("dockmagic-out", getattr(os, "MFD_CLOEXEC", 0))
+    try:
+        done = 0
+        while done < size:
+            n = os.sendfile(mfd, fd, done, size - done)
+            if n == 0:
+                raise ValueError("the file is shorter than its header says")
+            done += n
+    except BaseException:
+        os.close(mfd)
+        raise
+    return mfd
+
+
+def _read_npy(f, how: str):
+    """An array from a .npy file, never unpickling. HOW: "map" (the writer is gone: large
+    arrays are mapped copy-on-write straight from the file), "copy" (the writer may still
+    write: large arrays are copied into a private memfd first, then mapped), "read"."""
     import numpy as np
 
-    if mapped and os.fstat(f.fileno()).st_size >= agent.MAP_MIN_BYTES:
-        # Mapped copy-on-write, only once the writer is gone (a one-shot cell's container has
-        # exited): nobody can change or truncate the file under the mapping.
+    size = os.fstat(f.fileno()).st_size
+    if how in ("map", "copy") and size >= agent.MAP_MIN_BYTES:
         version = np.lib.format.read_magic(f)
         reader = {(1, 0): np.lib.format.read_array_header_1_0,
                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
@@ -314,16 +333,29 @@ def _read_npy(f, mapped: bool):
             shape, fortran, dtype = reader(f)
             if dtype.hasobject:
                 raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+            offset = f.tell()
+            count = 1
+            for n in shape:
+                count *= n
+            need = offset + count * dtype.itemsize
+            if size < need:
+                raise ValueError("the file is shorter than its header says")
+            src = f
+            if how == "copy":
+                src = os.fdopen(_private_copy(f.fileno(), need), "rb")
             try:
-                return np.memmap(f, dtype=dtype, mode="c", offset=f.tell(), shape=shape,
+                return np.memmap(src, dtype=dtype, mode="c", offset=offset, shape=shape,
                                  order="F" if fortran else "C").view(np.ndarray)
             except (ValueError, OSError):
                 pass
+            finally:
+                if src is not f:
+                    src.close()  # the mapping keeps the memfd's pages
         f.seek(0)
     return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def load_output(dir_fd: int, index: int, dest: str, pickle_ok: bool, mapped: bool = False):
+def load_output(dir_fd: int, index: int, dest: str, pickle_ok: bool, how: str = "read"):
     """The I-th output of a cell from its own folder: ``out-I.npy`` (no pickle), else
     ``out-I.pkl`` (plain data only, unless PICKLE_OK). Raises KeyError when neither is there."""
     for ext in (".npy", ".pkl"):
@@ -340,7 +372,7 @@ def load_output(dir_fd: int, index: int, dest: str, pickle_ok: bool, mapped: boo
                                     "nothing was assigned")
             os.set_blocking(fd, True)
             if ext == ".npy":
-                return _read_npy(f, mapped)
+                return _read_npy(f, how)
             if pickle_ok:
                 return agent.load_pickle_file(f)
             return _PlainUnpickler(f).load()
@@ -400,9 +432,12 @@ class Exchange:
         remove_dir(self.host_dir)
         self.host_dir = host_dir
 
-    def read_outputs(self, outputs, user_ns: dict, mapped: bool = False):
+    def read_outputs(self, outputs, user_ns: dict, writer_gone: bool = False):
         """Load every requested output (``(dest, src, pickle_ok)``, in request order) from this
-        folder, then assign them all (or none)."""
+        folder, then assign them all (or none). WRITER_GONE: no process can write this folder
+        any more (the container exited), so large arrays on a tmpfs are mapped from it; else
+        they are copied into private memory first (then mapped)."""
+        how = ("map" if writer_gone else "copy") if self.mapped else "read"
         loaded = []
         try:
             dir_fd = os.open(self.host_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -411,7 +446,7 @@ class Exchange:
         try:
             for i, (dest, _src, pickle_ok) in enumerate(outputs):
                 try:
-                    value = load_output(dir_fd, i, dest, pickle_ok, mapped and self.mapped)
+                    value = load_output(dir_fd, i, dest, pickle_ok, how)
                 except KeyError:
                     raise TransferError(f"--out {dest}: the cell ended before handing its "
                                         "variables back (sys.exit or os._exit in the cell?)"
@@ -516,7 +551,7 @@ class OneshotTransfer:
         if exit_code != 0 or not self.outputs:
             return
         # The container has exited: nobody writes its folder any more, so arrays may be mapped.
-        self.exchange.read_outputs(self.outputs, user_ns, mapped=True)
+        self.exchange.read_outputs(self.outputs, user_ns, writer_gone=True)
 
     def close(self):
         self.exchange.close()

@@ -142,6 +142,30 @@ def test_object_npy_is_refused_and_the_opt_in_unpickles_in_full(tmp_path):
     assert ns["u"] == uuid.UUID(int=7)
 
 
+@pytest.mark.parametrize("writer_gone", [False, True])
+def test_large_arrays_are_mapped_only_from_files_nobody_can_change_any_more(tmp_path,
+                                                                           writer_gone):
+    """A session lives on after its cell and could rewrite or truncate its output file under
+    a mapping: its arrays are first copied into a private memfd. A one-shot cell's container
+    has exited, so its files are mapped as they are."""
+    ex = transfer.Exchange(str(tmp_path), mapped=True)
+    big = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: above agent.MAP_MIN_BYTES
+    path = tmp_path / "out-0.npy"
+    np.save(path, big)
+    out = {}
+    ex.read_outputs((("y", "y", False),), out, writer_gone=writer_gone)
+    assert type(out["y"]) is np.ndarray and out["y"].flags.writeable
+    with open(path, "r+b") as f:  # what a live container could still do
+        f.seek(-8, 2)
+        f.write(np.float64(-1).tobytes())
+    assert out["y"][-1] == (-1 if writer_gone else big[-1])
+    with open(path, "r+b") as f:
+        f.truncate(1 << 20)
+    with pytest.raises(TransferError, match="shorter than its header"):
+        ex.read_outputs((("z", "z", False),), out, writer_gone=writer_gone)
+    assert "z" not in out
+
+
 def test_exchange_folders_are_private_fresh_and_found_by_kernel_id(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKMAGIC_XFER_ROOT", str(tmp_path))
     kid = "host.example:123:456"
