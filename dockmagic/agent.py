@@ -30,7 +30,7 @@ import os
 import struct
 import sys
 
-VERSION = 1
+VERSION = 2  # 2: a token per request (no nonce in argv); --out files named by the kernel
 MAGIC = b"dm"
 #: Host -> agent frame header: magic, kind, request id, payload length.
 HEADER = struct.Struct(">2sBII")
