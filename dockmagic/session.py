@@ -21,6 +21,7 @@ started with ``--rm``; other sessions keep running and are reattached by name.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -146,6 +147,7 @@ class Session:
         self._demux = _Demux()
         self._next = secrets.randbelow(1 << 30)  # request ids, for interrupts
         self._waiting = set()  # tokens given up on after an interrupt; their ends still come
+        self._finished = collections.deque(maxlen=8)  # tokens of the last requests answered
         self._lock = threading.Lock()
         self.info = {}
 
@@ -203,6 +205,12 @@ class Session:
 
             def on_marker(k, tok, data):
                 if tok != token:  # another request's (an interrupted one's, another kernel's)
+                    if k == 2 and tok in self._finished and tok not in self._waiting:
+                        # A second end for a cell already answered: that cell printed a fake
+                        # end of its own, and what came since may be its output.
+                        print(f"dockmagic: session {self.name}: a cell before this one printed "
+                              "a fake end marker; output above may be that cell's",
+                              file=stderr, flush=True)
                     if k == 2:
                         self._waiting.discard(tok)
                     return
@@ -223,6 +231,7 @@ class Session:
             finally:
                 for sink in sinks.values():
                     sink.write(b"", final=True)
+            self._finished.append(token)
             return state["reply"]
 
     def _pump(self, done, on_output, on_marker, deadline):

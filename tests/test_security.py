@@ -318,8 +318,11 @@ def test_forged_session_markers_cannot_inject(kernels, marker):
     assert error is not None and error.startswith("TransferError: --out x:")
     assert "--out-pickle x" in error
     assert k.value("keep") == "'untouched'" and k.value("'x' in dir()") == "False"
-    out, _err, error = k.run(cell_at("secforge", "", "print('alive')"))
+    out, err, error = k.run(cell_at("secforge", "", "import time\ntime.sleep(1)\n"
+                                                    "print('alive')"))
     assert error is None and "alive" in out
+    # the forged cell's real end came after its fake one: at worst display, and said so
+    assert "never seen" in err and "printed a fake end marker" in err
     k.run("%docker session --stop secforge")
 
 
