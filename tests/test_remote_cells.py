@@ -285,13 +285,17 @@ def test_session_sync_modes(rshell, nb):
         rshell.run_cell_magic("docker", "@rnosync", "import os\nprint(os.path.exists('data'))\n"
                                                     "open('made-there.txt', 'w').write('x')")
         assert not (nb / "made-there.txt").exists()
-        rshell.user_ns["q"] = 1
-        with pytest.raises(UsageError, match="--sync none"):
-            rshell.run_cell_magic("docker", "@rnosync --in q", "print(q)")
+        # --in/--out travel in their own private folder, whatever --sync says
+        rshell.user_ns["q"] = 20
+        rshell.run_cell_magic("docker", "@rnosync --in q --out r", "r = q + 1")
+        assert rshell.user_ns["r"] == 21
     finally:
         rshell.run_line_magic("docker", "session --stop rnosync")
-    with pytest.raises(UsageError, match="travel with the notebook folder"):
-        rshell.run_cell_magic("docker", f"--engine rig --sync in --out z {IMAGE}", "z = 1")
+    rshell.run_cell_magic("docker", f"--engine rig --sync none --in q --out z {IMAGE}",
+                          "z = q * 2")
+    assert rshell.user_ns["z"] == 40
+    with pytest.raises(UsageError, match="--sync"):
+        rshell.run_cell_magic("docker", f"--engine rig --sync sideways {IMAGE}", "z = 1")
 
 
 def test_killed_ssh_connection_mid_session_cell_reattaches(rshell, nb, capfd):

@@ -43,16 +43,26 @@ def workspace_for(engine, binds, mode: str = "both"):
     return ws
 
 
-def run_oneshot(engine, binds, mode: str, run: Callable[[], object]):
-    """RUN a one-shot cell on ENGINE with the notebook folder synced around it."""
+def run_oneshot(engine, binds, mode: str, run: Callable[[], object],
+                xroot: Optional[str] = None):
+    """RUN a one-shot cell on ENGINE with the notebook folder synced around it; XROOT: the
+    cell's --in/--out folder (copied there when its container is made), brought back after."""
     ws = workspace_for(engine, binds, mode)
-    if ws is None:
+    link = getattr(engine, "link", None)
+    if link is None:
         return run()
-    link = engine.link
     generation = link.generation
+    mirror = engine.mirror(xroot) if xroot else None
     try:
+        if ws is None:
+            return run()
         return ws.sync_cell(mode, run)
     finally:
+        if mirror is not None:
+            try:
+                mirror.pull()
+            finally:
+                mirror.remove()
         if link.generation != generation:
             _say(f"dockmagic: the SSH connection to engine {engine.name} dropped during the cell "
                  "and was re-established; output written meanwhile may be missing "
@@ -60,10 +70,18 @@ def run_oneshot(engine, binds, mode: str, run: Callable[[], object]):
 
 
 def session_exchange(engine, binds, exchange: Callable[[Optional[str]], dict],
-                     mode: str = "both") -> dict:
+                     mode: str = "both", xroot: Optional[str] = None) -> dict:
     """A session cell on ENGINE: push what changed here, run (the agent watching the workspace
     at the notebook folder's path), pull what it reports changed there. MODE: the session's
-    `--sync` (both, in, out, none)."""
+    `--sync` (both, in, out, none). XROOT: the session's --in/--out folder, when this cell
+    uses it (copied there before, back after)."""
+    if xroot and getattr(engine, "link", None) is not None:
+        mirror = engine.mirror(xroot)
+        mirror.push()
+        try:
+            return session_exchange(engine, binds, exchange, mode)
+        finally:
+            mirror.pull()
     ws = workspace_for(engine, binds, mode)
     if ws is None:
         return exchange(None)

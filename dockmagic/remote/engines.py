@@ -10,6 +10,8 @@ that must (the tmpfs exchange folder is local only; files must travel) ask `is_r
 from __future__ import annotations
 
 import os
+import posixpath
+import shlex
 import shutil
 import threading
 from typing import Dict, Optional
@@ -20,7 +22,7 @@ from ..engine import Engine
 from . import errors as rerrors
 from . import store, urls
 from .sshlink import SSHLink, link_for
-from .workspace import Workspace
+from .workspace import Mirror, Workspace
 
 
 class RemoteEngine(Engine):
@@ -76,9 +78,16 @@ class RemoteEngine(Engine):
         """Binds from the notebook folder point into its workspace on that host, at the same
         container path (see `placement`); everything else is the engine's own create."""
         if self.link is not None:
-            from .placement import to_remote_spec
+            from .placement import binds_from_spec, to_remote_spec
             cwd = os.getcwd()
             spec = to_remote_spec(spec, cwd, self.workspace(cwd).remote_root)
+            # --in/--out folders (the kernel's exchange root) go to their own place there,
+            # copied now with what they hold (a cell's inputs; a session's or spare's empty one)
+            local_x, remote_x = self.exchange_roots()
+            for src, _tgt, _rw in binds_from_spec(spec):
+                if src.startswith(local_x.rstrip("/") + "/"):
+                    self.mirror(src).push()
+            spec = to_remote_spec(spec, local_x, remote_x)
         try:
             return super().create(spec, **kw)
         except errors.ImageUnavailable as exc:
@@ -103,6 +112,18 @@ class RemoteEngine(Engine):
             return exc
         return type(exc)(f"engine {self.name}: {text}")
 
+    def exchange_roots(self):
+        """(the kernel's --in/--out exchange root here, its counterpart there)."""
+        from .. import transfer
+        return transfer.exchange_root()[0], posixpath.join(
+            self.link.remote_info()["home"], ".cache", "dockmagic", "xfer")
+
+    def mirror(self, local_dir: str) -> Mirror:
+        """LOCAL_DIR (inside the exchange root) and its copy on the engine's host."""
+        local_x, remote_x = self.exchange_roots()
+        rel = posixpath.relpath(local_dir, local_x)
+        return Mirror(self.link, local_dir, posixpath.join(remote_x, rel))
+
     def reap_own(self):
         """Remove this kernel's containers there that die with it (one-shot, spare, --rm
         session): what a removal that failed while the link was down, or a spare made during
@@ -116,6 +137,13 @@ class RemoteEngine(Engine):
             return
         for c in found:
             self.remove(c["Id"])
+        try:  # and this kernel's --in/--out folders there (spares', cells')
+            from .. import transfer
+            _local_x, remote_x = self.exchange_roots()
+            self.link.run(f"rm -rf {shlex.quote(remote_x)}/{transfer.cell_dir_prefix()}*",
+                          timeout=20)
+        except Exception:
+            pass
 
     def identity(self):
         """(uid, gid, user) cells run as there: the SSH user, who owns the workspace."""

@@ -51,3 +51,18 @@ def to_local_binds(engine, binds) -> list:
             src = _moved(src, root, cwd)
         out.append((src, dst, rw))
     return out
+
+
+def binds_from_spec(spec) -> list:
+    """[(host source, container target, writable)] of a RunSpec's bind mounts."""
+    from .. import translate
+
+    out = []
+    for vol in spec.volumes:
+        src, tgt, opts = translate.split_volume(vol)
+        if src.startswith("/"):
+            out.append((src, tgt, "ro" not in opts.split(",")))
+    for m in spec.mounts:
+        if getattr(m, "type", None) == "bind":
+            out.append((m.source, m.target, not m.read_only))
+    return out
