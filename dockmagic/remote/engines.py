@@ -80,7 +80,11 @@ class RemoteEngine(Engine):
         if self.link is not None:
             from .placement import binds_from_spec, to_remote_spec
             cwd = os.getcwd()
-            spec = to_remote_spec(spec, cwd, self.workspace(cwd).remote_root)
+            ws = self.workspace(cwd)
+            if any(src == cwd or src.startswith(cwd.rstrip("/") + "/")
+                   for src, _t, _rw in binds_from_spec(spec)):
+                ws.ensure_dir()
+            spec = to_remote_spec(spec, cwd, ws.remote_root)
             # --in/--out folders (the kernel's exchange root) go to their own place there,
             # copied now with what they hold (a cell's inputs; a session's or spare's empty one)
             local_x, remote_x = self.exchange_roots()

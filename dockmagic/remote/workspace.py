@@ -149,6 +149,7 @@ class Workspace:
         self._remote_root: Optional[str] = None
         self.snapshot: Optional[Dict[str, Entry]] = None  # None: never synced in this kernel
         self._warned = False
+        self._made = False  # the folder exists there (made once per kernel)
 
     # -- where ---------------------------------------------------------------------------------
     @property
@@ -171,7 +172,13 @@ class Workspace:
 
     def ensure_remote(self):
         self.check_rsync()
-        self.link.run(f"mkdir -p {shlex.quote(self.remote_root)}", check=True)
+        self.ensure_dir()
+
+    def ensure_dir(self):
+        """The workspace folder exists there (a `--mount` source must; `--sync none` too)."""
+        if not self._made:
+            self.link.run(f"mkdir -p {shlex.quote(self.remote_root)}", check=True)
+            self._made = True
 
     # -- rsync ----------------------------------------------------------------------------------
     def _rsync(self, args: List[str], *, input: Optional[bytes] = None) -> str:
