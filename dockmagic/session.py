@@ -394,6 +394,9 @@ def _parse_reply(data: bytes) -> dict:
             reply[key] = raw[key]
     if isinstance(raw.get("python"), str):
         reply["python"] = transfer.clean_text(raw["python"], 40)
+    ws = raw.get("ws")  # a remote engine's workspace changes (names checked where used)
+    if isinstance(ws, list) and len(ws) == 2 and all(isinstance(x, list) for x in ws):
+        reply["ws"] = ws
     return reply
 
 

@@ -316,3 +316,26 @@ def test_killed_ssh_connection_mid_session_cell_reattaches(rshell, nb, capfd):
     finally:
         rshell.run_line_magic("docker", "session --stop rdrop")
     assert rig_exec("docker", "ps", "-aq", "--filter", "name=^rdrop$").stdout.split() == []
+
+
+def test_a_warm_session_cell_that_changed_nothing_runs_no_rsync(rshell, nb, monkeypatch):
+    """Regression: the agent's report of what changed was dropped from the reply, so every
+    warm cell listed the whole workspace over SSH."""
+    from dockmagic.remote import workspace
+    calls = []
+    real_run, real_list = workspace.run_rsync, workspace.Workspace.list_remote
+    monkeypatch.setattr(workspace, "run_rsync", lambda *a, **k: calls.append("rsync")
+                        or real_run(*a, **k))
+    monkeypatch.setattr(workspace.Workspace, "list_remote", lambda self: calls.append("list")
+                        or real_list(self))
+    rshell.run_line_magic("docker", f"session rwarm --engine rig --rm {IMAGE}")
+    try:
+        rshell.run_cell_magic("docker", "@rwarm", "x = 1")
+        rshell.run_cell_magic("docker", "@rwarm", "x += 1")  # the agent has its baseline
+        calls.clear()
+        rshell.run_cell_magic("docker", "@rwarm", "x += 1")
+        assert calls == []
+        rshell.run_cell_magic("docker", "@rwarm", "open('w.txt', 'w').write(str(x))")
+        assert calls == ["rsync"] and (nb / "w.txt").read_text() == "3"
+    finally:
+        rshell.run_line_magic("docker", "session --stop rwarm")

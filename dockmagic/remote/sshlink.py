@@ -15,7 +15,6 @@ A watcher thread notices when the connection drops and reconnects; `ensure()` wa
 """
 from __future__ import annotations
 
-import atexit
 import ctypes
 import os
 import shlex
@@ -422,5 +421,5 @@ def close_all():
     for link in links:
         link.close()
 
-
-atexit.register(close_all)
+# (No atexit hook here: at exit the masters end with the process (PDEATHSIG), and the magics'
+# shutdown hook closes the engines -- after spares and sessions were removed through them.)
