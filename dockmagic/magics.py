@@ -72,13 +72,33 @@ class DockerMagics(Magics):
         return (os.environ.get("JPY_SESSION_NAME") or ns.get("__session__")
                 or ns.get("__vsc_ipynb_file__") or "")
 
+    def cell_number(self):
+        """The prompt number of the cell that is running, as the notebook shows it (`[6]`).
+
+        IPython (>= 9) advances `execution_count` before the cell runs, so during a cell it
+        names the *next* one. The running cell's own number is on the ExecutionResult the
+        display hook holds while the cell runs (IPython 8 and 9, terminal and ipykernel alike).
+        Outside a running cell (a direct `run_cell_magic` call) there is none: the count the
+        next cell would get stands in."""
+        shell = self.shell
+        if shell is None:
+            return None
+        result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+        count = getattr(result, "execution_count", None)
+        return count if count is not None else getattr(shell, "execution_count", None)
+
+    def cell_name(self) -> str:
+        """The file name a cell's Python frames carry in tracebacks: `<cell [6]>`."""
+        n = self.cell_number()
+        return f"<cell [{n}]>" if n is not None else "<cell>"
+
     def _labels(self) -> dict:
-        count = getattr(self.shell, "execution_count", 0) if self.shell is not None else 0
+        count = self.cell_number()
         return {
             "dockmagic.managed": "1",
             "dockmagic.kernel": kernel_id(),
             "dockmagic.notebook": self._notebook(),
-            "dockmagic.cell": str(count),
+            "dockmagic.cell": "" if count is None else str(count),
         }
 
     def _expand(self, line: str) -> str:
