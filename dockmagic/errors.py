@@ -48,12 +48,30 @@ class CellFailed(DockmagicError):
         self.name = name
         super().__init__(describe_exit(exit_code, image, oom))
 
+    #: Whether the stderr tail was already shown to the user (a cell streams it live).
+    streamed = True
+
     def _render_traceback_(self):
         lines = [f"{type(self).__name__}: {self}"]
-        if self.stderr_tail.strip():
+        if self.stderr_tail.strip() and not self.streamed:
             lines.append("last lines of stderr:")
             lines.extend("  " + ln for ln in self.stderr_tail.rstrip("\n").splitlines()[-10:])
         return lines
+
+
+class CellInterrupted(KeyboardInterrupt):
+    """The kernel was interrupted while a cell ran. Still a KeyboardInterrupt (Run All stops;
+    code that catches Ctrl-C still does), shown as the one line that says what became of the
+    container: no frames of dockmagic's own."""
+
+    def _render_traceback_(self):
+        return [str(self)]
+
+
+def describe_interrupt(container: str, how: str, seconds: float, removed: bool = True) -> str:
+    """`interrupted; container X stopped by SIGINT in 0.4 s and removed`."""
+    end = " and removed" if removed else ""
+    return f"interrupted; container {container} stopped by {how} in {seconds:.1f} s{end}"
 
 
 class BuildFailed(EngineError):

@@ -170,7 +170,8 @@ class DockerMagics(Magics):
         if cell is not None and line.lstrip().startswith("@"):  # `%%docker @NAME`: a session
             from . import session
             try:
-                return session.run_cell(line, cell, self.shell.user_ns)
+                return session.run_cell(line, cellplan.as_cell_source(cell), self.shell.user_ns,
+                                        self.cell_name())
             except session.SessionUsage as exc:
                 raise UsageError(str(exc)) from None
         self._report_orphans_once()
@@ -187,7 +188,9 @@ class DockerMagics(Magics):
 
         spec = plan.spec
         kwargs = spec.to_create_kwargs()
-        data = body.encode("utf-8")
+        python = cellplan.reads_python_stdin(spec)
+        text = cellplan.to_python_stdin(body, self.cell_name()) if python else body
+        data = text.encode("utf-8")
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         xfer = None
         if plan.inputs or plan.outputs:  # --in/--out: the body becomes a loader + the cell + a saver
@@ -196,20 +199,21 @@ class DockerMagics(Magics):
                 xfer = transfer.prepare_oneshot(plan, self.shell.user_ns)
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
-            data = xfer.body(body)
+            data = xfer.body(cellplan.as_cell_source(body), self.cell_name())
             kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
         if spec.detach:
             return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
         try:
-            result = run_oneshot(
-                kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
-                on_interrupt=lambda cid: say(
-                    f"dockmagic: interrupted; container {cid[:12]} stopped (SIGINT, then SIGKILL "
-                    f"after {runner.INTERRUPT_GRACE_S:g} s) and removed"))
+            result = run_oneshot(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
+        except errors.CellInterrupted:
+            raise
+        except KeyboardInterrupt:  # before the container ran, or while it was being removed
+            raise errors.CellInterrupted(
+                "interrupted; the cell's container was stopped and removed") from None
         finally:
             if xfer is not None:
                 xfer.close()

@@ -13,6 +13,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -82,6 +83,15 @@ class OutputSink:
         self.tail = deque() if keep_tail else None
         self.tail_len = 0
         self.text_filter = text_filter
+        self.open_line = False  # the last text written did not end its line
+
+    def end_line(self):
+        """End a line the program left open, so that what dockmagic says next starts on its
+        own line (after an interrupt, `tick` then the message, not `tickinterrupted`)."""
+        if self.open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open_line = False
 
     def write(self, data: bytes, final: bool = False):
         text = self.decoder.decode(data, final)
@@ -95,6 +105,7 @@ class OutputSink:
         if text:
             self.stream.write(text)
             self.stream.flush()
+            self.open_line = not text.endswith("\n")
 
     def tail_text(self) -> str:
         if not self.tail:
@@ -142,10 +153,11 @@ class FrameSplitter:
             self.buf = bytearray(data[pos:])
 
 
-def read_frames(sock, on_frame: Callable[[int, bytes], None]):
+def read_frames(sock, on_frame: Callable[[int, bytes], None],
+                frames: Optional[FrameSplitter] = None):
     """Read docker's multiplexed attach stream from SOCK to EOF (see FrameSplitter)."""
     raw = raw_socket(sock)
-    frames = FrameSplitter()
+    frames = frames if frames is not None else FrameSplitter()
     while True:
         chunk = raw.recv(_READ_SIZE)
         if not chunk:
@@ -266,18 +278,80 @@ def finish_cell(api, cid: str, sock, body: bytes, *, stdout=None, stderr=None, o
         if intercept is None or not intercept(kind, data):
             (err if kind == 2 else out).write(data)
 
+    frames = FrameSplitter()
     try:
-        read_frames(sock, on_frame)
+        read_frames(sock, on_frame, frames)
+    except KeyboardInterrupt:
+        # Keep reading while the container stops: what it prints on its way out (the rest of
+        # its last line, Python's own KeyboardInterrupt traceback) is the user's to see.
+        how, seconds = stop_after_interrupt(api, cid, sock, frames, on_frame)
         out.write(b"", final=True)
         err.write(b"", final=True)
-    except KeyboardInterrupt:
-        interrupt_container(api, cid)
+        out.end_line()
+        err.end_line()
         if on_interrupt:
             on_interrupt(cid)
-        raise
+        raise errors.CellInterrupted(errors.describe_interrupt(cid[:12], how, seconds)) from None
+    out.write(b"", final=True)
+    err.write(b"", final=True)
     code = api.wait(cid)["StatusCode"]
     oom = code == 137 and bool(api.inspect_container(cid)["State"].get("OOMKilled"))
     return CellResult(code, cid[:12], oom, err.tail_text())
+
+
+def stop_after_interrupt(api, cid: str, sock, frames: FrameSplitter, on_frame,
+                         grace: Optional[float] = None) -> tuple:
+    """Ctrl-C as `docker run` does it: SIGINT, then SIGKILL if the container has not ended
+    within GRACE seconds (or at a second interrupt). Its output keeps streaming through
+    ON_FRAME until it ends. Returns (the signal that ended it, seconds it took)."""
+    grace = INTERRUPT_GRACE_S if grace is None else grace
+    raw = raw_socket(sock)
+    t0 = time.monotonic()
+    how = "SIGINT"
+    try:
+        try:
+            api.kill(cid, signal="SIGINT")
+        except Exception:
+            pass  # it ended on its own meanwhile; the stream says so
+        if not _drain(raw, frames, on_frame, t0 + grace):
+            how = "SIGKILL"
+            _kill_quietly(api, cid)
+            _drain(raw, frames, on_frame, time.monotonic() + 5.0)
+    except KeyboardInterrupt:  # a second interrupt: no more waiting
+        how = "SIGKILL"
+        _kill_quietly(api, cid)
+    return how, time.monotonic() - t0
+
+
+def _drain(raw, frames: FrameSplitter, on_frame, deadline: float) -> bool:
+    """Read frames until EOF (True) or DEADLINE (False)."""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            raw.settimeout(left)
+            try:
+                chunk = raw.recv(_READ_SIZE)
+            except socket.timeout:
+                return False
+            except OSError:
+                return True
+            if not chunk:
+                return True
+            frames.feed(chunk, on_frame)
+    finally:
+        try:
+            raw.settimeout(None)
+        except OSError:
+            pass
+
+
+def _kill_quietly(api, cid: str):
+    try:
+        api.kill(cid)
+    except Exception:
+        pass
 
 
 def interrupt_container(api, cid: str):

@@ -211,8 +211,11 @@ class Session:
             try:
                 self._pump(done, on_output, on_marker, deadline)
             except KeyboardInterrupt:
-                self._interrupt(rid, done, on_output, on_marker)
-                raise
+                message = self._interrupt(rid, done, on_output, on_marker)
+                for sink in sinks.values():
+                    sink.write(b"", final=True)
+                    sink.end_line()
+                raise errors.CellInterrupted(message) from None
             finally:
                 for sink in sinks.values():
                     sink.write(b"", final=True)
@@ -235,18 +238,21 @@ class Session:
                 self._gone("the container's output ended")
             self._demux.feed(data, on_output, on_marker)
 
-    def _interrupt(self, rid, done, on_output, on_marker):
-        """KeyboardInterrupt in the kernel: the agent raises it inside the running cell."""
+    def _interrupt(self, rid, done, on_output, on_marker) -> str:
+        """KeyboardInterrupt in the kernel: the agent raises it inside the running cell; its
+        traceback streams as the cell's own. Returns the one line that says what happened."""
+        t0 = time.monotonic()
         try:
             self._raw.sendall(agent.HEADER.pack(agent.MAGIC, agent.INTERRUPT, rid, 0))
             self._pump(done, on_output, on_marker, time.monotonic() + INTERRUPT_WAIT_S)
         except (socket.timeout, KeyboardInterrupt):
             self._waiting.add(rid)
-            print(f"dockmagic: session {self.name} is still busy with the interrupted cell "
-                  "(code that does not check for KeyboardInterrupt); its output will show in "
-                  "the next cell", file=sys.stderr, flush=True)
+            return (f"interrupted; session {self.name} is still busy with the cell (code that "
+                    "does not check for KeyboardInterrupt); its output shows in the next cell")
         except (OSError, SessionError):
-            pass
+            return f"interrupted; session {self.name} did not answer"
+        return (f"interrupted; the cell stopped in {time.monotonic() - t0:.1f} s; session "
+                f"{self.name} keeps its variables")
 
     # the public side
     def hello(self, timeout: float = HELLO_TIMEOUT_S) -> dict:
@@ -265,10 +271,13 @@ class Session:
         return self.info
 
     def run_python(self, code: str, *, inputs=(), outputs=(), user_ns=None, stdout=None,
-                   stderr=None, raise_error: bool = True) -> dict:
-        """Run CODE in the session's interpreter; --in/--out via the mounted folder."""
+                   stderr=None, raise_error: bool = True, name: Optional[str] = None) -> dict:
+        """Run CODE in the session's interpreter; --in/--out via the mounted folder. NAME is
+        what its frames are called in tracebacks (the notebook's `<cell [6]>`)."""
         xchg = None
         payload = {"code": code}
+        if name:
+            payload["name"] = name
         try:
             if inputs or outputs:
                 xchg = transfer.Exchange.create(
@@ -300,12 +309,13 @@ class Session:
     def _check(self, reply: dict, raise_error: bool):
         status = reply.get("s")
         if status == "interrupted":
-            raise KeyboardInterrupt
+            raise errors.CellInterrupted(f"interrupted; session {self.name} keeps its variables")
         if status in ("error", "exit") and raise_error:
             code = reply.get("code", 1)
-            raise SessionCellFailed(self.name, code,
-                                    reply.get("msg") or errors.describe_exit(code, self.image),
-                                    self.image)
+            msg = reply.get("msg") or errors.describe_exit(code, self.image)
+            if status == "error":  # its traceback was just shown: name it, do not repeat it
+                msg = f"the cell raised {msg.partition(':')[0]}"
+            raise SessionCellFailed(self.name, code, msg, self.image)
 
     def close(self, remove: bool = False):
         self.close_socket()
@@ -575,13 +585,13 @@ def parse_cell_line(line: str):
     return name, interpreter, inputs, outputs, raise_error
 
 
-def run_cell(line: str, body: str, user_ns: dict):
+def run_cell(line: str, body: str, user_ns: dict, cell_name: Optional[str] = None):
     """`%%docker @NAME ...`: the cell runs in session NAME."""
     name, interpreter, inputs, outputs, raise_error = parse_cell_line(line)
     sess = get(name)
     if not interpreter or interpreter in _PYTHON_CELL:
         sess.run_python(body, inputs=inputs, outputs=outputs, user_ns=user_ns,
-                        raise_error=raise_error)
+                        raise_error=raise_error, name=cell_name)
         return None
     if inputs or outputs:
         raise SessionUsage("--in/--out move Python variables; they work in Python session "

@@ -293,8 +293,9 @@ class OneshotTransfer:
             return kwargs
         return dict(kwargs, mounts=list(kwargs.get("mounts") or []) + [fast_mount(self.fast)])
 
-    def body(self, body: str) -> bytes:
+    def body(self, body: str, filename: str = "<stdin>") -> bytes:
         config = {"xdirs": self.exchange.container_dirs, "mapped": self.exchange.mapped,
+                  "name": filename,
                   "inputs": self.inputs,
                   "outputs": [[d, s] for d, s in self.outputs]}
         from .session import _agent_source
