@@ -10,10 +10,10 @@ import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+from traitlets import Bool, Float, Int
 
 from . import cell as cellplan
 from . import errors
-from . import translate
 
 _PROCESS_START = time.time()
 
@@ -51,9 +51,46 @@ class NotebookConfig:
 
 @magics_class
 class DockerMagics(Magics):
-    def __init__(self, shell):
-        super().__init__(shell)
+    """`%%docker`, `%docker`, `%gpus`. Timeouts and intervals are traitlets: set them with
+    `%config DockerMagics.interrupt_grace = 5` or in ipython_config.py
+    (`c.DockerMagics.interrupt_grace = 5`)."""
+
+    interrupt_grace = Float(2.0, help="seconds an interrupted one-shot cell's container gets "
+                                      "after SIGINT before SIGKILL").tag(config=True)
+    session_interrupt_wait = Float(3.0, help="seconds an interrupted session cell gets to stop "
+                                             "before the kernel stops waiting").tag(config=True)
+    session_hello_timeout = Float(30.0, help="seconds a new or reattached session gets to "
+                                             "answer").tag(config=True)
+    spare_idle = Float(600.0, help="seconds an unused spare container is kept").tag(config=True)
+    panel_interval = Float(2.0, help="seconds between panel refreshes").tag(config=True)
+    logs_tail = Int(200, help="lines `%docker logs NAME` shows without --tail").tag(config=True)
+    status_line = Bool(True, help="show a live status line (container, image, engine, "
+                                  "elapsed) under one-shot cells in a notebook, and a summary "
+                                  "at the end").tag(config=True)
+    status_interval = Float(1.0, help="seconds between updates of the live status "
+                                      "line").tag(config=True)
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell, **kwargs)
         self.config_ = NotebookConfig()
+
+    def _push_settings(self):
+        """Hand the traitlets to the modules that use them (those already imported; the
+        others read theirs when first imported, through here, before any use)."""
+        mods = sys.modules
+        m = mods.get("dockmagic.runner")
+        if m is not None:
+            m.INTERRUPT_GRACE_S = self.interrupt_grace
+        m = mods.get("dockmagic.session")
+        if m is not None:
+            m.INTERRUPT_WAIT_S = self.session_interrupt_wait
+            m.HELLO_TIMEOUT_S = self.session_hello_timeout
+        m = mods.get("dockmagic.spare")
+        if m is not None:
+            m.SPARE_IDLE_S = self.spare_idle
+        m = mods.get("dockmagic.commands")
+        if m is not None:
+            m.LOGS_TAIL = self.logs_tail
 
     def close(self):
         """Stop what this notebook started in the background: spares, panels' refreshers."""
@@ -168,12 +205,7 @@ class DockerMagics(Magics):
         [--spare on|off] [--reset]`, and the subcommands listed by `%docker --help`.
         """
         if cell is not None and line.lstrip().startswith("@"):  # `%%docker @NAME`: a session
-            from . import session
-            try:
-                return session.run_cell(line, cellplan.as_cell_source(cell), self.shell.user_ns,
-                                        self.cell_name())
-            except session.SessionUsage as exc:
-                raise UsageError(str(exc)) from None
+            return self._session_cell(line, cell)
         self._report_orphans_once()
         if cell is None:
             return self._line(line)
@@ -185,6 +217,8 @@ class DockerMagics(Magics):
 
     def run_plan(self, plan: cellplan.CellPlan, body: str):
         from . import runner
+
+        self._push_settings()
 
         spec = plan.spec
         kwargs = spec.to_create_kwargs()
@@ -222,70 +256,35 @@ class DockerMagics(Magics):
                                     result.name)
         return None
 
-    def _line(self, line: str):
-        argv = cellplan.split_line(line) if line.strip() else []
-        if not argv or argv[0] in ("--help", "-h", "help"):
-            from . import commands
-            print(self.docker.__doc__)
-            print(commands.SUMMARY)
+    def _session_cell(self, line: str, cell: str):
+        from . import cli, session
+
+        parsed = cli.parse_session_cell(line)
+        if parsed is None:  # --help
             return None
-        handler = getattr(self, f"_cmd_{argv[0].replace('-', '_')}", None)
-        if handler is None:
-            from . import commands  # the lifecycle subcommands: ps, logs, stop, commit, ...
-            handler = commands.COMMANDS.get(argv[0])
-            if handler is not None:
-                return handler(self, argv[1:])
-        if handler is None:
-            raise UsageError(f"%docker has no subcommand {argv[0]!r}; see `%docker --help` "
-                             "(to run code, use the cell form `%%docker IMAGE`)")
-        return handler(argv[1:])
-
-    def _cmd_config(self, args):
-        """`%docker config [--image IMAGE] [--flags "FLAGS"] [--reset]`: per-notebook defaults."""
-        it = iter(args)
-        for arg in it:
-            key, eq, value = arg.partition("=")
-            if key in ("--image", "--flags", "--spare") and not eq:
-                value = next(it, None)
-                if value is None:
-                    raise UsageError(f"%docker config {key} needs a value")
-            if key == "--image":
-                self.config_.image = value or None
-            elif key == "--flags":
-                flags = cellplan.split_line(value)
-                try:  # check them now, with a placeholder image, rather than at the next cell
-                    translate.parse_run_args(flags + ["image"])
-                except translate.TranslateError as exc:
-                    raise UsageError(f"%docker config --flags: {exc}") from None
-                self.config_.flags = flags
-            elif key == "--reset":
-                self.config_.image, self.config_.flags = None, []
-            elif key == "--spare":
-                if value not in ("on", "off"):
-                    raise UsageError("%docker config --spare takes on or off")
-                self.config_.spare = value == "on"
-                if not self.config_.spare:
-                    from . import spare
-                    spare.SPARES.discard()
-            else:
-                raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\", "
-                                 f"--spare on|off or --reset, not {arg!r}")
-        print(self.config_.describe())
-
-    def _cmd_panel(self, args):
-        """`%docker panel [--scope notebook|dockmagic|all] [--interval S]`: the live panel."""
-        from . import panel
-        return panel.show_panel(self, args)
-
-    def _cmd_session(self, args):
-        """`%docker session NAME [docker-run flags] IMAGE [PYTHON]`: start (or reattach to) a
-        long-lived container running one Python interpreter; `%%docker @NAME` cells run in it
-        and keep its variables. `%docker session` lists sessions; `--stop NAME` removes one."""
-        from . import session
+        name, args = parsed
+        self._push_settings()
         try:
-            return session.command(args, plan=lambda line: self.plan(line, oneshot=False))
+            return session.run_cell(name, cellplan.as_cell_source(cell), self.shell.user_ns,
+                                    interpreter=args.interpreter, inputs=args.inputs,
+                                    outputs=args.outputs, raise_error=not args.no_raise_error,
+                                    cell_name=self.cell_name())
         except session.SessionUsage as exc:
             raise UsageError(str(exc)) from None
+
+    def _line(self, line: str):
+        from . import cli
+
+        try:
+            argv = cellplan.split_line(line) if line.strip() else []
+        except cellplan.CellUsageError as exc:
+            raise UsageError(str(exc)) from None
+        if not argv or argv[0] in ("--help", "-h", "help"):
+            cli.show_help()
+            return None
+        cli.load()
+        self._push_settings()
+        return cli.dispatch(self, argv)
 
     @cell_magic
     def dockerfile(self, line, cell):
@@ -303,9 +302,16 @@ class DockerMagics(Magics):
         `%gpus 0,2` or `%gpus device=0,2`, `%gpus none`, `%gpus auto:2` (the two least-loaded
         GPUs, pinned by UUID). A cell's own `--gpus` wins over the choice.
         """
-        from . import gpus
+        from . import cli, gpus
 
-        arg = line.strip()
+        try:
+            argv = cellplan.split_line(line)
+        except cellplan.CellUsageError as exc:
+            raise UsageError(str(exc)) from None
+        args = cli.parse(cli.GPUS, argv)
+        if args is None:  # --help
+            return None
+        arg = args.choice or ""
         if arg:
             try:
                 snap = gpus.snapshot_for_choice(arg)

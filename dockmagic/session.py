@@ -548,46 +548,16 @@ def command(args, plan: Callable[[str], object], say: Callable[[str], None] = pr
     return None
 
 
-def parse_cell_line(line: str):
-    """`@NAME [--in X] [--out Y] [--no-raise-error] [INTERPRETER ...]` -> parts."""
+def run_cell(name: str, body: str, user_ns: dict, *, interpreter=(), inputs=(), outputs=(),
+             raise_error: bool = True, cell_name: Optional[str] = None):
+    """`%%docker @NAME ...`: the cell runs in session NAME. INPUTS/OUTPUTS: the `--in`/`--out`
+    values as written (``x,cfg``, ``dest=src``)."""
+    interpreter = tuple(interpreter)
     try:
-        argv = shlex.split(line)
-    except ValueError as exc:
-        raise SessionUsage(f"cannot split the magic line: {exc}; check its quotes") from None
-    name = argv[0][1:]
-    if not name:
-        raise SessionUsage("%%docker @NAME: give the session's name, e.g. `%%docker @work`")
-    ins, outs, raise_error = [], [], True
-    i = 1
-    while i < len(argv) and argv[i].startswith("-"):
-        arg = argv[i]
-        key, eq, value = arg.partition("=")
-        if key in ("--in", "--out"):
-            if not eq:
-                i += 1
-                if i == len(argv):
-                    raise SessionUsage(f"{key} needs a value, e.g. {key} x,y")
-                value = argv[i]
-            (ins if key == "--in" else outs).append(value)
-        elif arg == "--no-raise-error":
-            raise_error = False
-        else:
-            raise SessionUsage(f"%%docker @{name} takes --in, --out, --no-raise-error and an "
-                               f"interpreter, not {arg!r}; container flags belong to "
-                               f"`%docker session {name} ...`")
-        i += 1
-    interpreter = tuple(argv[i:])
-    try:
-        inputs = transfer.parse_transfers(ins, "--in")
-        outputs = transfer.parse_transfers(outs, "--out")
+        inputs = transfer.parse_transfers(inputs, "--in")
+        outputs = transfer.parse_transfers(outputs, "--out")
     except transfer.TransferUsage as exc:
         raise SessionUsage(str(exc)) from None
-    return name, interpreter, inputs, outputs, raise_error
-
-
-def run_cell(line: str, body: str, user_ns: dict, cell_name: Optional[str] = None):
-    """`%%docker @NAME ...`: the cell runs in session NAME."""
-    name, interpreter, inputs, outputs, raise_error = parse_cell_line(line)
     sess = get(name)
     if not interpreter or interpreter in _PYTHON_CELL:
         sess.run_python(body, inputs=inputs, outputs=outputs, user_ns=user_ns,
