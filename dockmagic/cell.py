@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 from . import translate
+from .translate.argv import suggest_flag
+from .translate.errors import UnknownFlag
 
 DEFAULT_INTERPRETER = ("python3", "-u")
 #: Interpreters that read a Python program on stdin, as `python3 -u` does.
@@ -84,6 +86,10 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
     user_argv = list(default_flags) + list(docker_argv)
     try:
         user = translate.parse_run_args(user_argv, cwd=cwd, environ=environ)
+    except UnknownFlag as exc:  # a misspelt flag may be docker's or one of dockmagic's own
+        hint = suggest_flag(exc.flag, [f[2:] for f in OWN_FLAGS])
+        raise CellUsageError(f"unknown flag: '--{exc.flag}'{hint} (see docker run --help, "
+                             "and `%docker --help` for dockmagic's own)") from None
     except translate.TranslateError as exc:
         # `%docker config --image X` lets a cell give flags only.
         if not default_image:

@@ -7,7 +7,7 @@ through docker-py's internals.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Iterable, Optional, Sequence
 
 GPU_RUNTIME_HELP = (
     "the engine has no NVIDIA runtime for --gpus: install nvidia-container-toolkit on the Docker "
@@ -40,13 +40,14 @@ class CellFailed(DockmagicError):
     """A cell's container exited non-zero."""
 
     def __init__(self, exit_code: int, image: str, stderr_tail: str = "", oom: bool = False,
-                 name: str = ""):
+                 name: str = "", memory_limit: Optional[int] = None):
         self.exit_code = exit_code
         self.image = image
         self.stderr_tail = stderr_tail
         self.oom = oom
         self.name = name
-        super().__init__(describe_exit(exit_code, image, oom))
+        self.memory_limit = memory_limit
+        super().__init__(describe_exit(exit_code, image, oom, memory_limit))
 
     #: Whether the stderr tail was already shown to the user (a cell streams it live).
     streamed = True
@@ -118,12 +119,24 @@ def describe_no_engine(reason: str = "") -> str:
     )
 
 
-def describe_exit(code: int, image: str, oom: bool = False) -> str:
+def to_bytes_text(n: int) -> str:
+    """2 GiB, 512 MiB, 1.5 GiB: binary units, as -m reads them."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
+
+
+def describe_exit(code: int, image: str, oom: bool = False,
+                  memory_limit: Optional[int] = None) -> str:
     """One line explaining a container's exit status the way a user needs it."""
     base = f"container ({image}) exited with code {code}"
+    if code == 137 and oom and memory_limit:
+        return (f"{base}: killed for running out of memory (OOMKilled) at its limit of "
+                f"{to_bytes_text(memory_limit)} (-m/--memory); raise -m or use less memory")
     if code == 137 and oom:
-        return (f"{base}: killed for running out of memory (OOMKilled); raise -m/--memory "
-                "or use less memory")
+        return (f"{base}: killed for running out of memory (OOMKilled) with no -m limit set: "
+                "the host ran short; set -m/--memory to bound it, or use less memory")
     if code == 137:
         return f"{base}: killed by SIGKILL (stopped, or out of memory outside its own limit)"
     if code == 139:
@@ -142,10 +155,33 @@ def describe_exit(code: int, image: str, oom: bool = False) -> str:
     return base
 
 
-def describe_pull_failure(image: str, reason: str) -> str:
+def describe_pull_failure(image: str, reason: str, hint: str = "") -> str:
     registry = registry_of(image)
-    return (f"image {image!r} is neither local nor pullable from {registry}: {reason}. "
-            "Build it (`docker build -t ...`), load it (`docker load`), or check the name and tag")
+    return (f"image {image!r} is neither local nor pullable from {registry}: {reason}"
+            f"{hint}. Build it (`docker build -t ...`), load it (`docker load`), or check the "
+            "name and tag")
+
+
+def suggest_local_image(image: str, local: Iterable[str]) -> str:
+    """` (did you mean dockmagic-base:bookworm, which is local?)` when IMAGE, not local, is one
+    typo away from a local tag (`bookwrom`), or names a local repository without its tag
+    (docker then means `:latest`); otherwise "". Same repository first, then any reference."""
+    import difflib
+
+    local = [ref for ref in local if ref and ref != "<none>:<none>"]
+    last = image.rsplit("/", 1)[-1]
+    repo, tag = (image.rpartition(":")[0], image.rpartition(":")[2]) if ":" in last \
+        else (image, "")
+    same_repo = {ref.rpartition(":")[2]: ref for ref in local if ref.rpartition(":")[0] == repo}
+    if tag:
+        close = difflib.get_close_matches(tag, list(same_repo), n=1, cutoff=0.6)
+    else:
+        close = sorted(same_repo)[:1]
+    found = same_repo[close[0]] if close else None
+    if found is None:
+        close = difflib.get_close_matches(image, local, n=1, cutoff=0.8)
+        found = close[0] if close else None
+    return f" (did you mean {found}, which is local?)" if found else ""
 
 
 def registry_of(image: str) -> str:

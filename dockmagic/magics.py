@@ -49,6 +49,11 @@ class NotebookConfig:
         ])
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
+
+
 @magics_class
 class DockerMagics(Magics):
     """`%%docker`, `%docker`, `%gpus`. Timeouts and intervals are traitlets: set them with
@@ -236,24 +241,46 @@ class DockerMagics(Magics):
             data = xfer.body(cellplan.as_cell_source(body), self.cell_name())
             kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
         if spec.detach:
-            return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
+            name = runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
+            from . import lifecycle, status
+            try:
+                cid = lifecycle.inspect_container(name)["Id"]
+            except errors.DockmagicError:
+                cid = ""
+            return status.Started(name, spec.image, cid)
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
+        live = None
+        if self.status_line:
+            from . import status
+            if status.frontend_updates_in_place(self.shell):
+                live = status.CellStatus(spec.image, self.cell_number(), self.status_interval)
         try:
-            result = run_oneshot(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
+            result = run_oneshot(kwargs, data, wants_gpus=plan.wants_gpus,
+                                 on_pull=live if live is not None else say,
+                                 on_started=live.started if live is not None else None)
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
-        except errors.CellInterrupted:
-            raise
-        except KeyboardInterrupt:  # before the container ran, or while it was being removed
+        except KeyboardInterrupt as exc:
+            if live is not None:
+                live.finish(interrupted=True)
+            if isinstance(exc, errors.CellInterrupted):
+                raise
+            # before the container ran, or while it was being removed
             raise errors.CellInterrupted(
                 "interrupted; the cell's container was stopped and removed") from None
+        except BaseException as exc:
+            if live is not None:
+                live.finish(failed=_first_line(exc))
+            raise
         finally:
             if xfer is not None:
                 xfer.close()
+        if live is not None:
+            live.finish(result.exit_code)
         if result.exit_code != 0 and plan.raise_error:
             raise errors.CellFailed(result.exit_code, spec.image, result.stderr_tail, result.oom,
-                                    result.name)
+                                    result.name, memory_limit=spec.mem_limit)
         return None
 
     def _session_cell(self, line: str, cell: str):

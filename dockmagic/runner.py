@@ -190,22 +190,32 @@ def pull_image(image: str, on_progress: Optional[Callable[[str], None]] = None):
     client = get_client()
     repo, tag = _split_tag(image)
     say = on_progress or (lambda line: None)
-    say(f"{image} is not local; pulling it from {errors.registry_of(image)} ...")
+    try:  # a typo of a local tag (`bookwrom`) is named before anything goes to a registry
+        hint = errors.suggest_local_image(
+            image, [t for entry in client.api.images() for t in entry.get("RepoTags") or ()])
+    except Exception:
+        hint = ""
+    say(f"{image} is not local{hint}; pulling it from {errors.registry_of(image)} ...")
+    on_event = getattr(on_progress, "pull_event", None)  # a progress view takes raw events
     last = {}
     try:
         for event in client.api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in event:
-                raise errors.ImageUnavailable(errors.describe_pull_failure(image, event["error"]))
+                raise errors.ImageUnavailable(
+                    errors.describe_pull_failure(image, event["error"], hint))
+            if on_event is not None:
+                on_event(event)
+                continue
             status, layer = event.get("status", ""), event.get("id", "")
             if last.get(layer) != status:  # one line per layer state change, not per byte
                 last[layer] = status
                 say(f"  {layer + ': ' if layer else ''}{status}")
     except docker.errors.APIError as exc:
         raise errors.ImageUnavailable(
-            errors.describe_pull_failure(image, short_reason(exc))) from None
+            errors.describe_pull_failure(image, short_reason(exc), hint)) from None
     except docker.errors.DockerException as exc:
         raise errors.ImageUnavailable(
-            errors.describe_pull_failure(image, short_reason(exc))) from None
+            errors.describe_pull_failure(image, short_reason(exc), hint)) from None
 
 
 def _split_tag(image: str):
@@ -223,7 +233,8 @@ def api_error(exc, image: str, wants_gpus: bool):
 
 
 def run_oneshot(kwargs: dict, body: bytes, *, stdout=None, stderr=None, wants_gpus: bool = False,
-                on_pull=None, on_interrupt=None, remove: bool = True) -> CellResult:
+                on_pull=None, on_interrupt=None, remove: bool = True,
+                on_started: Optional[Callable[[str], None]] = None) -> CellResult:
     """Run one cell: the container gets BODY on stdin and is removed afterwards, whatever happens.
 
     ``kwargs`` come from ``RunSpec.to_create_kwargs()`` (plus dockmagic's labels). Output is
@@ -251,7 +262,7 @@ def run_oneshot(kwargs: dict, body: bytes, *, stdout=None, stderr=None, wants_gp
         except docker.errors.APIError as exc:
             raise api_error(exc, image, wants_gpus) from None
         return finish_cell(api, cid, sock, body, stdout=stdout, stderr=stderr,
-                           on_interrupt=on_interrupt)
+                           on_interrupt=on_interrupt, on_started=on_started)
     finally:
         if sock is not None:
             try:
@@ -263,11 +274,14 @@ def run_oneshot(kwargs: dict, body: bytes, *, stdout=None, stderr=None, wants_gp
 
 
 def finish_cell(api, cid: str, sock, body: bytes, *, stdout=None, stderr=None, on_interrupt=None,
-                intercept: Optional[Callable[[int, bytes], bool]] = None) -> CellResult:
+                intercept: Optional[Callable[[int, bytes], bool]] = None,
+                on_started: Optional[Callable[[str], None]] = None) -> CellResult:
     """A one-shot cell once its container runs with SOCK attached: BODY on stdin, half-close,
     stdout/stderr streamed until EOF, wait. ``intercept(kind, data)`` may claim a chunk before
     it is shown. KeyboardInterrupt stops the container (SIGINT, grace, SIGKILL), is re-raised."""
     raw = raw_socket(sock)
+    if on_started is not None:
+        on_started(cid)
     if body:
         raw.sendall(body)
     raw.shutdown(socket.SHUT_WR)

@@ -115,7 +115,8 @@ class SparePool:
             return False
 
     def _run_in(self, spare: _Spare, kwargs, body, *, stdout=None, stderr=None,
-                wants_gpus=False, on_pull=None, on_interrupt=None, remove=True):
+                wants_gpus=False, on_pull=None, on_interrupt=None, remove=True,
+                on_started=None):
         """The cold path's stream/wait/remove, minus create/attach/start."""
         api = runner.get_client().api
         argv = list(kwargs.get("entrypoint") or []) + list(kwargs.get("command") or [])
@@ -138,7 +139,8 @@ class SparePool:
                 return False
 
             result = runner.finish_cell(api, cid, spare.sock, body, stdout=stdout, stderr=stderr,
-                                        on_interrupt=on_interrupt, intercept=claim_exec_failure)
+                                        on_interrupt=on_interrupt, intercept=claim_exec_failure,
+                                        on_started=on_started)
             if failed:
                 text = failed[0][len(agent.SPARE_EXEC_FAILED):].strip()
                 raise errors.EngineError(errors.describe_api_error(
