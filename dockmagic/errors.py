@@ -163,25 +163,40 @@ def describe_pull_failure(image: str, reason: str, hint: str = "") -> str:
 
 
 def suggest_local_image(image: str, local: Iterable[str]) -> str:
-    """` (did you mean dockmagic-base:bookworm, which is local?)` when IMAGE, not local, is one
-    typo away from a local tag (`bookwrom`), or names a local repository without its tag
-    (docker then means `:latest`); otherwise "". Same repository first, then any reference."""
-    import difflib
-
+    """` (did you mean dockmagic-base:bookworm, which is local?)` when IMAGE, not local, is a
+    typo or two away from a local reference (`bookwrom`), or names a local repository without
+    its tag (docker then means `:latest`); otherwise ""."""
     local = [ref for ref in local if ref and ref != "<none>:<none>"]
     last = image.rsplit("/", 1)[-1]
     repo, tag = (image.rpartition(":")[0], image.rpartition(":")[2]) if ":" in last \
         else (image, "")
-    same_repo = {ref.rpartition(":")[2]: ref for ref in local if ref.rpartition(":")[0] == repo}
-    if tag:
-        close = difflib.get_close_matches(tag, list(same_repo), n=1, cutoff=0.6)
-    else:
-        close = sorted(same_repo)[:1]
-    found = same_repo[close[0]] if close else None
-    if found is None:
-        close = difflib.get_close_matches(image, local, n=1, cutoff=0.8)
-        found = close[0] if close else None
+    if not tag:
+        same_repo = sorted(ref for ref in local if ref.rpartition(":")[0] == repo)
+        if same_repo:
+            return f" (did you mean {same_repo[0]}, which is local?)"
+    best, found = None, None
+    for ref in local:
+        d = typo_distance(image, ref)
+        if d <= 2 and d * 3 < len(tag or image) and (best is None or d < best):
+            best, found = d, ref
     return f" (did you mean {found}, which is local?)" if found else ""
+
+
+def typo_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) from A to B."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev2, prev = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if (prev2 is not None and i > 1 and j > 1 and a[i - 1] == b[j - 2]
+                    and a[i - 2] == b[j - 1]):
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[len(b)]
 
 
 def registry_of(image: str) -> str:

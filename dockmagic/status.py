@@ -145,7 +145,9 @@ class CellStatus:
     def started(self, cid: str):
         """The container runs: show its name, and tick the elapsed time from a thread."""
         self.cid = cid
-        self.pull = None
+        if self.pull is not None:  # the pull's last state, before the line moves on
+            self._draw(force=True)
+            self.pull = None
         self._draw(force=True)
         ctx = contextvars.copy_context()  # the cell's parent header, in ipykernel
         self._thread = threading.Thread(target=ctx.run, args=(self._tick,),
