@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from . import labels as L
 from . import translate
 from .translate.argv import suggest_flag
 from .translate.errors import UnknownFlag
@@ -130,8 +131,10 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
 
     labels = dict(labels)
     if labels:
-        labels.setdefault("dockmagic.kind", ("detached" if user.detach else "oneshot")
+        labels.setdefault(L.KIND, ("detached" if user.detach else "oneshot")
                           if oneshot else "session")
+        if oneshot and not user.detach:
+            labels[L.REAP] = "1"  # removed with its kernel if the kernel dies mid-cell
     suffix = []
     for key, value in labels.items():
         suffix += ["-l", f"{key}={value}"]

@@ -1,12 +1,11 @@
 """The magics: `%%docker`, `%docker SUBCOMMAND`, `%gpus`. Thin: parse -> plan -> runner -> display."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import shlex
-import socket
 import sys
-import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
@@ -14,8 +13,7 @@ from traitlets import Bool, Float, Int
 
 from . import cell as cellplan
 from . import errors
-
-_PROCESS_START = time.time()
+from .kernel import kernel_id, notebook_path
 
 
 def _username(uid: int) -> str:
@@ -23,11 +21,6 @@ def _username(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return os.environ.get("USER", str(uid))
-
-
-def kernel_id() -> str:
-    """`host:pid:start`: names this kernel on the engine, so dead kernels' containers are found."""
-    return f"{socket.gethostname()}:{os.getpid()}:{int(_PROCESS_START)}"
 
 
 class NotebookConfig:
@@ -98,11 +91,16 @@ class DockerMagics(Magics):
             m.LOGS_TAIL = self.logs_tail
 
     def close(self):
-        """Stop what this notebook started in the background: spares, panels' refreshers."""
-        from . import session
-        session.close_all()
-        if "dockmagic.panel" in sys.modules:  # never import ipywidgets just to close nothing
-            sys.modules["dockmagic.panel"].close_all()
+        """Stop what this notebook started in the background: spares, sessions started with
+        --rm, panels' refreshers, NVML (each registered itself with `kernel.on_shutdown`)."""
+        from . import kernel
+        kernel.shutdown()
+
+    @property
+    def engine(self):
+        """The engine this notebook's cells run on (docker's own rules pick it)."""
+        from . import engine
+        return engine.default()
 
     # -- helpers -------------------------------------------------------------------------
     def _identity(self) -> cellplan.Identity:
@@ -110,9 +108,7 @@ class DockerMagics(Magics):
         return cellplan.Identity(uid, gid, _username(uid))
 
     def _notebook(self) -> str:
-        ns = self.shell.user_ns if self.shell is not None else {}
-        return (os.environ.get("JPY_SESSION_NAME") or ns.get("__session__")
-                or ns.get("__vsc_ipynb_file__") or "")
+        return notebook_path(self.shell)
 
     def cell_number(self):
         """The prompt number of the cell that is running, as the notebook shows it (`[6]`).
@@ -215,6 +211,9 @@ class DockerMagics(Magics):
         if cell is None:
             return self._line(line)
         plan = self.plan(line)
+        if plan.inputs or plan.outputs:  # the exchange folder's mount is part of what runs
+            from . import transfer
+            plan = dataclasses.replace(plan, spec=transfer.exchange_spec(plan.spec))
         if plan.dry_run:
             print(cellplan.describe_plan(plan))
             return None
@@ -224,9 +223,8 @@ class DockerMagics(Magics):
         from . import runner
 
         self._push_settings()
-
+        engine = self.engine
         spec = plan.spec
-        kwargs = spec.to_create_kwargs()
         python = cellplan.reads_python_stdin(spec)
         text = cellplan.to_python_stdin(body, self.cell_name()) if python else body
         data = text.encode("utf-8")
@@ -239,12 +237,11 @@ class DockerMagics(Magics):
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
             data = xfer.body(cellplan.as_cell_source(body), self.cell_name())
-            kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
         if spec.detach:
-            name = runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
-            from . import lifecycle, status
+            name = runner.run_detached(engine, spec, data, on_pull=say)
+            from . import status
             try:
-                cid = lifecycle.inspect_container(name)["Id"]
+                cid = engine.inspect(name)["Id"]
             except errors.DockmagicError:
                 cid = ""
             return status.Started(name, spec.image, cid)
@@ -254,10 +251,11 @@ class DockerMagics(Magics):
         if self.status_line:
             from . import status
             if status.frontend_updates_in_place(self.shell):
-                live = status.CellStatus(spec.image, self.cell_number(), self.status_interval)
+                live = status.CellStatus(engine, spec.image, self.cell_number(),
+                                         self.status_interval)
         try:
-            result = run_oneshot(kwargs, data, wants_gpus=plan.wants_gpus,
-                                 on_pull=live if live is not None else say,
+            result = run_oneshot(engine, spec, data, on_pull=live if live is not None else say,
+                                 on_pull_event=live.pull_event if live is not None else None,
                                  on_started=live.started if live is not None else None)
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
@@ -292,7 +290,8 @@ class DockerMagics(Magics):
         name, args = parsed
         self._push_settings()
         try:
-            return session.run_cell(name, cellplan.as_cell_source(cell), self.shell.user_ns,
+            return session.run_cell(self.engine, name, cellplan.as_cell_source(cell),
+                                    self.shell.user_ns,
                                     interpreter=args.interpreter, inputs=args.inputs,
                                     outputs=args.outputs, raise_error=not args.no_raise_error,
                                     cell_name=self.cell_name())

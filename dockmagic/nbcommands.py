@@ -70,7 +70,8 @@ def cmd_session(magics, args):
     else:
         argv = [args.name] + list(args.run_args)
     try:
-        return session.command(argv, plan=lambda line: magics.plan(line, oneshot=False))
+        return session.command(magics.engine, argv,
+                               plan=lambda line: magics.plan(line, oneshot=False))
     except session.SessionUsage as exc:
         raise UsageError(str(exc)) from None
 

@@ -33,9 +33,11 @@ def frontend_updates_in_place(shell) -> bool:
     return type(pub) is not DisplayPublisher
 
 
-def engine_words() -> str:
-    address = errors.engine_address()
-    return address.replace(" (DOCKER_HOST unset)", "").replace(" (DOCKER_HOST)", "")
+def engine_words(engine) -> str:
+    """The engine as the line names it: its name, or its address for docker's default."""
+    name = getattr(engine, "name", "") or ""
+    url = getattr(getattr(engine, "endpoint", None), "url", "") or ""
+    return name if name and name != "default" else (url or name or "default")
 
 
 def to_duration(seconds: float) -> str:
@@ -110,7 +112,8 @@ class CellStatus:
     """The status line of one one-shot cell (see the module's docstring). Used as the
     runner's ``on_pull`` (lines, and raw events through ``pull_event``) and ``on_started``."""
 
-    def __init__(self, image: str, cell: Optional[int], interval: float = 1.0):
+    def __init__(self, engine, image: str, cell: Optional[int], interval: float = 1.0):
+        self.engine = engine
         self.image = image
         self.cell = cell
         self.interval = interval
@@ -182,7 +185,7 @@ class CellStatus:
 
     def _running_words(self) -> str:
         where = f"cell [{self.cell}] · " if self.cell is not None else ""
-        return (f"{where}{self._who()} · engine {engine_words()} · "
+        return (f"{where}{self._who()} · engine {engine_words(self.engine)} · "
                 f"{to_duration(time.monotonic() - self.t0)}")
 
     def _draw(self, force: bool = False):
@@ -201,13 +204,11 @@ class CellStatus:
                 self.handle.update(line)
 
     def _tick(self):
-        from . import lifecycle
-
         while not self._stop.wait(self.interval):
             try:
                 if self.name is None:
-                    self.name = lifecycle.inspect_container(self.cid)["Name"].lstrip("/")
-                usage = _peak_of(lifecycle.query_stats(self.cid))
+                    self.name = self.engine.inspect(self.cid)["Name"].lstrip("/")
+                usage = _peak_of(self.engine.stats(self.cid))
                 if usage:
                     self.peak = max(self.peak or 0, usage)
             except Exception:
