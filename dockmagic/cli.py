@@ -205,6 +205,14 @@ def parse_session_cell(line: str):
     or None when `--help` was shown."""
     from .cell import CellUsageError, split_line
 
+    plain = line.split()
+    if not any(c in line for c in "'\"\\") and (len(plain) < 2 or plain[1][0] != "-"):
+        # `@NAME` or `@NAME bash -l`: the warm path, which must stay well under a millisecond
+        # (argparse alone costs a few hundred microseconds).
+        name = plain[0][1:] if plain else ""
+        if name:
+            return name, argparse.Namespace(inputs=[], outputs=[], no_raise_error=False,
+                                            interpreter=plain[1:])
     try:
         argv = split_line(line)
     except CellUsageError as exc:
