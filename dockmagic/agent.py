@@ -514,7 +514,13 @@ class Session:
         code = req.get("code", "")
         self.cells += 1
         name = req.get("name") or "<cell %d>" % self.cells
-        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        lines = code.splitlines(True)
+        held = linecache.cache.get(name)
+        if held is not None and held[2] != lines:
+            # The same name for other code (a cell run outside a notebook, where the number
+            # does not advance): the earlier cell's functions keep their own source lines.
+            name = "%s #%d>" % (name[:-1], self.cells)
+        linecache.cache[name] = (len(code), None, lines, name)
         ns = self.module.__dict__
         with self.lock:
             self.current = rid

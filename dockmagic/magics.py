@@ -9,7 +9,7 @@ import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
-from traitlets import Bool, Float, Int
+from traitlets import Bool, Float, Int, observe
 
 from . import cell as cellplan
 from . import errors
@@ -72,23 +72,32 @@ class DockerMagics(Magics):
         super().__init__(shell, **kwargs)
         self.config_ = NotebookConfig()
 
+    #: trait -> (module, attribute) it sets.
+    _SETTINGS = {
+        "interrupt_grace": ("dockmagic.runner", "INTERRUPT_GRACE_S"),
+        "session_interrupt_wait": ("dockmagic.session", "INTERRUPT_WAIT_S"),
+        "session_hello_timeout": ("dockmagic.session", "HELLO_TIMEOUT_S"),
+        "spare_idle": ("dockmagic.spare", "SPARE_IDLE_S"),
+        "logs_tail": ("dockmagic.commands", "LOGS_TAIL"),
+    }
+
+    @observe(*_SETTINGS)
+    def _setting_changed(self, change):
+        self.__dict__.setdefault("_settings_set", set()).add(change["name"])
+
     def _push_settings(self):
-        """Hand the traitlets to the modules that use them (those already imported; the
-        others read theirs when first imported, through here, before any use)."""
+        """Hand the settings a user set (`%config`, ipython_config.py) to the modules that
+        read them; the modules' own defaults stand for the rest. Modules not imported yet get
+        theirs at a later use (loading the extension imports none of them)."""
+        names = self.__dict__.get("_settings_set")
+        if not names:
+            return
         mods = sys.modules
-        m = mods.get("dockmagic.runner")
-        if m is not None:
-            m.INTERRUPT_GRACE_S = self.interrupt_grace
-        m = mods.get("dockmagic.session")
-        if m is not None:
-            m.INTERRUPT_WAIT_S = self.session_interrupt_wait
-            m.HELLO_TIMEOUT_S = self.session_hello_timeout
-        m = mods.get("dockmagic.spare")
-        if m is not None:
-            m.SPARE_IDLE_S = self.spare_idle
-        m = mods.get("dockmagic.commands")
-        if m is not None:
-            m.LOGS_TAIL = self.logs_tail
+        for name in names:
+            module, attr = self._SETTINGS[name]
+            m = mods.get(module)
+            if m is not None:
+                setattr(m, attr, getattr(self, name))
 
     def close(self):
         """Stop what this notebook started in the background: spares, sessions started with
