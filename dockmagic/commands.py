@@ -443,8 +443,19 @@ def cmd_push(magics, args):
             description="Pull an image (`:latest` when no tag), with progress.")
 @argument("reference", metavar="IMAGE")
 def cmd_pull(magics, args):
-    info = lifecycle.pull_image(args.reference, _say)
-    _say(f"pulled {args.reference} ({info['Id']})")
+    from . import status
+
+    if not status.frontend_updates_in_place(magics.shell):
+        info = lifecycle.pull_image(args.reference, _say)
+        _say(f"pulled {args.reference} ({info['Id']})")
+        return
+    view = status.PullView(args.reference)  # a notebook: one progress line, updated in place
+    try:
+        info = magics.engine.pull(args.reference, on_progress=view, on_event=view.pull_event)
+    except BaseException as exc:
+        view.failed(exc)
+        raise
+    view.done(info["Id"])
 
 
 # -- %%dockerfile --------------------------------------------------------------------------------

@@ -108,6 +108,34 @@ class PullProgress:
                                            max(len(self.layers), 1))
 
 
+class PullView:
+    """`%docker pull` in a notebook: one line with layers and bytes, updated in place."""
+
+    def __init__(self, ref: str):
+        from IPython.display import display
+        self.ref = ref
+        self.pull = PullProgress()
+        self._drawn = 0.0
+        self.handle = display(_Line(f"pulling {ref}", "run", (0, 1)), display_id=True)
+
+    def __call__(self, line: str):  # the engine's lines (none when it hands over events)
+        pass
+
+    def pull_event(self, event: dict):
+        self.pull.feed(event)
+        now = time.monotonic()
+        if now - self._drawn >= _PULL_REDRAW_S:
+            self._drawn = now
+            self.handle.update(_Line(f"pulling {self.ref} · {self.pull.words()}", "run",
+                                     self.pull.fraction()))
+
+    def done(self, image_id: str):
+        self.handle.update(_Line(f"pulled {self.ref} ({image_id}) · {self.pull.words()}", "ok"))
+
+    def failed(self, exc: BaseException):
+        self.handle.update(_Line(f"pulling {self.ref} failed · {self.pull.words()}", "fail"))
+
+
 class CellStatus:
     """The status line of one one-shot cell (see the module's docstring). Used as the
     runner's ``on_pull`` (lines, and raw events through ``pull_event``) and ``on_started``."""

@@ -395,3 +395,30 @@ def test_settings_are_traitlets(shell):
         shell.run_line_magic("config", "DockerMagics.interrupt_grace = 2.0")
         shell.run_line_magic("docker", "config")
     assert runner.INTERRUPT_GRACE_S == 2.0
+
+
+def test_docker_pull_in_a_notebook_is_one_progress_line(shell, docker_client):
+    import subprocess
+
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "ensure-registry.sh")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    repo, tag = "localhost:5000/dm/uxcell-p", uuid.uuid4().hex[:8]
+    ref = f"{repo}:{tag}"
+    docker_client.images.get(BASE_IMAGE).tag(repo, tag)
+    try:
+        for event in docker_client.api.push(repo, tag=tag, stream=True, decode=True):
+            assert "error" not in event, event
+        docker_client.images.remove(ref)
+        with capture_output() as cap:
+            shell.run_line_magic("docker", f"pull {ref}")
+        assert cap.stdout == "" and cap.stderr == ""
+        assert len({o.transient["display_id"] for o in cap.outputs}) == 1
+        last = cap.outputs[-1].data["text/plain"]
+        image_id = docker_client.images.get(ref).id
+        assert re.match(rf"pulled {re.escape(ref)} \({image_id}\) · layers (\d+)/\1", last), last
+    finally:
+        try:
+            docker_client.images.remove(ref)
+        except Exception:
+            pass
