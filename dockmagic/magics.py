@@ -12,7 +12,7 @@ from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, 
 from traitlets import Bool, Float, Int, observe
 
 from . import cell as cellplan
-from . import errors
+from . import errors, translate
 from .kernel import kernel_id, notebook_path
 
 

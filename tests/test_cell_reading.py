@@ -94,7 +94,7 @@ def _interrupt_in_kernel(tmp_path, cells, wait_for, grace=None):
             reply = kc.execute_interactive(cell, timeout=120)
             assert reply["content"]["status"] == "ok", reply
         msg_id = kc.execute(cells[-1])
-        stream, error, status = [], None, None
+        stream, error = [], None
         interrupted = False
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -239,7 +239,7 @@ def test_status_line_updates_in_place_and_ends_in_a_summary(shell, workdir):
     ids = {o.transient["display_id"] for o in outs}
     assert len(ids) == 1  # one line, updated in place
     plain = [o.data["text/plain"] for o in outs]
-    assert plain[0].startswith(f"cell [") and BASE_IMAGE in plain[0] and "engine " in plain[0]
+    assert plain[0].startswith("cell [") and BASE_IMAGE in plain[0] and "engine " in plain[0]
     running = [p for p in plain[1:-1] if "container " in p]
     assert running, plain
     assert re.search(r"container \w+ \(dockmagic-base:bookworm\) · engine \S+ · \d\.\d s",
