@@ -13,8 +13,6 @@ from typing import Mapping, Optional, Sequence
 
 from . import labels as L
 from . import translate
-from .translate.argv import suggest_flag
-from .translate.errors import UnknownFlag
 
 DEFAULT_INTERPRETER = ("python3", "-u")
 #: Interpreters that read a Python program on stdin, as `python3 -u` does.
@@ -89,8 +87,8 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
     user_argv = list(default_flags) + list(docker_argv)
     try:
         user = translate.parse_run_args(user_argv, cwd=cwd, environ=environ)
-    except UnknownFlag as exc:  # a misspelt flag may be docker's or one of dockmagic's own
-        hint = suggest_flag(exc.flag, [f[2:] for f in OWN_FLAGS])
+    except translate.UnknownFlag as exc:  # a misspelt flag: docker's, or dockmagic's own
+        hint = translate.suggest_flag(exc.flag, [f[2:] for f in OWN_FLAGS])
         raise CellUsageError(f"unknown flag: '--{exc.flag}'{hint} (see docker run --help, "
                              "and `%docker --help` for dockmagic's own)") from None
     except translate.TranslateError as exc:

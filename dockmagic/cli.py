@@ -274,19 +274,15 @@ OWN_FLAG_HELP = (
 def format_help() -> str:
     registry = load()
     own = "\n".join(f"  {flags:26s}{text}" for flags, text in OWN_FLAG_HELP)
+    width = max([8] + [len(name) for name in registry]) + 2
     blocks = []
-    for group, title in GROUPS.items():
-        subs = [s for s in registry.values() if s.group == group]
-        if not subs:
-            continue
-        lines = [f" {title}:"]
-        for sub in sorted(subs, key=lambda s: s.name):
-            lines.append(f"  {sub.name:10s}{sub.summary}")
-        blocks.append("\n".join(lines))
-    others = [s for s in registry.values() if s.group not in GROUPS]
-    if others:
-        blocks.append("\n".join([" more:"] + [f"  {s.name:10s}{s.summary}"
-                                              for s in sorted(others, key=lambda s: s.name)]))
+    for group, title in [*GROUPS.items(), (None, "more")]:
+        subs = [s for s in registry.values()
+                if (s.group == group if group is not None else s.group not in GROUPS)]
+        if subs:
+            blocks.append("\n".join([f" {title}:"] + [
+                f"  {sub.name:{width}s}{sub.summary}"
+                for sub in sorted(subs, key=lambda s: s.name)]))
     return CELL_HELP.format(own=own, subcommands="\n".join(blocks))
 
 
