@@ -241,14 +241,14 @@ def _tail(text: str):
                         "following (the container keeps running).")
 @argument("-f", "--follow", action="store_true", help="follow the output live")
 @argument("-n", "--tail", type=_tail, metavar="N", default=argparse.SUPPRESS,
-          help=f"only the last N lines, or `all` (default {LOGS_TAIL}; with -f: all)")
+          help=f"only the last N lines, or `all` (default {LOGS_TAIL}, then -f follows)")
 @argument("-t", "--timestamps", action="store_true", help="prefix each line with its time")
 @argument("name", metavar="NAME")
 def cmd_logs(magics, args):
     """`%docker logs [-f] [--tail N|all] [-t] NAME`: by default the last LOGS_TAIL lines."""
     from .session import strip_markers  # a session's log holds the agent's end-of-cell markers
     default = not hasattr(args, "tail")
-    tail = (None if args.follow else LOGS_TAIL) if default else args.tail
+    tail = LOGS_TAIL if default else args.tail
     out = _Streams(text_filter=strip_markers)
     try:
         lifecycle.stream_logs(args.name, out, follow=args.follow, tail=tail,
