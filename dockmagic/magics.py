@@ -267,10 +267,17 @@ class DockerMagics(Magics):
             if status.frontend_updates_in_place(self.shell):
                 live = status.CellStatus(engine, spec.image, self.cell_number(),
                                          self.status_interval)
+        started = []
+
+        def on_started(cid):
+            started.append(cid)
+            if live is not None:
+                live.started(cid)
+
         try:
             result = run_oneshot(engine, spec, data, on_pull=live if live is not None else say,
                                  on_pull_event=live.pull_event if live is not None else None,
-                                 on_started=live.started if live is not None else None)
+                                 on_started=on_started)
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
         except KeyboardInterrupt as exc:
@@ -278,9 +285,10 @@ class DockerMagics(Magics):
                 live.finish(interrupted=True)
             if isinstance(exc, errors.CellInterrupted):
                 raise
-            # before the container ran, or while it was being removed
+            # before the container ran (create, pull, start), or once it had ended
             raise errors.CellInterrupted(
-                "interrupted; the cell's container was stopped and removed") from None
+                f"interrupted; container {started[0][:12]} removed" if started else
+                "interrupted before the cell's container ran; nothing is left of it") from None
         except BaseException as exc:
             if live is not None:
                 live.finish(failed=_first_line(exc))
