@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import socket
 import sys
 import time
 from collections import deque
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from . import errors
-from .engine.frames import READ_SIZE, FrameSplitter
+from .engine.frames import FrameSplitter
 
 #: How long an interrupted container gets after SIGINT before it is killed.
 INTERRUPT_GRACE_S = 2.0
@@ -164,38 +163,14 @@ def stop_after_interrupt(engine, cid: str, att, frames: FrameSplitter, on_frame,
             engine.kill(cid, signal="SIGINT")
         except errors.DockmagicError:
             pass  # it ended on its own meanwhile; the stream says so
-        if not _drain(att.raw, frames, on_frame, t0 + grace):
+        if not att.read_frames_until(on_frame, frames, t0 + grace):
             how = "SIGKILL"
             _kill_quietly(engine, cid)
-            _drain(att.raw, frames, on_frame, time.monotonic() + 5.0)
+            att.read_frames_until(on_frame, frames, time.monotonic() + 5.0)
     except KeyboardInterrupt:  # a second interrupt: no more waiting
         how = "SIGKILL"
         _kill_quietly(engine, cid)
     return how, time.monotonic() - t0
-
-
-def _drain(raw, frames: FrameSplitter, on_frame, deadline: float) -> bool:
-    """Read frames until EOF (True) or DEADLINE (False)."""
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            raw.settimeout(left)
-            try:
-                chunk = raw.recv(READ_SIZE)
-            except socket.timeout:
-                return False
-            except OSError:
-                return True
-            if not chunk:
-                return True
-            frames.feed(chunk, on_frame)
-    finally:
-        try:
-            raw.settimeout(None)
-        except OSError:
-            pass
 
 
 def _kill_quietly(engine, cid: str):

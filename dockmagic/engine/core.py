@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence
 from .. import errors, labels
 from . import sdk
 from .endpoint import Endpoint, resolve_endpoint
-from .frames import HEADER_SIZE, STDERR, STDOUT, parse_header, read_frames
+from .frames import HEADER_SIZE, STDERR, STDOUT, parse_header, read_frames, read_frames_until
 from .sdkerrors import is_engine_failure, map_error, mapped
 
 OnOutput = Callable[[int, bytes], None]  # (1 = stdout | 2 = stderr, raw bytes)
@@ -44,6 +44,10 @@ class Attached:
 
     def read_frames(self, on_frame: OnOutput, frames=None):
         read_frames(self.raw, on_frame, frames)
+
+    def read_frames_until(self, on_frame: OnOutput, frames, deadline: float) -> bool:
+        """Go on reading (after an interrupt) until EOF (True) or DEADLINE (False)."""
+        return read_frames_until(self.raw, on_frame, frames, deadline)
 
     def fileno(self) -> int:
         return self.raw.fileno()

@@ -62,3 +62,32 @@ def read_frames(raw, on_frame: Callable[[int, bytes], None], frames=None):
         if not chunk:
             break
         frames.feed(chunk, on_frame)
+
+
+def read_frames_until(raw, on_frame: Callable[[int, bytes], None], frames: FrameSplitter,
+                      deadline: float) -> bool:
+    """Go on reading RAW through FRAMES until EOF (True) or the monotonic DEADLINE (False): a
+    container's last output while it stops after an interrupt."""
+    import socket
+    import time
+
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            raw.settimeout(left)
+            try:
+                chunk = raw.recv(READ_SIZE)
+            except socket.timeout:
+                return False
+            except OSError:
+                return True
+            if not chunk:
+                return True
+            frames.feed(chunk, on_frame)
+    finally:
+        try:
+            raw.settimeout(None)
+        except OSError:
+            pass
