@@ -77,6 +77,7 @@ def test_cell_label_equals_the_prompt_number_in_a_real_kernel(docker_client, bas
     ran = nb.cells[4]
     displays = [o for o in ran.outputs if o.output_type == "display_data"]
     assert len(displays) == 1  # updates replace it: one output in the saved notebook
+    assert ran.outputs[0] is displays[0]  # above the container's own output, which follows
     summary = displays[0]["data"]["text/plain"]
     assert re.match(r"exit 0 · \d+\.\d s", summary), summary
     assert texts(ran, "stdout") == "ran\n"
