@@ -260,8 +260,9 @@ def cmd_logs(magics, args):
         return None
     out.finish()
     if default and not args.follow and out.lines() >= LOGS_TAIL:
-        print(f"(the last {LOGS_TAIL} lines; `%docker logs --tail all {args.name}` shows all, "
-              f"`%docker logs -f {args.name}` follows)", file=sys.stderr, flush=True)
+        from . import status
+        status.note(magics.shell, f"(the last {LOGS_TAIL} lines; `%docker logs --tail all "
+                                  f"{args.name}` shows all, `%docker logs -f {args.name}` follows)")
     return None
 
 

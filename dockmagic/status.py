@@ -68,8 +68,19 @@ class _Line:
         return (f"<div class='dockmagic-status' style='font-family:var(--jp-code-font-family,"
                 f"monospace);font-size:var(--jp-code-font-size,12px);color:"
                 f"var(--jp-ui-font-color2,#616161)'><span style='color:{colour}'>"
-                f"{'●' if self.kind == 'run' else {'ok': '✓', 'fail': '✗', 'stop': '■'}.get(self.kind, '')}"
+                f"{'●' if self.kind == 'run' else {'ok': '✓', 'fail': '✗', 'stop': '■', 'note': 'ℹ'}.get(self.kind, '')}"
                 f"</span> {bar}{html.escape(self.text)}</div>")
+
+
+def note(shell, text: str):
+    """A hint from dockmagic (not the container's output): a dim line in a notebook, stderr in a
+    terminal."""
+    if frontend_updates_in_place(shell):
+        from IPython.display import display
+        display(_Line(text, "note"))
+    else:
+        import sys
+        print(text, file=sys.stderr, flush=True)
 
 
 class PullProgress:

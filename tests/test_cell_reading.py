@@ -338,6 +338,10 @@ def test_logs_default_to_the_last_200_lines_with_a_hint(shell, workdir, docker_c
     assert out.out.splitlines() == [f"line {i}" for i in range(295, 300)] and out.err == ""
     shell.run_line_magic("docker", f"logs --tail all {c.name}")
     assert len(capsys.readouterr().out.splitlines()) == 300
+    with capture_output() as cap:  # a notebook: the hint is a dim line of its own, not stderr
+        shell.run_line_magic("docker", f"logs {c.name}")
+    assert len(cap.stdout.splitlines()) == 200 and cap.stderr == ""
+    assert f"`%docker logs --tail all {c.name}`" in cap.outputs[-1].data["text/plain"]
 
 
 def test_logs_of_a_short_log_give_no_hint(shell, workdir, docker_client, labelled, capsys):
