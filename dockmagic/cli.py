@@ -83,7 +83,8 @@ class UsageParser(argparse.ArgumentParser):
     """argparse for magic lines: mistakes are one-line UsageErrors, `--help` is shown as
     text and ends the command (no SystemExit), unknown flags get a suggestion."""
 
-    def __init__(self, prog: str, description: str = "", **kwargs):
+    def __init__(self, prog: str, description: str = "", hint: str = "", **kwargs):
+        self.hint = hint  # added to every mistake's message: the likely fix
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(prog=prog, description=description, allow_abbrev=False, **kwargs)
 
@@ -95,7 +96,8 @@ class UsageParser(argparse.ArgumentParser):
             flag = first.split("=", 1)[0]
             if flag.startswith("-"):
                 hint = did_you_mean(flag, [s for a in self._actions for s in a.option_strings])
-        raise UsageError(f"{self.prog}: {message}{hint}; see `{self.prog} --help`")
+        extra = f"; {self.hint}" if self.hint else ""
+        raise UsageError(f"{self.prog}: {message}{hint}{extra}; see `{self.prog} --help`")
 
     def exit(self, status=0, message=None):
         if message:
@@ -189,7 +191,8 @@ SESSION_CELL = UsageParser(
     "%%docker @NAME", "Run the cell in session NAME (started with `%docker session NAME ... "
     "IMAGE`): Python cells in its one interpreter, others via exec. Container flags belong to "
     "`%docker session`.",
-    usage="%%%%docker @NAME [--in NAMES] [--out NAMES] [--no-raise-error] [INTERPRETER ...]")
+    usage="%%%%docker @NAME [--in NAMES] [--out NAMES] [--no-raise-error] [INTERPRETER ...]",
+    hint="container flags belong to `%docker session NAME [flags] IMAGE`")
 SESSION_CELL.add_argument("--in", dest="inputs", action="append", default=[], metavar="NAMES",
                           help="variables sent into the cell: x,cfg (dest=src renames)")
 SESSION_CELL.add_argument("--out", dest="outputs", action="append", default=[],

@@ -71,7 +71,7 @@ def test_session_cell_fast_path_reads_as_argparse_does(line):
 
 
 def test_session_cell_mistakes():
-    with pytest.raises(UsageError, match="unrecognized arguments: -v"):
+    with pytest.raises(UsageError, match="unrecognized arguments: -v.*belong to `%docker session"):
         cli.parse_session_cell("@w -v a:b")
     with pytest.raises(UsageError, match="give the session's name"):
         cli.parse_session_cell("@ --in x")
