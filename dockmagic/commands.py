@@ -460,7 +460,8 @@ def cmd_pull(magics, args):
 
 
 # -- %%dockerfile --------------------------------------------------------------------------------
-_BUILD = UsageParser("%%dockerfile", "Build an image from the cell: the body is the Dockerfile. Uses "
+_BUILD = UsageParser("%%dockerfile",
+                     "Build an image from the cell: the body is the Dockerfile. Uses "
                                  "the classic builder (no BuildKit); the log streams live, and a "
                                  "failing step raises one line naming it.\n\nCONTEXT is the folder "
                                  "sent for COPY/ADD (its .dockerignore is honoured); without one "

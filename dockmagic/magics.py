@@ -63,8 +63,8 @@ class DockerMagics(Magics):
     panel_interval = Float(2.0, help="seconds between panel refreshes").tag(config=True)
     logs_tail = Int(200, help="lines `%docker logs NAME` shows without --tail").tag(config=True)
     status_line = Bool(True, help="show a live status line (container, image, engine, "
-                                  "elapsed) above one-shot cells' output in a notebook, and a summary "
-                                  "at the end").tag(config=True)
+                                  "elapsed) above a one-shot cell's output in a notebook, and "
+                                  "a summary at the end").tag(config=True)
     status_interval = Float(1.0, help="seconds between updates of the live status "
                                       "line").tag(config=True)
 
