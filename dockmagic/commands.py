@@ -461,12 +461,12 @@ def cmd_pull(magics, args):
 
 # -- %%dockerfile --------------------------------------------------------------------------------
 _BUILD = UsageParser("%%dockerfile",
-                     "Build an image from the cell: the body is the Dockerfile. Uses "
-                                 "the classic builder (no BuildKit); the log streams live, and a "
-                                 "failing step raises one line naming it.\n\nCONTEXT is the folder "
-                                 "sent for COPY/ADD (its .dockerignore is honoured); without one "
-                                 "the context is empty, so nothing is uploaded: write "
-                                 "`%%dockerfile -t NAME:TAG .` to send the notebook's folder.")
+                     "Build an image from the cell: the body is the Dockerfile. Uses the "
+                     "classic builder (no BuildKit); the log streams live, and a failing step "
+                     "raises one line naming it.\n\nCONTEXT is the folder sent for COPY/ADD "
+                     "(its .dockerignore is honoured); without one the context is empty, so "
+                     "nothing is uploaded: write `%%dockerfile -t NAME:TAG .` to send the "
+                     "notebook's folder.")
 _BUILD.add_argument("-t", "--tag", required=True, metavar="NAME:TAG", help="the image's name")
 _BUILD.add_argument("-f", "--file", default="Dockerfile", metavar="NAME",
                     help="the name the body gets inside the context (default Dockerfile; it "
