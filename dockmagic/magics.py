@@ -97,11 +97,12 @@ class DockerMagics(Magics):
             print(message, file=sys.stderr)
 
     def plan(self, line: str, oneshot: bool = True) -> cellplan.CellPlan:
+        from . import recording
         try:
-            return cellplan.plan_cell(
+            return recording.PINS.apply(cellplan.plan_cell(
                 self._expand(line), cwd=os.getcwd(), identity=self._identity(),
                 default_flags=self.config_.flags, default_image=self.config_.image,
-                default_gpus=self.config_.gpus, labels=self._labels(), oneshot=oneshot)
+                default_gpus=self.config_.gpus, labels=self._labels(), oneshot=oneshot))
         except cellplan.CellUsageError as exc:
             raise UsageError(str(exc)) from None
 
@@ -148,9 +149,10 @@ class DockerMagics(Magics):
         [--spare on|off] [--reset]`, and the subcommands listed by `%docker --help`.
         """
         if cell is not None and line.lstrip().startswith("@"):  # `%%docker @NAME`: a session
-            from . import session
+            from . import recording, session
             try:
-                return session.run_cell(line, cell, self.shell.user_ns)
+                with recording.session_cell(line, cell):  # provenance record (#12)
+                    return session.run_cell(line, cell, self.shell.user_ns)
             except session.SessionUsage as exc:
                 raise UsageError(str(exc)) from None
         self._report_orphans_once()
@@ -163,8 +165,9 @@ class DockerMagics(Magics):
         return self.run_plan(plan, cell)
 
     def run_plan(self, plan: cellplan.CellPlan, body: str):
-        from . import runner
+        from . import recording, runner
 
+        rec = recording.begin(plan, body)  # provenance record (#12): finished below
         spec = plan.spec
         kwargs = spec.to_create_kwargs()
         data = body.encode("utf-8")
@@ -179,9 +182,12 @@ class DockerMagics(Magics):
             data = xfer.body(body)
             kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
         if spec.detach:
-            return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
+            name = runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
+            rec.finish(name=name)
+            return name
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
+        result = None
         try:
             result = run_oneshot(
                 kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
@@ -191,6 +197,7 @@ class DockerMagics(Magics):
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
         finally:
+            rec.finish(result, xfer=xfer)
             if xfer is not None:
                 xfer.close()
         if result.exit_code != 0 and plan.raise_error:
@@ -221,7 +228,7 @@ class DockerMagics(Magics):
         it = iter(args)
         for arg in it:
             key, eq, value = arg.partition("=")
-            if key in ("--image", "--flags", "--spare") and not eq:
+            if key in ("--image", "--flags", "--spare", "--pin") and not eq:
                 value = next(it, None)
                 if value is None:
                     raise UsageError(f"%docker config {key} needs a value")
@@ -243,10 +250,16 @@ class DockerMagics(Magics):
                 if not self.config_.spare:
                     from . import spare
                     spare.SPARES.discard()
+            elif key == "--pin":
+                from . import recording
+                if value not in ("on", "off"):
+                    raise UsageError("%docker config --pin takes on or off")
+                recording.PINS.on = value == "on"
             else:
                 raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\", "
-                                 f"--spare on|off or --reset, not {arg!r}")
-        print(self.config_.describe())
+                                 f"--spare on|off, --pin on|off or --reset, not {arg!r}")
+        from . import recording
+        print(self.config_.describe() + "\n" + recording.PINS.describe())
 
     def _cmd_panel(self, args):
         """`%docker panel [--scope notebook|dockmagic|all] [--interval S]`: the live panel."""
@@ -257,11 +270,27 @@ class DockerMagics(Magics):
         """`%docker session NAME [docker-run flags] IMAGE [PYTHON]`: start (or reattach to) a
         long-lived container running one Python interpreter; `%%docker @NAME` cells run in it
         and keep its variables. `%docker session` lists sessions; `--stop NAME` removes one."""
-        from . import session
+        from . import recording, session
         try:
-            return session.command(args, plan=lambda line: self.plan(line, oneshot=False))
+            return session.command(args, plan=lambda line: recording.remember_session(
+                self.plan(line, oneshot=False)))
         except session.SessionUsage as exc:
             raise UsageError(str(exc)) from None
+
+    def _cmd_history(self, args):
+        """`%docker history [--notebook PATH.ipynb]`: the container cells' records as a table."""
+        from . import reproduce
+        return reproduce.history_command(args)
+
+    def _cmd_export(self, args):
+        """`%docker export run.sh|compose.yaml [--from-notebook PATH.ipynb]`: a replay script."""
+        from . import reproduce
+        return reproduce.export_command(args)
+
+    def _cmd_pin(self, args):
+        """`%docker pin [--refresh]`: show the pinned images; --refresh resolves tags anew."""
+        from . import reproduce
+        return reproduce.pin_command(args)
 
     @cell_magic
     def dockerfile(self, line, cell):

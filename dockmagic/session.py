@@ -135,6 +135,8 @@ class Session:
         self._waiting = set()  # requests given up on after an interrupt; their ends still come
         self._lock = threading.Lock()
         self.info = {}
+        self.last_reply = None
+        self.last_moved = None
 
     # plumbing
     def _attach(self):
@@ -278,6 +280,8 @@ class Session:
                                inputs=xchg.write_inputs(inputs, user_ns),
                                outputs=[[d, s] for d, s in outputs])
             reply = self._exchange(agent.RUN, payload, stdout, stderr)
+            if xchg is not None:  # names and sizes, for the cell's provenance record
+                self.last_moved = transfer.measure(xchg, payload["inputs"], reply.get("out"))
             status = reply.get("s")
             if status == "ok" and xchg is not None and outputs:
                 xchg.read_outputs(reply.get("out") or [], user_ns)
@@ -298,6 +302,7 @@ class Session:
         return reply
 
     def _check(self, reply: dict, raise_error: bool):
+        self.last_reply = reply  # the cell's outcome, for its provenance record
         status = reply.get("s")
         if status == "interrupted":
             raise KeyboardInterrupt
@@ -315,6 +320,11 @@ class Session:
 
 
 _SESSIONS: dict = {}
+
+
+def attached(name: str) -> Optional[Session]:
+    """Session NAME if this kernel is attached to it (no engine call), else None."""
+    return _SESSIONS.get(name)
 
 
 def _binds_from_inspect(info: dict) -> list:

@@ -268,6 +268,22 @@ def container_user_is_other(user: Optional[str]) -> bool:
     return name != str(os.getuid())
 
 
+def measure(exchange: "Exchange", inputs, outputs) -> dict:
+    """Names and sizes (bytes on the exchange folder) of what one cell moved, for its record:
+    INPUTS / OUTPUTS are the manifests ([name, folder index, file, kind]); call before close."""
+    def sizes(manifest):
+        rows = []
+        for name, idx, fname, _kind in manifest:
+            try:
+                size = os.stat(os.path.join(exchange.host_dirs[idx], fname)).st_size
+            except (OSError, IndexError, TypeError):
+                size = None
+            rows.append({"name": name, "bytes": size})
+        return rows
+
+    return {"in": sizes(inputs or ()), "out": sizes(outputs or ())}
+
+
 # -- one-shot cells ----------------------------------------------------------------------------
 _ONESHOT = (
     "_dm_g = {{'__name__': 'dockmagic_agent', '__builtins__': __builtins__}}\n"

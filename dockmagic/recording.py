@@ -1,0 +1,304 @@
+"""Records what each container cell ran and attaches it to the cell's output; this kernel's
+history; image pinning (`%docker config --pin on`, `%docker pin`).
+
+The record's shape is ``provenance``'s (pure); this module gathers the facts: the engine's name
+(asked once per kernel), the image's ID and RepoDigest (one image inspect per one-shot cell; a
+session's are asked once, at its first cell, so a warm session cell makes no engine call), times,
+exit status, GPUs (NVML, only for cells that asked for GPUs), --in/--out sizes. Engine calls go
+through ``runner``/``lifecycle`` only.
+
+The record travels as display metadata under ``provenance.KEY``: it is saved in the .ipynb and
+survives nbclient/nbconvert; its text/plain is the one summary line.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Optional
+
+from . import __version__, errors, provenance
+
+#: This kernel's records, in the order the cells ran: [{"record", "body"}].
+HISTORY: list = []
+_engine = None
+_engine_lock = threading.Lock()
+#: Per session container: (the record part that stays the same for all its cells).
+_session_base: dict = {}
+#: `docker run` argv of the sessions this kernel started, by session name: (image, argv).
+_session_argv: dict = {}
+
+
+# -- facts ---------------------------------------------------------------------------------------
+def query_engine() -> dict:
+    """{name, endpoint, id, version} of the engine; asked once per kernel."""
+    global _engine
+    if _engine is not None:
+        return _engine
+    with _engine_lock:
+        if _engine is None:
+            from . import runner
+            endpoint = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            try:
+                info = runner.get_client().api.info()
+            except Exception as exc:  # the cell ran, so this is rare: record what is known
+                return {"name": None, "endpoint": endpoint, "id": None, "version": None,
+                        "error": str(exc)[:200]}
+            _engine = {"name": info.get("Name"), "endpoint": endpoint, "id": info.get("ID"),
+                       "version": info.get("ServerVersion")}
+    return _engine
+
+
+def query_image(ref: str) -> Optional[dict]:
+    """`docker image inspect REF`, or None when the engine does not have it."""
+    from . import lifecycle
+    try:
+        return lifecycle.inspect_image(ref)
+    except errors.DockmagicError:
+        return None
+
+
+def query_gpus(spec) -> list:
+    """GPUs the spec asked for, with index/UUID/model from NVML where there is a driver."""
+    if not spec.gpus:
+        return []
+    requests = [{"request": g.to_cli(), "count": g.count, "device_ids": list(g.device_ids)}
+                for g in spec.gpus]
+    devices = []
+    from . import nvml
+    snap = nvml.query_snapshot()
+    if not snap.error:
+        devices = [{"index": g.index, "uuid": g.uuid, "model": g.name} for g in snap.gpus]
+    return provenance.to_gpus(requests, devices)
+
+
+def _cell(plan) -> Optional[int]:
+    try:
+        return int(plan.labels.get("dockmagic.cell"))
+    except (TypeError, ValueError):
+        return None
+
+
+def publish(record: dict, body: str):
+    """Attach RECORD to the cell's output (one short line shows) and keep it in HISTORY."""
+    from IPython.display import publish_display_data
+
+    HISTORY.append({"record": record, "body": body})
+    publish_display_data(data={"text/plain": provenance.summary_line(record)},
+                         metadata={provenance.KEY: record})
+
+
+# -- one-shot and detached cells ------------------------------------------------------------------
+class CellRecorder:
+    """Started before a one-shot or detached cell runs; ``finish`` publishes its record."""
+
+    def __init__(self, plan, body: str):
+        self.plan, self.body = plan, body
+        self.started = time.time()
+
+    def finish(self, result=None, *, name: Optional[str] = None, xfer=None):
+        """RESULT: runner's CellResult (None: the cell did not end normally); NAME: a detached
+        container's name. Never raises: a record must not break the cell it describes."""
+        try:
+            self._publish(result, name, xfer)
+        except Exception as exc:  # pragma: no cover - said, not raised
+            import sys
+            print(f"dockmagic: could not record this cell's provenance: {exc}", file=sys.stderr)
+
+    def _publish(self, result, name, xfer):
+        ended = time.time()
+        spec = self.plan.spec
+        detached = spec.detach
+        if detached:
+            status, code, ended = ("started", None, None) if name else ("error", None, ended)
+            container = {"id": None, "name": name}
+        elif result is None:  # it raised before it ended: interrupted, or never started
+            import sys
+            exc = sys.exc_info()[1]
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            code, container = None, {}
+        else:
+            code = result.exit_code
+            status = "ok" if code == 0 else "failed"
+            container = {"id": result.name, "name": None}
+        named = PINS.named(spec.image)
+        info = query_image(spec.image)
+        if PINS.on and info is not None:
+            PINS.learn(named, info)
+        image = provenance.to_image_facts(named, info, ref=spec.image,
+                                          pinned=spec.image != named)
+        moved = None
+        if xfer is not None:
+            from . import transfer
+            res = xfer.exchange.result() or {}
+            moved = transfer.measure(xfer.exchange, xfer.inputs, res.get("out") or ())
+        record = provenance.build_record(
+            version=__version__, kind="detached" if detached else "oneshot",
+            cell=_cell(self.plan), line=None, body=self.body, engine=query_engine(),
+            image=image, run_argv=["docker", "run"] + spec.to_cli(),
+            interpreter=_interpreter(spec), started=self.started, ended=ended,
+            exit_code=code, status=status, container=container, gpus=query_gpus(spec),
+            peak_memory=None, transfers=moved, raise_error=self.plan.raise_error)
+        publish(record, self.body)
+
+
+def begin(plan, body: str) -> CellRecorder:
+    return CellRecorder(plan, body)
+
+
+def _interpreter(spec) -> list:
+    if spec.entrypoint:
+        return list(spec.entrypoint) + list(spec.command or ())
+    return list(spec.command or ())
+
+
+# -- session cells ------------------------------------------------------------------------------
+def remember_session(plan):
+    """`%docker session NAME ...` planned PLAN: keep its `docker run` argv for the records."""
+    spec = plan.spec
+    if spec.name:
+        _session_argv[spec.name] = (spec.image, ["docker", "run"] + spec.to_cli())
+    return plan
+
+
+class SessionRecorder:
+    """Around one `%%docker @NAME` cell: a context manager that records it when it ran."""
+
+    def __init__(self, line: str, body: str):
+        self.line, self.body = line, body
+
+    def __enter__(self):
+        self.started = time.time()
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        ended = time.time()
+        from . import session
+        if kind is not None and issubclass(kind, session.SessionUsage):
+            return False  # a mistake in the line: nothing ran
+        try:
+            self._publish(ended, kind, exc)
+        except Exception as err:  # pragma: no cover - said, not raised
+            import sys
+            print(f"dockmagic: could not record this cell's provenance: {err}", file=sys.stderr)
+        return False
+
+    def _publish(self, ended, kind, exc):
+        from . import session
+        name, interpreter, inputs, outputs, raise_error = session.parse_cell_line(self.line)
+        sess = session.attached(name)
+        if sess is None:
+            return  # it never answered: nothing ran there
+        if kind is None:
+            status, code = "ok", 0
+        elif issubclass(kind, KeyboardInterrupt):
+            status, code = "interrupted", None
+        else:
+            status, code = "failed", getattr(exc, "exit_code", None)
+        reply = getattr(sess, "last_reply", None) or {}
+        if kind is None and reply.get("s") in ("error", "exit"):  # --no-raise-error
+            status, code = "failed", reply.get("code", 1)
+        base = _session_base.get(sess.id)
+        if base is None:
+            base = _session_base[sess.id] = _build_session_base(sess)
+        rss = reply.get("maxrss")
+        record = provenance.build_record(
+            version=__version__, kind="session", cell=_execution_count(), line=self.line,
+            body=self.body, engine=base["engine"], image=base["image"],
+            run_argv=base["argv"] or ["docker", "run"], interpreter=base["interpreter"],
+            started=self.started, ended=ended, exit_code=code, status=status,
+            container={"id": sess.id, "name": name}, gpus=base["gpus"],
+            peak_memory={"bytes": rss, "source": "session agent: getrusage ru_maxrss, largest "
+                         "process of the session so far"} if rss else None,
+            transfers=getattr(sess, "last_moved", None) if (inputs or outputs) else None,
+            session={"name": name, "container": sess.id, "argv": base["argv"],
+                     "line": base["line"], "cell_interpreter": list(interpreter)},
+            raise_error=raise_error)
+        publish(record, self.body)
+
+
+def session_cell(line: str, body: str) -> SessionRecorder:
+    return SessionRecorder(line, body)
+
+
+def _execution_count() -> Optional[int]:
+    from IPython import get_ipython
+    ip = get_ipython()
+    return getattr(ip, "execution_count", None) if ip is not None else None
+
+
+def _build_session_base(sess) -> dict:
+    """What stays the same for every cell of one session container: asked once."""
+    import shlex
+
+    from . import lifecycle
+    info = lifecycle.inspect_container(sess.id)
+    named = info["Config"].get("Image") or sess.image
+    image_info = query_image(info.get("Image") or named) or {}
+    facts = provenance.to_image_facts(PINS.named(named), image_info, ref=named,
+                                      pinned=PINS.named(named) != named)
+    known = _session_argv.get(sess.name)
+    argv = known[1] if known and known[0] == named else None
+    spec = None
+    if argv:
+        from . import translate
+        spec = translate.parse_run_args(argv[2:])
+    return {"engine": query_engine(), "image": facts, "argv": argv,
+            "line": shlex.join(argv) if argv else None,
+            "interpreter": _interpreter(spec) if spec else list(info["Config"].get(
+                "Entrypoint") or [])[:1],
+            "gpus": query_gpus(spec) if spec else []}
+
+
+# -- pinning --------------------------------------------------------------------------------------
+class Pins:
+    """`%docker config --pin on`: each tag resolves to its digest the first time the notebook
+    uses it, and later cells run that digest even if the tag moves."""
+
+    def __init__(self):
+        self.on = False
+        self.pins = {}   # named -> pinned reference
+        self.names = {}  # pinned reference -> named
+
+    def named(self, ref: str) -> str:
+        return self.names.get(ref, ref)
+
+    def learn(self, named: str, image_info: dict):
+        if named in self.pins or _is_pinned(named):
+            return
+        ref = provenance.to_pin(named, image_info)
+        self.pins[named] = ref
+        self.names[ref] = named
+
+    def apply(self, plan):
+        """PLAN with its image replaced by the pin (a RunSpec transform); resolves the tag the
+        first time. An image that is not local yet is pinned after its first cell pulls it."""
+        if not self.on:
+            return plan
+        import dataclasses
+        named = plan.spec.image
+        if _is_pinned(named):
+            return plan
+        if named not in self.pins:
+            info = query_image(named)
+            if info is None:
+                return plan
+            self.learn(named, info)
+        spec = dataclasses.replace(plan.spec, image=self.pins[named])
+        return dataclasses.replace(plan, spec=spec)
+
+    def refresh(self):
+        self.pins.clear()
+        self.names.clear()
+
+    def describe(self) -> str:
+        head = f"image pinning: {'on' if self.on else 'off'}"
+        rows = [f"  {named} -> {ref}" for named, ref in self.pins.items()]
+        return "\n".join([head] + rows)
+
+
+def _is_pinned(ref: str) -> bool:
+    return ref.startswith("sha256:") or "@sha256:" in ref
+
+
+PINS = Pins()
