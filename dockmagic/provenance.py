@@ -44,7 +44,9 @@ def to_utc(timestamp: Optional[float]) -> Optional[str]:
 
 
 def body_sha256(body: str) -> str:
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+    """SHA-256 of a cell body, trailing newlines aside (IPython hands a cell magic its body with
+    one added; the saved notebook's source has none)."""
+    return hashlib.sha256(body.rstrip("\n").encode("utf-8")).hexdigest()
 
 
 def split_repo(named: str) -> str:
@@ -189,7 +191,7 @@ def to_duration(seconds: Optional[float]) -> str:
 
 def to_exit(record: Mapping) -> str:
     status = record.get("status")
-    if status in ("started", "interrupted"):
+    if status in ("started", "interrupted", "error"):
         return status
     code = record.get("exit_code")
     return "-" if code is None else str(code)

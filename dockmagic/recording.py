@@ -64,19 +64,15 @@ def query_gpus(spec) -> list:
         return []
     requests = [{"request": g.to_cli(), "count": g.count, "device_ids": list(g.device_ids)}
                 for g in spec.gpus]
-    devices = []
     from . import nvml
-    snap = nvml.query_snapshot()
-    if not snap.error:
-        devices = [{"index": g.index, "uuid": g.uuid, "model": g.name} for g in snap.gpus]
-    return provenance.to_gpus(requests, devices)
+    return provenance.to_gpus(requests, to_devices(nvml.query_snapshot()))
 
 
-def _cell(plan) -> Optional[int]:
-    try:
-        return int(plan.labels.get("dockmagic.cell"))
-    except (TypeError, ValueError):
-        return None
+def to_devices(snap) -> list:
+    """An NVML snapshot's GPUs as {index, uuid, model}; none without a driver."""
+    if snap.error:
+        return []
+    return [{"index": g.index, "uuid": g.uuid, "model": g.name} for g in snap.gpus if not g.lost]
 
 
 def publish(record: dict, body: str):
@@ -134,7 +130,7 @@ class CellRecorder:
             moved = transfer.measure(xfer.exchange, xfer.inputs, res.get("out") or ())
         record = provenance.build_record(
             version=__version__, kind="detached" if detached else "oneshot",
-            cell=_cell(self.plan), line=None, body=self.body, engine=query_engine(),
+            cell=_prompt_number(), line=None, body=self.body, engine=query_engine(),
             image=image, run_argv=["docker", "run"] + spec.to_cli(),
             interpreter=_interpreter(spec), started=self.started, ended=ended,
             exit_code=code, status=status, container=container, gpus=query_gpus(spec),
@@ -203,7 +199,7 @@ class SessionRecorder:
             base = _session_base[sess.id] = _build_session_base(sess)
         rss = reply.get("maxrss")
         record = provenance.build_record(
-            version=__version__, kind="session", cell=_execution_count(), line=self.line,
+            version=__version__, kind="session", cell=_prompt_number(), line=self.line,
             body=self.body, engine=base["engine"], image=base["image"],
             run_argv=base["argv"] or ["docker", "run"], interpreter=base["interpreter"],
             started=self.started, ended=ended, exit_code=code, status=status,
@@ -221,10 +217,16 @@ def session_cell(line: str, body: str) -> SessionRecorder:
     return SessionRecorder(line, body)
 
 
-def _execution_count() -> Optional[int]:
+def _prompt_number() -> Optional[int]:
+    """The notebook's prompt number of the running cell: the count IPython gave the running
+    cell's result (IPython 9 moves `execution_count` on before the cell runs, 8 after it)."""
     from IPython import get_ipython
     ip = get_ipython()
-    return getattr(ip, "execution_count", None) if ip is not None else None
+    if ip is None:
+        return None
+    running = getattr(getattr(ip, "displayhook", None), "exec_result", None)
+    count = getattr(running, "execution_count", None)
+    return count if isinstance(count, int) else ip.execution_count
 
 
 def _build_session_base(sess) -> dict:
