@@ -32,7 +32,7 @@ import json
 import shlex
 from typing import Iterable, List, Mapping, Sequence
 
-from . import translate
+from . import provenance, translate
 
 #: The replay server: a session's main process in an exported script (see the module doc).
 REPLAY_SERVER = r'''
@@ -199,7 +199,7 @@ def _var(name: str) -> str:
 
 def _session_start(rec: Mapping) -> List[str]:
     sess = rec["session"]
-    argv = sess.get("argv")
+    argv = provenance.run_argv(rec)
     if not argv:
         raise ExportError(f"session {sess.get('name')}: its `docker run` line was not recorded "
                           "(it was started before this kernel); start it again in the notebook")
@@ -214,7 +214,7 @@ def _session_start(rec: Mapping) -> List[str]:
                 {"@NAME@": f'"${var}"', "@SERVER@": '"$DM_REPLAY_SERVER"'})
     return [
         f"# session {sess['name']}, recorded as:",
-        _comment(sess.get("line") or shlex.join(argv)),
+        _comment(rec["run"].get("line") or shlex.join(argv)),
         "# replayed with the replay server in place of dockmagic's agent (one interpreter: "
         "state carries over)",
         f'{var}="dockmagic-replay-{sess["name"]}-$$"',
@@ -273,7 +273,7 @@ def build_script(entries: Iterable[Mapping], *, source: str = "the notebook",
                 started.add(sess.get("container"))
             var = _var(sess["name"])
             interp = list(sess.get("cell_interpreter") or ())
-            spec = _parse(sess["argv"])
+            spec = _parse(provenance.run_argv(rec))
             python = (spec.entrypoint or spec.command or ("python3",))[0]
             if not interp or interp[0].startswith("python"):
                 cmd = f'docker exec -i "${var}" {shlex.quote(python)} -u -c "$DM_REPLAY_CLIENT"'
@@ -283,7 +283,7 @@ def build_script(entries: Iterable[Mapping], *, source: str = "the notebook",
             out.append(_heredoc(body, word))
             out.append(f'dm_check $? {want} {raises} "{label}"')
             continue
-        spec = dataclasses.replace(_parse(rec["run"]["argv"]), image=pinned_ref(rec))
+        spec = dataclasses.replace(_parse(provenance.run_argv(rec)), image=pinned_ref(rec))
         if kind == "detached":
             spec = dataclasses.replace(spec, detach=False)
             out.append("# a `docker run -d` cannot read its body on stdin: it runs in the "
@@ -308,10 +308,10 @@ def _q(value) -> str:
 
 def _service(rec: Mapping) -> List[str]:
     sess = rec["session"]
-    spec = _parse(sess["argv"])
+    spec = _parse(provenance.run_argv(rec))
     lines = [f"  {_q(sess['name'])}:", f"    image: {_q(pinned_ref(rec))}",
              f"    # {rec['image'].get('named')}, session started by: "
-             f"{(sess.get('line') or '').replace(chr(10), ' ')}",
+             f"{(rec['run'].get('line') or '').replace(chr(10), ' ')}",
              "    stdin_open: true"]
     if spec.entrypoint is not None:
         lines.append(f"    entrypoint: {_q(list(spec.entrypoint))}")
@@ -390,7 +390,7 @@ def build_compose(entries: Iterable[Mapping], *, source: str = "the notebook",
     sessions = {}
     for entry in entries:
         rec = entry.get("record") or {}
-        if rec.get("kind") == "session" and (rec.get("session") or {}).get("argv"):
+        if rec.get("kind") == "session" and provenance.run_argv(rec):
             sessions[rec["session"]["name"]] = rec
     if not sessions:
         raise ExportError("no session containers to export: compose.yaml holds the sessions "
@@ -406,13 +406,11 @@ def build_compose(entries: Iterable[Mapping], *, source: str = "the notebook",
 def pair_bodies(found: Iterable[Mapping]) -> List[dict]:
     """`records_from_notebook` entries -> export entries, each marked `edited` when the cell's
     text is no longer what ran."""
-    from .provenance import body_sha256
-
     entries = []
     for item in found:
         rec, body = item["record"], item["body"]
         entries.append({"record": rec, "body": body,
-                        "edited": rec.get("body_sha256") not in (None, body_sha256(body))})
+                        "edited": rec.get("body_sha256") not in (None, provenance.body_sha256(body))})
     return entries
 
 

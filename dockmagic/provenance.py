@@ -13,9 +13,11 @@ A record (``SCHEMA`` 1) is a JSON object::
     engine {name, endpoint, id, version},
     image {named, ref (what the engine was asked for: the pin when pinned), id (image ID),
            repo_digest (REPO@sha256:... or null), digest (repo_digest, else id), pinned},
-    run {argv (["docker", "run", ...]), line (what --dry-run prints)},
+    run {line}: the `docker run ...` line that ran, shell-quoted (what --dry-run prints);
+        ``run_argv(record)`` splits it back into the argv, exactly,
     interpreter [...],
-    session {name, container, argv, line, cell_interpreter} (session cells only),
+    session {name, container, cell_interpreter} (session cells only; `run` is the session's
+             `docker run`, whose entrypoint dockmagic replaces with its agent),
     container {id, name},
     gpus [{request, index, uuid, model}],
     started, ended (UTC, ISO 8601 with Z), duration_s, exit_code, status,
@@ -133,14 +135,19 @@ def _gpu(d: Mapping) -> dict:
     return {"index": d.get("index"), "uuid": d.get("uuid"), "model": d.get("model")}
 
 
-def build_record(*, version: str, kind: str, cell, line: str, body: str, engine: Mapping,
-                 image: Mapping, run_argv: Sequence[str], interpreter: Sequence[str],
+def build_record(*, version: str, kind: str, cell, line: Optional[str], body: str,
+                 engine: Mapping, image: Mapping, run_argv: Optional[Sequence[str]],
+                 interpreter: Sequence[str],
                  started: float, ended: Optional[float], exit_code: Optional[int], status: str,
                  container: Optional[Mapping] = None, gpus: Sequence[Mapping] = (),
                  peak_memory: Optional[Mapping] = None, transfers: Optional[Mapping] = None,
-                 session: Optional[Mapping] = None, raise_error: bool = True) -> dict:
-    """One record, JSON-ready. RUN_ARGV is the full `docker run ...` argv that ran."""
-    argv = list(run_argv)
+                 session: Optional[Mapping] = None, raise_error: bool = True,
+                 run_line: Optional[str] = None) -> dict:
+    """One record, JSON-ready. RUN_ARGV is the full `docker run ...` argv that ran (None: not
+    known, a session started before this kernel); RUN_LINE its shell-quoted form, if already
+    made."""
+    if run_line is None and run_argv is not None:
+        run_line = shlex.join(run_argv)
     rec = {
         "schema": SCHEMA,
         "dockmagic": version,
@@ -151,7 +158,7 @@ def build_record(*, version: str, kind: str, cell, line: str, body: str, engine:
         "raise_error": bool(raise_error),
         "engine": dict(engine),
         "image": dict(image),
-        "run": {"argv": argv, "line": shlex.join(argv)},
+        "run": {"line": run_line},
         "interpreter": list(interpreter),
         "container": dict(container or {}),
         "gpus": [dict(g) for g in gpus],
@@ -167,6 +174,12 @@ def build_record(*, version: str, kind: str, cell, line: str, body: str, engine:
     if session is not None:
         rec["session"] = dict(session)
     return rec
+
+
+def run_argv(record: Mapping) -> Optional[List[str]]:
+    """The recorded `docker run` argv (`shlex.split` undoes `shlex.join` exactly)."""
+    line = (record.get("run") or {}).get("line")
+    return shlex.split(line) if line else None
 
 
 # -- what a person sees ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ survives nbclient/nbconvert; its text/plain is the one summary line.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ from . import __version__, errors, provenance
 
 #: This kernel's records, in the order the cells ran: [{"record", "body"}].
 HISTORY: list = []
+#: Off only to measure what recording costs (benchmarks/bench_provenance.py).
+enabled = True
 _engine = None
 _engine_lock = threading.Lock()
 #: Per session container: (the record part that stays the same for all its cells).
@@ -50,12 +53,45 @@ def query_engine() -> dict:
 
 
 def query_image(ref: str) -> Optional[dict]:
-    """`docker image inspect REF`, or None when the engine does not have it."""
+    """`docker image inspect REF`, or None when the engine does not have it. A reference by
+    digest or image ID always means the same image, so its answer is kept."""
+    info = _by_digest.get(ref)
+    if info is not None:
+        return info
     from . import lifecycle
     try:
-        return lifecycle.inspect_image(ref)
+        info = lifecycle.inspect_image(ref)
     except errors.DockmagicError:
         return None
+    if _is_pinned(ref):
+        _by_digest[ref] = info
+    return info
+
+
+_by_digest: dict = {}
+
+
+class _ImageLookup:
+    """`query_image` on a thread of its own, started when the cell starts, so the round trip
+    overlaps the container's run instead of adding to the cell's time."""
+
+    def __init__(self, ref: str):
+        self.ref, self.info = ref, _by_digest.get(ref)
+        self.thread = None
+        if self.info is None:
+            self.thread = threading.Thread(target=self._run, name="dockmagic-image-lookup",
+                                           daemon=True)
+            self.thread.start()
+
+    def _run(self):
+        self.info = query_image(self.ref)
+
+    def result(self) -> Optional[dict]:
+        if self.thread is not None:
+            self.thread.join(30)
+        if self.info is None:  # not local when the cell started: pulled since, ask again
+            self.info = query_image(self.ref)
+        return self.info
 
 
 def query_gpus(spec) -> list:
@@ -91,6 +127,7 @@ class CellRecorder:
     def __init__(self, plan, body: str):
         self.plan, self.body = plan, body
         self.started = time.time()
+        self.image = _ImageLookup(plan.spec.image)
 
     def finish(self, result=None, *, name: Optional[str] = None, xfer=None):
         """RESULT: runner's CellResult (None: the cell did not end normally); NAME: a detached
@@ -118,7 +155,7 @@ class CellRecorder:
             status = "ok" if code == 0 else "failed"
             container = {"id": result.name, "name": None}
         named = PINS.named(spec.image)
-        info = query_image(spec.image)
+        info = self.image.result()
         if PINS.on and info is not None:
             PINS.learn(named, info)
         image = provenance.to_image_facts(named, info, ref=spec.image,
@@ -138,8 +175,19 @@ class CellRecorder:
         publish(record, self.body)
 
 
+class _Off:
+    def finish(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 def begin(plan, body: str) -> CellRecorder:
-    return CellRecorder(plan, body)
+    return CellRecorder(plan, body) if enabled else _Off()
 
 
 def _interpreter(spec) -> list:
@@ -181,7 +229,7 @@ class SessionRecorder:
 
     def _publish(self, ended, kind, exc):
         from . import session
-        name, interpreter, inputs, outputs, raise_error = session.parse_cell_line(self.line)
+        name, interpreter, moves, raise_error = _parse_cell_line(self.line)
         sess = session.attached(name)
         if sess is None:
             return  # it never answered: nothing ran there
@@ -201,26 +249,33 @@ class SessionRecorder:
         record = provenance.build_record(
             version=__version__, kind="session", cell=_prompt_number(), line=self.line,
             body=self.body, engine=base["engine"], image=base["image"],
-            run_argv=base["argv"] or ["docker", "run"], interpreter=base["interpreter"],
+            run_argv=None, run_line=base["line"], interpreter=base["interpreter"],
             started=self.started, ended=ended, exit_code=code, status=status,
             container={"id": sess.id, "name": name}, gpus=base["gpus"],
             peak_memory={"bytes": rss, "source": "session agent: getrusage ru_maxrss, largest "
                          "process of the session so far"} if rss else None,
-            transfers=getattr(sess, "last_moved", None) if (inputs or outputs) else None,
-            session={"name": name, "container": sess.id, "argv": base["argv"],
-                     "line": base["line"], "cell_interpreter": list(interpreter)},
+            transfers=getattr(sess, "last_moved", None) if moves else None,
+            session={"name": name, "container": sess.id, "cell_interpreter": list(interpreter)},
             raise_error=raise_error)
         publish(record, self.body)
 
 
 def session_cell(line: str, body: str) -> SessionRecorder:
-    return SessionRecorder(line, body)
+    return SessionRecorder(line, body) if enabled else _Off()
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cell_line(line: str) -> tuple:
+    """What a record needs of a `%%docker @NAME ...` line (kept: a notebook repeats its lines)."""
+    from . import session
+    name, interpreter, inputs, outputs, raise_error = session.parse_cell_line(line)
+    return name, interpreter, bool(inputs or outputs), raise_error
 
 
 def _prompt_number() -> Optional[int]:
     """The notebook's prompt number of the running cell: the count IPython gave the running
     cell's result (IPython 9 moves `execution_count` on before the cell runs, 8 after it)."""
-    from IPython import get_ipython
+    from IPython.core.getipython import get_ipython
     ip = get_ipython()
     if ip is None:
         return None

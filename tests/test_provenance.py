@@ -40,7 +40,8 @@ def test_record_holds_every_field_and_is_json():
     assert rec["started"] == "2027-01-15T08:00:00.250000Z"
     assert rec["ended"] == "2027-01-15T08:00:01.750000Z"
     assert rec["duration_s"] == 1.5
-    assert rec["run"]["line"] == shlex.join(rec["run"]["argv"])
+    assert provenance.run_argv(rec) == ["docker", "run", "-i", "--rm", "-v", "/nb:/nb", "-w",
+                                        "/nb", "--entrypoint", "python3", "img:1", "-u"]
     assert rec["image"]["digest"] == IMAGE_ID  # no RepoDigest: the image ID
 
 
@@ -154,8 +155,7 @@ def test_compose_writes_the_session_as_a_service_that_parses_back():
     spec = translate.parse_run_args(argv[2:])
     argv = ["docker", "run"] + spec.to_cli()
     rec = _record(kind="session", run_argv=argv,
-                  session={"name": "work", "container": "c1", "argv": argv,
-                           "line": shlex.join(argv), "cell_interpreter": []})
+                  session={"name": "work", "container": "c1", "cell_interpreter": []})
     doc = yaml.safe_load(export.build_compose([{"record": rec, "body": ""}]))
     svc = doc["services"]["work"]
     assert svc["image"] == IMAGE_ID

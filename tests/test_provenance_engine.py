@@ -83,7 +83,7 @@ def check_times(rec, t0, t1):
 def check_against_cli(rec):
     """Create a container from the recorded argv with the real docker CLI: the engine must see
     the image, interpreter, mounts, user, workdir and labels the record says ran."""
-    argv = rec["run"]["argv"]
+    argv = provenance.run_argv(rec)
     assert argv[:2] == ["docker", "run"] and rec["run"]["line"] == shlex.join(argv)
     # kept to inspect (no --rm), created not started (no -d), named apart from the original
     create = [a for a in argv[2:] if a not in ("--rm", "-d")]
@@ -140,7 +140,7 @@ def test_quickstart_container_cells_carry_records_that_match_the_engine(base_ima
                                                 ["python3", "-u"], ["python3", "-u"]]
     # the first cell's --shm-size 1g and the config's default flags reached the engine
     for i in (0, 3):
-        argv = recs[i]["run"]["argv"]
+        argv = provenance.run_argv(recs[i])
         assert argv[argv.index("--shm-size") + 1] == str(1 << 30)
 
 
@@ -152,7 +152,7 @@ def cleanup_run(docker_client):
 
 
 def test_detached_and_session_records_match_the_running_containers(shell, workdir, cleanup_run,
-                                                                    docker_client):
+                                                                    docker_client, capsys):
     import numpy as np
 
     os.environ["JPY_SESSION_NAME"] = f"prov-{RUN}"
@@ -162,11 +162,16 @@ def test_detached_and_session_records_match_the_running_containers(shell, workdi
         shell.run_cell_magic("docker", f"-d --name {name} {BASE_IMAGE}",
                              "import time\ntime.sleep(60)")
         rec = recording.HISTORY[-1]["record"]
+        capsys.readouterr()
+        shell.run_cell_magic("docker", f"--dry-run -d --name {name} {BASE_IMAGE}", "pass")
+        dry = capsys.readouterr().out.strip()
+        assert dry == rec["run"]["line"] + "  < cell-body   # the cell's text reaches the " \
+            "container on stdin"  # the record's line is what --dry-run prints
         c = inspect("container", name)
         assert rec["kind"] == "detached" and rec["status"] == "started"
         assert rec["container"]["name"] == name and rec["exit_code"] is None
         assert c["Image"] == rec["image"]["id"] and c["Config"]["Image"] == rec["image"]["ref"]
-        assert c["Config"]["Labels"] == labels_of(rec["run"]["argv"])
+        assert c["Config"]["Labels"] == labels_of(provenance.run_argv(rec))
         assert c["Config"]["Entrypoint"] + c["Config"]["Cmd"] == rec["interpreter"]
         assert c["HostConfig"]["Binds"] == [f"{workdir}:{workdir}"]
         assert t0 - 1 <= when(rec["started"]) <= when(c["State"]["StartedAt"]) <= time.time()
@@ -184,9 +189,8 @@ def test_detached_and_session_records_match_the_running_containers(shell, workdi
         assert rec["kind"] == "session" and rec["status"] == "ok" and rec["exit_code"] == 0
         assert rec["session"]["name"] == sname and rec["container"]["id"] == c["Id"]
         assert c["Image"] == rec["image"]["id"] and c["Config"]["Image"] == rec["image"]["ref"]
-        assert c["Config"]["Labels"] == labels_of(rec["session"]["argv"])
-        assert rec["run"]["argv"] == rec["session"]["argv"]
-        spec = translate.parse_run_args(rec["session"]["argv"][2:])
+        assert c["Config"]["Labels"] == labels_of(provenance.run_argv(rec))
+        spec = translate.parse_run_args(provenance.run_argv(rec)[2:])
         assert spec.name == sname and c["Config"]["User"] == spec.user
         assert c["Config"]["WorkingDir"] == spec.workdir
         check_engine_and_image(rec)
@@ -233,7 +237,7 @@ def _cell(src):
     return nbformat.v4.new_code_cell(src)
 
 
-def test_exported_script_replays_the_notebook_with_byte_identical_results(base_image, tmp_path,
+def test_exported_script_replays_the_notebook_with_byte_identical_results(shell, tmp_path,
                                                                           docker_client):
     nbdir = tmp_path / "nb"
     nbdir.mkdir()
@@ -294,15 +298,9 @@ def test_exported_script_replays_the_notebook_with_byte_identical_results(base_i
         assert not docker_client.containers.list(filters={"name": f"dockmagic-replay-{sname}"})
 
         # --from-notebook: the same script from the saved notebook (header line aside)
-        from IPython.core.interactiveshell import InteractiveShell
-        ip = InteractiveShell.instance()
-        ip.run_line_magic("load_ext", "dockmagic")
-        try:
-            target = tmp_path / "from-notebook.sh"
-            ip.run_line_magic("docker", f"export {target} --from-notebook "
-                                        f"{nbdir / 'replay.executed.ipynb'}")
-        finally:
-            ip.run_line_magic("unload_ext", "dockmagic")
+        target = tmp_path / "from-notebook.sh"
+        shell.run_line_magic("docker", f"export {target} --from-notebook "
+                                       f"{nbdir / 'replay.executed.ipynb'}")
 
         def body(text):
             return [ln for ln in text.splitlines() if "Replays the container cells" not in ln]
