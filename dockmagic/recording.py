@@ -1,11 +1,11 @@
 """Records what each container cell ran and attaches it to the cell's output; this kernel's
 history; image pinning (`%docker config --pin on`, `%docker pin`).
 
-The record's shape is ``provenance``'s (pure); this module gathers the facts: the engine's name
-(asked once per kernel), the image's ID and RepoDigest (one image inspect per one-shot cell; a
-session's are asked once, at its first cell, so a warm session cell makes no engine call), times,
-exit status, GPUs (NVML, only for cells that asked for GPUs), --in/--out sizes. Engine calls go
-through ``runner``/``lifecycle`` only.
+The record's shape is ``provenance``'s (pure); this module gathers the facts: the engine's name,
+endpoint and identity (asked once per engine), the image's ID and RepoDigest (one image inspect per
+one-shot cell, overlapping its run; a session's are asked once, at its first cell, so a warm
+session cell makes no engine call), times, exit status, GPUs (NVML, only for cells that asked for
+GPUs), --in/--out sizes. Engine calls go through the cell's `Engine`.
 
 The record travels as display metadata under ``provenance.KEY``: it is saved in the .ipynb and
 survives nbclient/nbconvert; its text/plain is the one summary line.
@@ -24,7 +24,7 @@ from . import __version__, errors, provenance
 HISTORY: list = []
 #: Off only to measure what recording costs (benchmarks/bench_provenance.py).
 enabled = True
-_engine = None
+_engines: dict = {}
 _engine_lock = threading.Lock()
 #: Per session container: (the record part that stays the same for all its cells).
 _session_base: dict = {}
@@ -33,38 +33,37 @@ _session_argv: dict = {}
 
 
 # -- facts ---------------------------------------------------------------------------------------
-def query_engine() -> dict:
-    """{name, endpoint, id, version} of the engine; asked once per kernel."""
-    global _engine
-    if _engine is not None:
-        return _engine
+def query_engine(engine) -> dict:
+    """{name, endpoint, host, id, version} of ENGINE; asked once per engine."""
+    key = (engine.name, engine.endpoint.url)
+    facts = _engines.get(key)
+    if facts is not None:
+        return facts
     with _engine_lock:
-        if _engine is None:
-            from . import runner
-            endpoint = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        if key not in _engines:
+            facts = {"name": engine.name, "endpoint": engine.endpoint.url}
             try:
-                info = runner.get_client().api.info()
-            except Exception as exc:  # the cell ran, so this is rare: record what is known
-                return {"name": None, "endpoint": endpoint, "id": None, "version": None,
-                        "error": str(exc)[:200]}
-            _engine = {"name": info.get("Name"), "endpoint": endpoint, "id": info.get("ID"),
-                       "version": info.get("ServerVersion")}
-    return _engine
+                info = engine.info()
+            except errors.DockmagicError as exc:  # the cell ran, so this is rare: keep what is known
+                return dict(facts, host=None, id=None, version=None, error=str(exc)[:200])
+            _engines[key] = dict(facts, host=info.get("Name"), id=info.get("ID"),
+                                 version=info.get("ServerVersion"))
+    return _engines[key]
 
 
-def query_image(ref: str) -> Optional[dict]:
+def query_image(engine, ref: str) -> Optional[dict]:
     """`docker image inspect REF`, or None when the engine does not have it. A reference by
     digest or image ID always means the same image, so its answer is kept."""
-    info = _by_digest.get(ref)
+    key = (engine.endpoint.url, ref)
+    info = _by_digest.get(key)
     if info is not None:
         return info
-    from . import lifecycle
     try:
-        info = lifecycle.inspect_image(ref)
+        info = engine.inspect_image(ref)
     except errors.DockmagicError:
         return None
     if _is_pinned(ref):
-        _by_digest[ref] = info
+        _by_digest[key] = info
     return info
 
 
@@ -75,8 +74,9 @@ class _ImageLookup:
     """`query_image` on a thread of its own, started when the cell starts, so the round trip
     overlaps the container's run instead of adding to the cell's time."""
 
-    def __init__(self, ref: str):
-        self.ref, self.info = ref, _by_digest.get(ref)
+    def __init__(self, engine, ref: str):
+        self.engine, self.ref = engine, ref
+        self.info = _by_digest.get((engine.endpoint.url, ref))
         self.thread = None
         if self.info is None:
             self.thread = threading.Thread(target=self._run, name="dockmagic-image-lookup",
@@ -84,13 +84,13 @@ class _ImageLookup:
             self.thread.start()
 
     def _run(self):
-        self.info = query_image(self.ref)
+        self.info = query_image(self.engine, self.ref)
 
     def result(self) -> Optional[dict]:
         if self.thread is not None:
             self.thread.join(30)
         if self.info is None:  # not local when the cell started: pulled since, ask again
-            self.info = query_image(self.ref)
+            self.info = query_image(self.engine, self.ref)
         return self.info
 
 
@@ -124,10 +124,10 @@ def publish(record: dict, body: str):
 class CellRecorder:
     """Started before a one-shot or detached cell runs; ``finish`` publishes its record."""
 
-    def __init__(self, plan, body: str):
-        self.plan, self.body = plan, body
+    def __init__(self, engine, plan, body: str):
+        self.engine, self.plan, self.body = engine, plan, body
         self.started = time.time()
-        self.image = _ImageLookup(plan.spec.image)
+        self.image = _ImageLookup(engine, plan.spec.image)
 
     def finish(self, result=None, *, name: Optional[str] = None, xfer=None):
         """RESULT: runner's CellResult (None: the cell did not end normally); NAME: a detached
@@ -156,7 +156,7 @@ class CellRecorder:
             container = {"id": result.name, "name": None}
         named = PINS.named(spec.image)
         info = self.image.result()
-        if PINS.on and info is not None:
+        if PINS.on and info is not None and not _is_pinned(named):
             PINS.learn(named, info)
         image = provenance.to_image_facts(named, info, ref=spec.image,
                                           pinned=spec.image != named)
@@ -167,7 +167,7 @@ class CellRecorder:
             moved = transfer.measure(xfer.exchange, xfer.inputs, res.get("out") or ())
         record = provenance.build_record(
             version=__version__, kind="detached" if detached else "oneshot",
-            cell=_prompt_number(), line=None, body=self.body, engine=query_engine(),
+            cell=_prompt_number(), line=None, body=self.body, engine=query_engine(self.engine),
             image=image, run_argv=["docker", "run"] + spec.to_cli(),
             interpreter=_interpreter(spec), started=self.started, ended=ended,
             exit_code=code, status=status, container=container, gpus=query_gpus(spec),
@@ -186,8 +186,8 @@ class _Off:
         return False
 
 
-def begin(plan, body: str) -> CellRecorder:
-    return CellRecorder(plan, body) if enabled else _Off()
+def begin(engine, plan, body: str) -> CellRecorder:
+    return CellRecorder(engine, plan, body) if enabled else _Off()
 
 
 def _interpreter(spec) -> list:
@@ -208,8 +208,8 @@ def remember_session(plan):
 class SessionRecorder:
     """Around one `%%docker @NAME` cell: a context manager that records it when it ran."""
 
-    def __init__(self, line: str, body: str):
-        self.line, self.body = line, body
+    def __init__(self, engine, line: str, body: str):
+        self.engine, self.line, self.body = engine, line, body
 
     def __enter__(self):
         self.started = time.time()
@@ -244,7 +244,7 @@ class SessionRecorder:
             status, code = "failed", reply.get("code", 1)
         base = _session_base.get(sess.id)
         if base is None:
-            base = _session_base[sess.id] = _build_session_base(sess)
+            base = _session_base[sess.id] = _build_session_base(self.engine, sess)
         rss = reply.get("maxrss")
         record = provenance.build_record(
             version=__version__, kind="session", cell=_prompt_number(), line=self.line,
@@ -260,8 +260,8 @@ class SessionRecorder:
         publish(record, self.body)
 
 
-def session_cell(line: str, body: str) -> SessionRecorder:
-    return SessionRecorder(line, body) if enabled else _Off()
+def session_cell(engine, line: str, body: str) -> SessionRecorder:
+    return SessionRecorder(engine, line, body) if enabled else _Off()
 
 
 @functools.lru_cache(maxsize=256)
@@ -284,14 +284,13 @@ def _prompt_number() -> Optional[int]:
     return count if isinstance(count, int) else ip.execution_count
 
 
-def _build_session_base(sess) -> dict:
+def _build_session_base(engine, sess) -> dict:
     """What stays the same for every cell of one session container: asked once."""
     import shlex
 
-    from . import lifecycle
-    info = lifecycle.inspect_container(sess.id)
+    info = engine.inspect(sess.id)
     named = info["Config"].get("Image") or sess.image
-    image_info = query_image(info.get("Image") or named) or {}
+    image_info = query_image(engine, info.get("Image") or named) or {}
     facts = provenance.to_image_facts(PINS.named(named), image_info, ref=named,
                                       pinned=PINS.named(named) != named)
     known = _session_argv.get(sess.name)
@@ -300,7 +299,7 @@ def _build_session_base(sess) -> dict:
     if argv:
         from . import translate
         spec = translate.parse_run_args(argv[2:])
-    return {"engine": query_engine(), "image": facts, "argv": argv,
+    return {"engine": query_engine(engine), "image": facts, "argv": argv,
             "line": shlex.join(argv) if argv else None,
             "interpreter": _interpreter(spec) if spec else list(info["Config"].get(
                 "Entrypoint") or [])[:1],
@@ -327,7 +326,7 @@ class Pins:
         self.pins[named] = ref
         self.names[ref] = named
 
-    def apply(self, plan):
+    def apply(self, engine, plan):
         """PLAN with its image replaced by the pin (a RunSpec transform); resolves the tag the
         first time. An image that is not local yet is pinned after its first cell pulls it."""
         if not self.on:
@@ -337,7 +336,7 @@ class Pins:
         if _is_pinned(named):
             return plan
         if named not in self.pins:
-            info = query_image(named)
+            info = query_image(engine, named)
             if info is None:
                 return plan
             self.learn(named, info)

@@ -61,11 +61,13 @@ def labels_of(argv) -> dict:
 
 
 def check_engine_and_image(rec):
+    from dockmagic import engine
+
     info = json.loads(docker("info", "--format", "{{json .}}"))
-    assert rec["engine"] == {"name": info["Name"], "id": info["ID"],
-                             "version": info["ServerVersion"],
-                             "endpoint": os.environ.get("DOCKER_HOST",
-                                                        "unix:///var/run/docker.sock")}
+    endpoint = engine.resolve_endpoint()  # docker's own rules: DOCKER_HOST, then the context
+    assert rec["engine"] == {"name": endpoint.name, "endpoint": endpoint.url,
+                             "host": info["Name"], "id": info["ID"],
+                             "version": info["ServerVersion"]}
     image = inspect("image", rec["image"]["ref"])
     assert rec["image"]["id"] == image["Id"]
     want_rd = provenance.pick_repo_digest(rec["image"]["named"], image.get("RepoDigests") or [])
