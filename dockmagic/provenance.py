@@ -16,8 +16,9 @@ A record (``SCHEMA`` 1) is a JSON object::
     run {line}: the `docker run ...` line that ran, shell-quoted (what --dry-run prints);
         ``run_argv(record)`` splits it back into the argv, exactly,
     interpreter [...],
-    session {name, container, cell_interpreter} (session cells only; `run` is the session's
-             `docker run`, whose entrypoint dockmagic replaces with its agent),
+    session {name, container, cell_interpreter, agent} (session cells only; `run` is the
+             session's planned `docker run`; `agent` says what dockmagic changed in it to run its
+             agent: main process, --init, -d, added labels and mounts),
     container {id, name},
     gpus [{request, index, uuid, model}],
     started, ended (UTC, ISO 8601 with Z), duration_s, exit_code, status,

@@ -198,11 +198,30 @@ def _interpreter(spec) -> list:
 
 # -- session cells ------------------------------------------------------------------------------
 def remember_session(plan):
-    """`%docker session NAME ...` planned PLAN: keep its `docker run` argv for the records."""
+    """`%docker session NAME ...` planned PLAN: keep its `docker run` argv for the records, and
+    what dockmagic changes in it to run its agent there (``session.for_session``)."""
     spec = plan.spec
     if spec.name:
-        _session_argv[spec.name] = (spec.image, ["docker", "run"] + spec.to_cli())
+        _session_argv[spec.name] = (spec.image, ["docker", "run"] + spec.to_cli(),
+                                    to_agent_changes(spec))
     return plan
+
+
+def to_agent_changes(spec) -> dict:
+    """What `session.for_session` does to a session's planned spec, in docker-run words: its
+    main process becomes dockmagic's agent (source elided: it is dockmagic's, versioned),
+    plus the flags and labels it adds."""
+    from . import agent, session, transfer
+    python = (spec.entrypoint or spec.command or ("python3",))[0]
+    run = session.for_session(spec, python, "NONCE", transfer.fast_root())
+    added = dict(run.labels)
+    for key, value in spec.labels:
+        added.pop(key, None) if added.get(key) == value else None
+    return {"main_process": [python, "-u", "-c", f"<dockmagic agent v{agent.VERSION}>",
+                             "session", "<nonce>"],
+            "init": run.init, "labels": added,
+            "mounts": [m.to_cli() for m in run.mounts if m not in spec.mounts],
+            "detach": run.detach, "interactive": run.interactive}
 
 
 class SessionRecorder:
@@ -255,7 +274,8 @@ class SessionRecorder:
             peak_memory={"bytes": rss, "source": "session agent: getrusage ru_maxrss, largest "
                          "process of the session so far"} if rss else None,
             transfers=getattr(sess, "last_moved", None) if moves else None,
-            session={"name": name, "container": sess.id, "cell_interpreter": list(interpreter)},
+            session={"name": name, "container": sess.id, "cell_interpreter": list(interpreter),
+                     "agent": base["agent"]},
             raise_error=raise_error)
         publish(record, self.body)
 
@@ -294,12 +314,12 @@ def _build_session_base(engine, sess) -> dict:
     facts = provenance.to_image_facts(PINS.named(named), image_info, ref=named,
                                       pinned=PINS.named(named) != named)
     known = _session_argv.get(sess.name)
-    argv = known[1] if known and known[0] == named else None
+    argv, agent = (known[1], known[2]) if known and known[0] == named else (None, None)
     spec = None
     if argv:
         from . import translate
         spec = translate.parse_run_args(argv[2:])
-    return {"engine": query_engine(engine), "image": facts, "argv": argv,
+    return {"engine": query_engine(engine), "image": facts, "argv": argv, "agent": agent,
             "line": shlex.join(argv) if argv else None,
             "interpreter": _interpreter(spec) if spec else list(info["Config"].get(
                 "Entrypoint") or [])[:1],
