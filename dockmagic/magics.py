@@ -147,8 +147,14 @@ class DockerMagics(Magics):
         `$NAME` and `{expr}` in the line expand from the notebook's variables first, then `$NAME`
         from the kernel's environment (so `-v $HOME/data:/data` works).
 
+        Each container cell attaches a provenance record (image@digest, engine, the `docker run`
+        line, GPUs, times, exit) to its output as metadata, shown as one line.
+
         Line form: `%docker --help`, `%docker config [--image IMAGE] [--flags "FLAGS"]
-        [--spare on|off] [--reset]`, and the subcommands listed by `%docker --help`.
+        [--spare on|off] [--pin on|off] [--reset]`, the subcommands listed by `%docker --help`,
+        and: `%docker history [--notebook PATH.ipynb]` (the records as a table), `%docker export
+        run.sh|compose.yaml [--from-notebook PATH.ipynb] [--force]` (a bash script that replays
+        the container cells; the sessions as compose services), `%docker pin [--refresh]`.
         """
         if cell is not None and line.lstrip().startswith("@"):  # `%%docker @NAME`: a session
             from . import recording, session
