@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import html
 import json
 import shlex
 from typing import Iterable, List, Mapping, Optional, Sequence
@@ -234,6 +235,12 @@ def summary_line(record: Mapping) -> str:
             f"exit {to_exit(record)}, {to_duration(record.get('duration_s'))}")
     gpus = to_gpu_text(record.get("gpus") or ())
     return text + (f", GPUs {gpus}" if gpus != "-" else "")
+
+
+def to_summary_html(line: str) -> str:
+    """The summary line as a notebook shows it: small and grey, under the cell's output."""
+    return (f"<div class='dockmagic-summary' style='font-size:smaller;opacity:0.7'>"
+            f"{html.escape(line)}</div>")
 
 
 HISTORY_COLUMNS = ("cell", "image@digest", "engine", "GPUs", "exit", "duration")

@@ -128,6 +128,8 @@ def test_quickstart_container_cells_carry_records_that_match_the_engine(base_ima
     for f, out, cell in zip(found, shown, ran):
         rec = f["record"]
         assert out["data"]["text/plain"] == provenance.summary_line(rec)  # the one line shown
+        assert out["data"]["text/html"] == provenance.to_summary_html(out["data"]["text/plain"])
+        assert "\n" not in out["data"]["text/plain"]
         assert rec["kind"] == "oneshot" and rec["cell"] == cell.execution_count
         assert rec["body_sha256"] == provenance.body_sha256(f["body"])
         check_engine_and_image(rec)
