@@ -279,6 +279,7 @@ def test_exported_script_replays_the_notebook_with_byte_identical_results(shell,
         _cell(f"%%docker -d {BASE_IMAGE}\nimport time\ntime.sleep(0.5)\n"
               "open('out/detached.txt', 'w').write('written in the background')"),
         _cell("%docker export run.sh"),
+        _cell("%docker export compose.yaml"),
         _cell("%docker history"),
     ]
     path = nbdir / "replay.ipynb"
@@ -328,8 +329,40 @@ def test_exported_script_replays_the_notebook_with_byte_identical_results(shell,
         table = recording_table([f["record"] for f in found])
         assert shown == repr(table)
         assert len(table) == 8
+
+        # compose.yaml: the session as a service that docker-compose starts on the pinned image
+        check_compose(nbdir / "compose.yaml", sname, found, docker_client)
     finally:
         remove_labelled(docker_client, label)
+
+
+def check_compose(path, sname, found, docker_client):
+    if not shutil.which("docker-compose"):
+        pytest.fail("docker-compose is missing; scripts/setup.sh installs it")
+    rec = [f["record"] for f in found if f["record"]["kind"] == "session"][-1]
+    project = f"dmprov{RUN}"
+    compose = ["docker-compose", "-f", str(path), "-p", project]
+    subprocess.run(compose + ["config", "-q"], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run(compose + ["up", "-d"], check=True, capture_output=True, timeout=120)
+        (c,) = docker_client.containers.list(
+            filters={"label": f"com.docker.compose.project={project}"})
+        info = c.attrs
+        assert info["Image"] == rec["image"]["id"] and info["Config"]["Image"] == \
+            rec["image"]["digest"]
+        spec = translate.parse_run_args(provenance.run_argv(rec)[2:])
+        assert info["Config"]["User"] == spec.user and info["Config"]["WorkingDir"] == \
+            spec.workdir
+        binds = [b[:-3] if b.endswith(":rw") else b for b in info["HostConfig"]["Binds"]]
+        assert binds == list(spec.volumes)  # (compose spells out the default :rw)
+        assert info["Config"]["Entrypoint"] + info["Config"]["Cmd"] == rec["interpreter"]
+        out = subprocess.run(compose + ["exec", "-T", sname, "python3", "-c",
+                                        "import numpy, os; print(numpy.arange(3).sum(), "
+                                        "os.getcwd())"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.stdout.split() == ["3", spec.workdir], out.stderr
+    finally:
+        subprocess.run(compose + ["down", "-t", "1"], capture_output=True, timeout=120)
 
 
 def recording_table(records):
