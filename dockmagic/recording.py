@@ -71,27 +71,37 @@ _by_digest: dict = {}
 
 
 class _ImageLookup:
-    """`query_image` on a thread of its own, started when the cell starts, so the round trip
-    overlaps the container's run instead of adding to the cell's time."""
+    """`query_image` on dockmagic's one lookup thread, asked when the cell starts, so the round
+    trip overlaps the container's run instead of adding to the cell's time (a thread started
+    per cell would cost its start-up, which a loaded machine makes long)."""
 
     def __init__(self, engine, ref: str):
         self.engine, self.ref = engine, ref
         self.info = _by_digest.get((engine.endpoint.url, ref))
-        self.thread = None
+        self.future = None
         if self.info is None:
-            self.thread = threading.Thread(target=self._run, name="dockmagic-image-lookup",
-                                           daemon=True)
-            self.thread.start()
-
-    def _run(self):
-        self.info = query_image(self.engine, self.ref)
+            self.future = _lookups().submit(query_image, engine, ref)
 
     def result(self) -> Optional[dict]:
-        if self.thread is not None:
-            self.thread.join(30)
+        if self.future is not None:
+            try:
+                self.info = self.future.result(30)
+            except Exception:
+                self.info = None
         if self.info is None:  # not local when the cell started: pulled since, ask again
             self.info = query_image(self.engine, self.ref)
         return self.info
+
+
+_pool = None
+
+
+def _lookups():
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockmagic-record")
+    return _pool
 
 
 def query_gpus(spec) -> list:
