@@ -329,6 +329,12 @@ def test_exported_script_replays_the_notebook_with_byte_identical_results(shell,
         table = recording_table([f["record"] for f in found])
         assert shown == repr(table)
         assert len(table) == 8
+        saved = shell.run_line_magic("docker", "history --notebook "
+                                     f"{nbdir / 'replay.executed.ipynb'}")
+        assert saved.rows == table.rows  # `%docker history --notebook` = what the kernel showed
+        cells = [c.execution_count for c in executed.cells if c.source.startswith("%%docker")
+                 and any(provenance.KEY in o.get("metadata", {}) for o in c.outputs)]
+        assert [r[0].split()[0] for r in saved.rows] == [str(n) for n in cells]
 
         # compose.yaml: the session as a service that docker-compose starts on the pinned image
         check_compose(nbdir / "compose.yaml", sname, found, docker_client)
