@@ -232,9 +232,8 @@ def to_agent_changes(spec) -> dict:
     from . import agent, session, transfer
     python = (spec.entrypoint or spec.command or ("python3",))[0]
     run = session.for_session(spec, python, "NONCE", transfer.fast_root())
-    added = dict(run.labels)
-    for key, value in spec.labels:
-        added.pop(key, None) if added.get(key) == value else None
+    planned = dict(spec.labels)
+    added = {k: v for k, v in run.labels if planned.get(k) != v}
     return {"main_process": [python, "-u", "-c", f"<dockmagic agent v{agent.VERSION}>",
                              "session", "<nonce>"],
             "init": run.init, "labels": added,
