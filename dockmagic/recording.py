@@ -281,7 +281,8 @@ class SessionRecorder:
         base = _session_base.get(sess.id)
         if base is None:
             base = _session_base[sess.id] = _build_session_base(self.engine, sess)
-        rss = reply.get("maxrss")
+        rss = reply.get("maxrss")  # from the container: a number, or nothing
+        rss = rss if isinstance(rss, int) and not isinstance(rss, bool) and rss > 0 else None
         record = provenance.build_record(
             version=__version__, kind="session", cell=_prompt_number(), line=self.line,
             body=self.body, engine=base["engine"], image=base["image"],

@@ -278,15 +278,23 @@ def container_user_is_other(user: Optional[str]) -> bool:
 
 def measure(exchange: "Exchange", inputs, outputs) -> dict:
     """Names and sizes (bytes on the exchange folder) of what one cell moved, for its record:
-    INPUTS / OUTPUTS are the manifests ([name, folder index, file, kind]); call before close."""
+    INPUTS / OUTPUTS are the manifests ([name, folder index, file, kind]); call before close.
+    The output manifest comes from the container: only a plain file name inside one of this
+    exchange's own folders is looked at (lstat: a link is not followed), else the size is None."""
     def sizes(manifest):
         rows = []
-        for name, idx, fname, _kind in manifest:
+        for entry in manifest:
             try:
-                size = os.stat(os.path.join(exchange.host_dirs[idx], fname)).st_size
-            except (OSError, IndexError, TypeError):
-                size = None
-            rows.append({"name": name, "bytes": size})
+                name, idx, fname, _kind = entry
+                ok = (isinstance(idx, int) and 0 <= idx < len(exchange.host_dirs)
+                      and isinstance(fname, str) and fname == os.path.basename(fname)
+                      and fname not in ("", ".", ".."))
+                st = os.lstat(os.path.join(exchange.host_dirs[idx], fname)) if ok else None
+                size = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
+            except (OSError, TypeError, ValueError):
+                name, size = (entry[0] if isinstance(entry, (list, tuple)) and entry
+                              else None), None
+            rows.append({"name": str(name), "bytes": size})
         return rows
 
     return {"in": sizes(inputs or ()), "out": sizes(outputs or ())}

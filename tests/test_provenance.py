@@ -166,3 +166,21 @@ def test_compose_writes_the_session_as_a_service_that_parses_back():
     assert svc["deploy"]["resources"]["reservations"]["devices"] == [
         {"driver": "nvidia", "capabilities": ["gpu"], "device_ids": ["0"]}]
     assert svc["stdin_open"] is True
+
+
+def test_transfer_sizes_never_follow_a_path_the_container_names(tmp_path):
+    from dockmagic import transfer
+
+    xdir = tmp_path / "x"
+    xdir.mkdir()
+    (xdir / "out-0.npy").write_bytes(b"n" * 1000)
+    (tmp_path / "secret").write_bytes(b"s" * 77)
+    os.symlink(tmp_path / "secret", xdir / "link")
+    ex = transfer.Exchange([(str(xdir), "/xchg")])
+    manifest = [["y", 0, "out-0.npy", "npy"], ["a", 0, "../secret", "pickle"],
+                ["b", 0, str(tmp_path / "secret"), "pickle"], ["c", 3, "out-0.npy", "npy"],
+                ["d", 0, "link", "pickle"], ["e", "0", "out-0.npy", "npy"], "junk"]
+    got = transfer.measure(ex, [], manifest)
+    assert got["in"] == []
+    assert [r["bytes"] for r in got["out"]] == [1000, None, None, None, None, None, None]
+    assert [r["name"] for r in got["out"]][:6] == ["y", "a", "b", "c", "d", "e"]
