@@ -23,7 +23,10 @@ no dockmagic), and talks to whatever engine the docker CLI reaches (``DOCKER_HOS
 - `--in`/`--out` cells are skipped with a comment: they move variables between a kernel and the
   container, and a script has no kernel.
 - A cell that failed when recorded with `--no-raise-error` may fail again; one whose failure
-  stopped the notebook stops the script.
+  stopped the notebook stops the script. Cells recorded as interrupted, or whose container never
+  started, are skipped with a comment.
+- The recorded lines keep their `dockmagic.*` labels, so a replay's containers show in
+  `%docker ps`, and any left over (a `-d` cell's) as an orphan for `%docker prune --orphans`.
 """
 from __future__ import annotations
 
