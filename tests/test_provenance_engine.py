@@ -417,6 +417,9 @@ def two_images(base_image):
     yield a, b, made
     recording.PINS.on = False
     recording.PINS.refresh()
+    from dockmagic import spare
+    spare.SPARES.discard()  # a spare made from a pinned image would keep that image in use
+    spare.SPARES.drain()
     for ref in made + [a[1], b[1]]:  # the tags, then the images (a pushed one keeps a digest)
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
 
