@@ -181,8 +181,7 @@ class CellRecorder:
         moved = None
         if xfer is not None:
             from . import transfer
-            res = xfer.exchange.result() or {}
-            moved = transfer.measure(xfer.exchange, xfer.inputs, res.get("out") or ())
+            moved = transfer.measure(xfer.exchange, xfer.inputs, xfer.outputs)
         record = provenance.build_record(
             version=__version__, kind="detached" if detached else "oneshot",
             cell=_prompt_number(), line=None, body=self.body, engine=query_engine(self.engine),

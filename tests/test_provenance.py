@@ -168,19 +168,20 @@ def test_compose_writes_the_session_as_a_service_that_parses_back():
     assert svc["stdin_open"] is True
 
 
-def test_transfer_sizes_never_follow_a_path_the_container_names(tmp_path):
+def test_transfer_sizes_never_follow_a_link_the_container_left(tmp_path):
     from dockmagic import transfer
 
     xdir = tmp_path / "x"
     xdir.mkdir()
+    (xdir / "in-0.npy").write_bytes(b"i" * 500)
     (xdir / "out-0.npy").write_bytes(b"n" * 1000)
+    (xdir / "out-2.pkl").write_bytes(b"p" * 30)
     (tmp_path / "secret").write_bytes(b"s" * 77)
-    os.symlink(tmp_path / "secret", xdir / "link")
-    ex = transfer.Exchange([(str(xdir), "/xchg")])
-    manifest = [["y", 0, "out-0.npy", "npy"], ["a", 0, "../secret", "pickle"],
-                ["b", 0, str(tmp_path / "secret"), "pickle"], ["c", 3, "out-0.npy", "npy"],
-                ["d", 0, "link", "pickle"], ["e", "0", "out-0.npy", "npy"], "junk"]
-    got = transfer.measure(ex, [], manifest)
-    assert got["in"] == []
-    assert [r["bytes"] for r in got["out"]] == [1000, None, None, None, None, None, None]
-    assert [r["name"] for r in got["out"]][:6] == ["y", "a", "b", "c", "d", "e"]
+    os.symlink(tmp_path / "secret", xdir / "out-1.pkl")  # a link the container made
+    ex = transfer.Exchange(str(xdir))
+    got = transfer.measure(ex, [["x", "in-0.npy", "npy"], ["z", "../secret", "pickle"]],
+                           [("a", "a", False), ("b", "b", False), ("c", "c", True),
+                            ("d", "d", False)])
+    assert got == {"in": [{"name": "x", "bytes": 500}, {"name": "z", "bytes": None}],
+                   "out": [{"name": "a", "bytes": 1000}, {"name": "b", "bytes": None},
+                           {"name": "c", "bytes": 30}, {"name": "d", "bytes": None}]}
