@@ -227,17 +227,20 @@ def remember_session(plan):
 def to_agent_changes(spec) -> dict:
     """What `session.for_session` does to a session's planned spec, in docker-run words: its
     main process becomes dockmagic's agent (source elided: it is dockmagic's, versioned),
-    plus the flags and labels it adds."""
-    from . import agent, session, transfer
+    plus the flags, labels and mounts it adds (the private exchange folder is named by its
+    role: it is made when the session starts)."""
+    from . import agent, session
     python = (spec.entrypoint or spec.command or ("python3",))[0]
-    run = session.for_session(spec, python, "NONCE", transfer.fast_root())
+    xroot = "<the session's private exchange folder>"
+    run = session.for_session(spec, python, xroot)
     planned = dict(spec.labels)
-    added = {k: v for k, v in run.labels if planned.get(k) != v}
-    return {"main_process": [python, "-u", "-c", f"<dockmagic agent v{agent.VERSION}>",
-                             "session", "<nonce>"],
-            "init": run.init, "labels": added,
-            "mounts": [m.to_cli() for m in run.mounts if m not in spec.mounts],
-            "detach": run.detach, "interactive": run.interactive}
+    long_args = [c for c in run.command if len(c) > 200]  # the agent's source
+    return {"main_process": list(run.entrypoint) + [
+                f"<dockmagic agent v{agent.VERSION}>" if c in long_args else c
+                for c in run.command],
+            "init": run.init, "detach": run.detach, "interactive": run.interactive,
+            "labels": {k: v for k, v in run.labels if planned.get(k) != v},
+            "mounts": [m.to_cli() for m in run.mounts if m not in spec.mounts]}
 
 
 class SessionRecorder:

@@ -358,8 +358,8 @@ def _parse_reply(data: bytes) -> dict:
         reply["code"] = raw["code"] & 0xFF
     if raw.get("msg") is not None:
         reply["msg"] = transfer.clean_text(raw["msg"], 2000)
-    for key in ("version", "pid", "cells"):
-        if isinstance(raw.get(key), int):
+    for key in ("version", "pid", "cells", "maxrss"):  # maxrss: for the provenance record
+        if isinstance(raw.get(key), int) and not isinstance(raw.get(key), bool):
             reply[key] = raw[key]
     if isinstance(raw.get("python"), str):
         reply["python"] = transfer.clean_text(raw["python"], 40)
