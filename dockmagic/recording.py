@@ -12,7 +12,6 @@ survives nbclient/nbconvert; its text/plain is the one summary line.
 """
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
@@ -246,8 +245,9 @@ def to_agent_changes(spec) -> dict:
 class SessionRecorder:
     """Around one `%%docker @NAME` cell: a context manager that records it when it ran."""
 
-    def __init__(self, engine, line: str, body: str):
-        self.engine, self.line, self.body = engine, line, body
+    def __init__(self, engine, name: str, args, line: str, body: str):
+        """ARGS: the cell line as `cli.parse_session_cell` parsed it."""
+        self.engine, self.name, self.args, self.line, self.body = engine, name, args, line, body
 
     def __enter__(self):
         self.started = time.time()
@@ -267,7 +267,9 @@ class SessionRecorder:
 
     def _publish(self, ended, kind, exc):
         from . import session
-        name, interpreter, moves, raise_error = _parse_cell_line(self.line)
+        name, args = self.name, self.args
+        interpreter, raise_error = tuple(args.interpreter), not args.no_raise_error
+        moves = bool(args.inputs or args.outputs or args.pickle_outputs)
         sess = session.attached(name)
         if sess is None:
             return  # it never answered: nothing ran there
@@ -300,16 +302,8 @@ class SessionRecorder:
         publish(record, self.body)
 
 
-def session_cell(engine, line: str, body: str) -> SessionRecorder:
-    return SessionRecorder(engine, line, body) if enabled else _Off()
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_cell_line(line: str) -> tuple:
-    """What a record needs of a `%%docker @NAME ...` line (kept: a notebook repeats its lines)."""
-    from . import session
-    name, interpreter, inputs, outputs, raise_error = session.parse_cell_line(line)
-    return name, interpreter, bool(inputs or outputs), raise_error
+def session_cell(engine, name: str, args, line: str, body: str) -> SessionRecorder:
+    return SessionRecorder(engine, name, args, line, body) if enabled else _Off()
 
 
 def _prompt_number() -> Optional[int]:

@@ -1,27 +1,18 @@
-"""`%docker history`, `%docker export`, `%docker pin`: parse the line, read the records (this
-kernel's, or a saved notebook's), hand them to ``provenance`` / ``export``, show or write. Thin."""
+"""`%docker history`, `%docker export`, `%docker pin`: the subcommands about what this notebook
+ran. Read the records (this kernel's, or a saved notebook's), hand them to ``provenance`` /
+``export``, show or write. Thin; registered in cli's one registry."""
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from typing import Sequence
 
 from IPython.core.error import UsageError
 
 from . import __version__, export, provenance, recording
+from .cli import argument, subcommand
 
-_HISTORY_USAGE = "usage: %docker history [--notebook PATH.ipynb]"
-_EXPORT_USAGE = ("usage: %docker export run.sh|compose.yaml [--from-notebook PATH.ipynb] "
-                 "[--force]")
 #: First lines dockmagic writes; a file that starts otherwise is the user's and is kept.
 _OURS = ("#!/usr/bin/env bash\n# Replays the container cells of ", "# Session containers of ")
-
-
-def _value(args: List[str], i: int, flag: str, usage: str) -> str:
-    if "=" in args[i]:
-        return args[i].split("=", 1)[1]
-    if i + 1 >= len(args):
-        raise UsageError(f"{flag} needs a value; {usage}")
-    return args[i + 1]
 
 
 def read_notebook(path: str) -> dict:
@@ -41,58 +32,52 @@ def history_table(records: Sequence[dict], title: str = ""):
                  "no container cells recorded yet", title=title)
 
 
-def history_command(args: Sequence[str]):
-    args = list(args)
-    if not args:
+@subcommand("history", "what this notebook's container cells ran: image@digest, engine, GPUs, "
+            "exit, duration", group="cells",
+            description="The provenance records of this kernel's container cells as a table "
+                        "(cell, image@digest, engine, GPUs, exit, duration), or those saved in "
+                        "a notebook.")
+@argument("--notebook", metavar="PATH.ipynb", help="read the records from a saved notebook")
+def cmd_history(magics, args):
+    if args.notebook is None:
         return history_table([h["record"] for h in recording.HISTORY])
-    if args[0].split("=", 1)[0] == "--notebook" and len(args) <= 2:
-        path = _value(args, 0, "--notebook", _HISTORY_USAGE)
-        found = provenance.records_from_notebook(read_notebook(path))
-        return history_table([f["record"] for f in found], title=path)
-    raise UsageError(_HISTORY_USAGE)
+    found = provenance.records_from_notebook(read_notebook(args.notebook))
+    return history_table([f["record"] for f in found], title=args.notebook)
 
 
-def _kernel_source() -> str:
-    return os.environ.get("JPY_SESSION_NAME") or "this kernel's cells"
-
-
-def export_command(args: Sequence[str], say=print) -> Optional[str]:
-    args = list(args)
-    target, notebook, force = None, None, False
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg.split("=", 1)[0] == "--from-notebook":
-            notebook = _value(args, i, "--from-notebook", _EXPORT_USAGE)
-            i += 1 if "=" in arg else 2
-            continue
-        if arg in ("-f", "--force"):
-            force = True
-        elif arg.startswith("-") or target is not None:
-            raise UsageError(_EXPORT_USAGE)
-        else:
-            target = arg
-        i += 1
-    if target is None:
-        raise UsageError(_EXPORT_USAGE)
-    if notebook:
-        entries = export.pair_bodies(provenance.records_from_notebook(read_notebook(notebook)))
-        source = notebook
+@subcommand("export", "a bash script replaying the container cells, or compose.yaml of the "
+            "sessions", group="cells",
+            description="Write TARGET: a bash script (needs bash and the docker CLI only) that "
+                        "replays the container cells in order, each with its recorded docker "
+                        "run line pinned by digest and its body on stdin; or, for a .yaml/.yml "
+                        "TARGET, the session containers as compose services. --in/--out cells "
+                        "are skipped (a script has no kernel to move variables with).")
+@argument("--from-notebook", metavar="PATH.ipynb",
+          help="the records of a saved notebook, in notebook order (default: this kernel's, in "
+               "the order they ran)")
+@argument("--force", "-f", action="store_true", help="replace TARGET even if dockmagic did not "
+                                                     "write it")
+@argument("target", metavar="TARGET", help="run.sh or compose.yaml")
+def cmd_export(magics, args, say=print):
+    if args.from_notebook:
+        found = provenance.records_from_notebook(read_notebook(args.from_notebook))
+        entries, source = export.pair_bodies(found), args.from_notebook
     else:
         entries = [dict(h) for h in recording.HISTORY]
-        source = _kernel_source()
-    compose = target.endswith((".yaml", ".yml"))
+        source = os.environ.get("JPY_SESSION_NAME") or "this kernel's cells"
+    compose = args.target.endswith((".yaml", ".yml"))
     try:
         text = (export.build_compose if compose else export.build_script)(
             entries, source=source, version=__version__)
     except export.ExportError as exc:
         raise UsageError(str(exc)) from None
-    _write(target, text, force, executable=not compose)
+    _write(args.target, text, args.force, executable=not compose)
     if compose:
-        say(f"wrote {target}: the session containers as compose services "
-            f"(`docker compose -f {target} up -d`)")
+        say(f"wrote {args.target}: the session containers as compose services "
+            f"(`docker-compose -f {args.target} up -d`)")
     else:
-        say(f"wrote {target}: {export.summarize(entries)}; run it with `bash {target}`")
+        say(f"wrote {args.target}: {export.summarize(entries)}; run it with "
+            f"`bash {args.target}`")
     return None
 
 
@@ -115,13 +100,17 @@ def _write(path: str, text: str, force: bool, executable: bool):
     os.replace(tmp, path)
 
 
-def pin_command(args: Sequence[str], say=print):
-    args = list(args)
-    if args == ["--refresh"]:
+@subcommand("pin", "the images pinned by `config --pin on`; --refresh resolves tags anew",
+            group="cells",
+            description="Show which tag runs which digest. With `%%docker config --pin on`, each "
+                        "tag is resolved to its digest (REPO@sha256:..., or the image ID for an "
+                        "image built here and never pushed) the first time a cell uses it, and "
+                        "later cells run that digest even if the tag moves.")
+@argument("--refresh", action="store_true",
+          help="forget the pins: each tag resolves to its digest again at its next use")
+def cmd_pin(magics, args, say=print):
+    if args.refresh:
         recording.PINS.refresh()
         say("pins cleared: each tag resolves to its digest again at its next use")
-    elif args:
-        raise UsageError("usage: %docker pin [--refresh] (turn pinning on with "
-                         "`%docker config --pin on`)")
     say(recording.PINS.describe())
     return None
