@@ -385,6 +385,8 @@ def test_an_interpreter_a_spare_cannot_start_is_named_like_a_cold_start(shell, w
     assert "executable file not found" in str(cold.value)
     assert "executable file not found" in str(warm.value)
     spare.SPARES.discard()
+    from dockmagic import kernel, transfer
+    assert transfer.exchange_dirs_of(kernel.kernel_id()) == []  # the failed spare's folder too
 
 
 # -- bind sources and paths -----------------------------------------------------------------------
