@@ -314,15 +314,17 @@ def test_forged_session_markers_cannot_inject(kernels, marker):
         sys.stderr.flush()
         raise ValueError('never seen')
         """)
-    _out, _err, error = k.run(cell_at("secforge", "--out x", own))
+    _out, forged_err, error = k.run(cell_at("secforge", "--out x", own))
     assert error is not None and error.startswith("TransferError: --out x:")
     assert "--out-pickle x" in error
     assert k.value("keep") == "'untouched'" and k.value("'x' in dir()") == "False"
     out, err, error = k.run(cell_at("secforge", "", "import time\ntime.sleep(1)\n"
                                                     "print('alive')"))
     assert error is None and "alive" in out
-    # the forged cell's real end came after its fake one: at worst display, and said so
-    assert "never seen" in err and "printed a fake end marker" in err
+    # the forged cell's real output came after its fake end: shown with it (when it arrived
+    # with the fake end) or in the next cell, which then says so; display, nothing more
+    assert "never seen" in forged_err + err
+    assert "never seen" not in err or "printed a fake end marker" in err
     k.run("%docker session --stop secforge")
 
 
