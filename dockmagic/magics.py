@@ -223,12 +223,14 @@ class DockerMagics(Magics):
         if who is not None:
             identity, gpus = cellplan.Identity(*who), None
         try:
-            return cellplan.plan_cell(
+            plan = cellplan.plan_cell(
                 self._expand(line), cwd=os.getcwd(), identity=identity,
                 default_flags=self.config_.flags, default_image=self.config_.image,
                 default_gpus=gpus, labels=self._labels(), oneshot=oneshot)
         except cellplan.CellUsageError as exc:
             raise UsageError(str(exc)) from None
+        from . import recording
+        return recording.PINS.apply(engine or self.engine, plan) if recording.PINS.on else plan  # (#12)
 
     def _plan_with_engine(self, line: str, oneshot: bool = True):
         """(plan, engine) for a cell line: `--engine NAME`, `--engine auto --gpus auto:N`, or
@@ -316,11 +318,12 @@ class DockerMagics(Magics):
         return self.run_plan(plan, cell, engine)
 
     def run_plan(self, plan: cellplan.CellPlan, body: str, engine=None):
-        from . import runner
+        from . import recording, runner
 
         self._push_settings()
         engine = engine or self.engine
         remote = getattr(engine, "remote", False)
+        rec = recording.begin(engine, plan, body)  # provenance record (#12): finished below
         spec = plan.spec
         python = cellplan.reads_python_stdin(spec)
         text = cellplan.to_python_stdin(body, self.cell_name()) if python else body
@@ -357,6 +360,7 @@ class DockerMagics(Magics):
             else:
                 name = sync(lambda: runner.run_detached(engine, spec, data, on_pull=say),
                             "in" if plan.sync in ("both", "in") else "none")
+            rec.finish(name=name)
             from . import status
             try:
                 cid = engine.inspect(name)["Id"]
@@ -373,6 +377,7 @@ class DockerMagics(Magics):
                 live = status.CellStatus(engine, spec.image, self.cell_number(),
                                          self.status_interval)
         started = []
+        result = None
 
         def on_started(cid):
             started.append(cid)
@@ -401,6 +406,7 @@ class DockerMagics(Magics):
                 live.finish(failed=_first_line(exc))
             raise
         finally:
+            rec.finish(result, xfer=xfer)
             if xfer is not None:
                 xfer.close()
         if live is not None:
@@ -418,13 +424,16 @@ class DockerMagics(Magics):
             return None
         name, args = parsed
         self._push_settings()
+        from . import recording
+        engine = self.engine
         try:
-            return session.run_cell(self.engine, name, cellplan.as_cell_source(cell),
-                                    self.shell.user_ns,
-                                    interpreter=args.interpreter, inputs=args.inputs,
-                                    outputs=args.outputs, pickle_outputs=args.pickle_outputs,
-                                    raise_error=not args.no_raise_error,
-                                    cell_name=self.cell_name())
+            with recording.session_cell(engine, name, args, line, cell):  # provenance (#12)
+                return session.run_cell(engine, name, cellplan.as_cell_source(cell),
+                                        self.shell.user_ns,
+                                        interpreter=args.interpreter, inputs=args.inputs,
+                                        outputs=args.outputs, pickle_outputs=args.pickle_outputs,
+                                        raise_error=not args.no_raise_error,
+                                        cell_name=self.cell_name())
         except session.SessionUsage as exc:
             raise UsageError(str(exc)) from None
 
