@@ -10,6 +10,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from . import labels as L
 from . import translate
 
 DEFAULT_INTERPRETER = ("python3", "-u")
@@ -124,6 +125,8 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
     if labels:
         labels.setdefault("dockmagic.kind", ("detached" if user.detach else "oneshot")
                           if oneshot else "session")
+        if L.reapable(labels["dockmagic.kind"], bool(user.auto_remove)):
+            labels[L.REAP] = "1"  # the kernel's reaper removes it if the kernel dies
     suffix = []
     for key, value in labels.items():
         suffix += ["-l", f"{key}={value}"]

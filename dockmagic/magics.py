@@ -4,9 +4,7 @@ from __future__ import annotations
 import os
 import pwd
 import shlex
-import socket
 import sys
-import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
@@ -15,9 +13,6 @@ from . import cell as cellplan
 from . import errors
 from . import translate
 
-_PROCESS_START = time.time()
-
-
 def _username(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -25,9 +20,7 @@ def _username(uid: int) -> str:
         return os.environ.get("USER", str(uid))
 
 
-def kernel_id() -> str:
-    """`host:pid:start`: names this kernel on the engine, so dead kernels' containers are found."""
-    return f"{socket.gethostname()}:{os.getpid()}:{int(_PROCESS_START)}"
+from .kernel import kernel_id  # noqa: E402 (the one kernel identity; labels and claims agree)
 
 
 class NotebookConfig:
@@ -162,8 +155,19 @@ class DockerMagics(Magics):
             return None
         return self.run_plan(plan, cell)
 
+    def _ensure_reaper(self):
+        # reaper (interim, until the engine's first use calls engine.reaper.ensure_reaper):
+        from .engine import reaper
+        try:
+            reaper.ensure_reaper(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+                                 kernel_id())
+        except (ValueError, OSError):
+            pass  # an endpoint the reaper does not speak (ssh://): none yet
+
     def run_plan(self, plan: cellplan.CellPlan, body: str):
         from . import runner
+
+        self._ensure_reaper()
 
         spec = plan.spec
         kwargs = spec.to_create_kwargs()
@@ -258,6 +262,7 @@ class DockerMagics(Magics):
         long-lived container running one Python interpreter; `%%docker @NAME` cells run in it
         and keep its variables. `%docker session` lists sessions; `--stop NAME` removes one."""
         from . import session
+        self._ensure_reaper()
         try:
             return session.command(args, plan=lambda line: self.plan(line, oneshot=False))
         except session.SessionUsage as exc:

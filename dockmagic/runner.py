@@ -296,9 +296,20 @@ def remove_quietly(api, cid: str):
     try:
         api.remove_container(cid, force=True)
     except Exception as exc:  # already gone (404) or going (409) are the expected cases
-        if getattr(getattr(exc, "response", None), "status_code", None) not in (404, 409):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status is None and _remove_later(cid):
+            return  # the engine is away: the reaper removes it when it answers again
+        if status not in (404, 409):
             print(f"dockmagic: could not remove container {cid[:12]}: {short_reason(exc)}",
                   file=sys.stderr)
+
+
+def _remove_later(cid: str) -> bool:
+    # reaper (interim, until the engine owns removal): hand it to this endpoint's reaper.
+    import os
+    from .engine import reaper
+    r = reaper.reaper_for(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    return r is not None and r.send(f"rm {cid}")
 
 
 def run_detached(kwargs: dict, body: bytes, *, wants_gpus: bool = False, on_pull=None) -> str:

@@ -135,6 +135,7 @@ class Session:
         self._waiting = set()  # requests given up on after an interrupt; their ends still come
         self._lock = threading.Lock()
         self.info = {}
+        self.claimed = False  # by this kernel (claims.py)
 
     # plumbing
     def _attach(self):
@@ -307,11 +308,21 @@ class Session:
                                     reply.get("msg") or errors.describe_exit(code, self.image),
                                     self.image)
 
+    def claim(self):
+        """This kernel holds the session (reattached to one another kernel made): `prune
+        --orphans` and that kernel's reaper leave it alone (see claims.py)."""
+        from . import claims
+        self.claimed = claims.claim(self.id)
+
     def close(self, remove: bool = False):
         self.close_socket()
         _SESSIONS.pop(self.name, None)
         if remove or self.auto_remove:
             runner.remove_quietly(runner.get_client().api, self.id)
+        if self.claimed:
+            from . import claims
+            claims.release(self.id)
+            self.claimed = False
 
 
 _SESSIONS: dict = {}
@@ -376,6 +387,7 @@ def get(name: str) -> Session:
 
 def _reattach(name: str, info: dict) -> Session:
     sess = _from_container(name, info)
+    sess.claim()  # before attaching: the reaper of the kernel that made it must now keep it
     sess._attach()
     sess.hello()
     _SESSIONS[name] = sess
@@ -405,6 +417,7 @@ def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
         if sess is not None:
             sess.close_socket()
         sess = _from_container(name, info)
+        sess.claim()
         sess._attach()
         try:
             runner.get_client().api.start(sess.id)
@@ -471,6 +484,9 @@ def stop(name: str):
     sess = _SESSIONS.pop(name, None)
     if sess is not None:
         sess.close_socket()
+        if sess.claimed:
+            from . import claims
+            claims.release(sess.id)
     info = _inspect(name)
     if info is None:
         if sess is None:

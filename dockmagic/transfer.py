@@ -26,6 +26,7 @@ import stat
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import agent, errors
+from .engine import reaper  # stdlib only: removes the folders if the kernel dies
 
 XFER_PREFIX = ".dockmagic-xfer-"
 
@@ -187,11 +188,13 @@ class Exchange:
         made, mapped, error = [], [], None
         for host_parent, container_parent in places:
             host_dir = os.path.join(host_parent, name)
+            reaper.track([host_dir])  # first: a kernel killed from here on leaves nothing
             try:
                 os.mkdir(host_dir, 0o700)
                 if shared:  # the container runs as another (non-root) user: it must write here
                     os.chmod(host_dir, 0o777)
             except OSError as exc:
+                reaper.untrack([host_dir])
                 error = f"--in/--out: cannot make {host_dir}: {exc.strerror}"
                 continue
             made.append((host_dir, posixpath.join(container_parent, name)))
@@ -256,6 +259,7 @@ class Exchange:
     def close(self):
         for host_dir in self.host_dirs:
             shutil.rmtree(host_dir, ignore_errors=True)
+        reaper.untrack(self.host_dirs)
 
 
 def container_user_is_other(user: Optional[str]) -> bool:
