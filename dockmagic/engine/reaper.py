@@ -670,7 +670,7 @@ def ensure_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
         reaper = _REAPERS.get(endpoint_url)
         if reaper is not None and reaper.alive():
             return reaper
-        reaper = _start(endpoint_url, kernel_id, tuple(cleanup_globs), grace_s, tls)
+        reaper = start_reaper(endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, tls=tls)
         _REAPERS[endpoint_url] = reaper
     for path in sorted(_TRACKED):
         reaper.track(path)
@@ -682,9 +682,13 @@ def ensure_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
     return reaper
 
 
-def _start(endpoint_url, kernel_id, globs, grace_s, tls) -> Reaper:
+def start_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *, grace_s: float = GRACE_S,
+                 tls=None) -> Reaper:
+    """Start a reaper process for KERNEL_ID on ENDPOINT_URL (`ensure_reaper` keeps one per
+    endpoint; tests start their own)."""
     import subprocess
 
+    globs = tuple(cleanup_globs)
     argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), "--endpoint", endpoint_url,
             "--kernel", kernel_id, "--grace", repr(grace_s)]
     try:

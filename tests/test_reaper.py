@@ -1,0 +1,313 @@
+"""The reaper (dockmagic/engine/reaper.py) and claims (dockmagic/claims.py): the folder removal's
+safety on a real filesystem, the claim rule, and the reaper process against the real engine."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from dockmagic import claims
+from dockmagic.engine import reaper
+from conftest import BASE_IMAGE
+
+RUN = uuid.uuid4().hex[:8]
+CASE = "dockmagic.test"
+ENDPOINT = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+# -- folders ------------------------------------------------------------------------------------
+@pytest.fixture
+def root(tmp_path):
+    r = tmp_path / "root"
+    r.mkdir(mode=0o700)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    return r, outside
+
+
+def test_globs_remove_matching_folders_and_nothing_through_links(root):
+    r, outside = root
+    for name in (".dmx-K1-a", ".dmx-K1-b", ".dmx-K2-a", "dmx-K1-visible"):
+        (r / name).mkdir()
+        (r / name / "data.npy").write_bytes(b"x" * 100)
+    (r / ".dmx-K1-a" / "sub").mkdir()
+    (r / ".dmx-K1-a" / "sub" / "link").symlink_to(outside)       # a link inside: unlinked only
+    (r / ".dmx-K1-link").symlink_to(outside)                      # a matching link: unlinked only
+    (r / ".dmx-K1-b" / "up").symlink_to(outside / "precious")
+
+    removed = reaper.remove_globs(str(r), [f"{r}/.dmx-K1-*", "../outside", f"{outside}/*"])
+
+    assert sorted(removed) == [".dmx-K1-a", ".dmx-K1-b", ".dmx-K1-link"]
+    assert sorted(os.listdir(r)) == [".dmx-K2-a", "dmx-K1-visible"]
+    assert (outside / "precious").read_text() == "keep me"
+
+
+def test_globs_nested_and_hidden_names_need_a_dot_pattern(root):
+    r, _ = root
+    (r / "k1").mkdir()
+    (r / "k1" / "cell-1").mkdir()
+    (r / "k1" / ".hidden").mkdir()
+    assert reaper.remove_globs(str(r), ["k1/*"]) == ["k1/cell-1"]
+    assert os.listdir(r / "k1") == [".hidden"]
+
+
+def test_globs_refuse_a_root_others_may_write(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    (shared / "x").mkdir()
+    with pytest.raises(OSError, match="not ours alone"):
+        reaper.remove_globs(str(shared), ["x"])
+    assert (shared / "x").exists()
+
+
+def test_globs_refuse_a_root_reached_through_a_link(root, tmp_path):
+    r, _ = root
+    (r / "x").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(r)
+    with pytest.raises(OSError):
+        reaper.remove_globs(str(link), ["x"])
+    assert (r / "x").exists()
+
+
+def test_tracked_path_is_removed_but_not_through_a_linked_parent(root, tmp_path):
+    r, outside = root
+    (r / "xfer").mkdir()
+    (r / "xfer" / "a").write_text("1")
+    (outside / "xfer").mkdir()
+    link = tmp_path / "via"
+    link.symlink_to(outside)
+    assert reaper.remove_path(str(link / "xfer")) is False
+    assert (outside / "xfer").exists()
+    assert reaper.remove_path(str(r / "xfer")) is True
+    assert not (r / "xfer").exists()
+    assert reaper.remove_path("relative/path") is False
+
+
+def test_root_of_a_pattern():
+    assert reaper._root_of("/dev/shm/dockmagic-0/.dmx-K-*") == "/dev/shm/dockmagic-0"
+    assert reaper._root_of("/dev/shm/d-*/x") == "/dev/shm"
+
+
+# -- claims --------------------------------------------------------------------------------------
+def test_claim_files_round_trip_and_refuse_odd_ids(tmp_path):
+    d = str(tmp_path)
+    cid = "ab" * 32
+    reaper.write_claim(d, cid, "h:1:2")
+    assert reaper.read_claim(d, cid) == "h:1:2"
+    assert reaper.claims_of(d, "h:1:2") == {cid}
+    reaper.drop_claim(d, cid, kernel="h:9:9")  # someone else's drop: no effect
+    assert reaper.read_claim(d, cid) == "h:1:2"
+    reaper.drop_claim(d, cid, kernel="h:1:2")
+    assert reaper.read_claim(d, cid) is None
+    with pytest.raises(ValueError):
+        reaper.write_claim(d, "../../etc/passwd", "h:1:2")
+    assert reaper.read_claim(d, "../x") is None
+    os.symlink("/etc/hostname", os.path.join(d, "cd" * 32))
+    assert reaper.read_claim(d, "cd" * 32) is None  # a planted link is no claim
+
+
+def test_classify_table():
+    live, dead, far = "live", "dead", "far"
+    alive = {live: True, dead: False, far: None}.get
+
+    def c(kind=None, kernel=dead, claimer=None, reap=False):
+        labels = {"dockmagic.managed": "1", "dockmagic.kernel": kernel}
+        if kind:
+            labels["dockmagic.kind"] = kind
+        if reap:
+            labels["dockmagic.reap"] = "1"
+        return claims.classify(labels, claimer, alive)
+
+    assert c("oneshot", kernel=live, reap=True) == "held"
+    assert c("oneshot", kernel=far, reap=True) == "held"      # another host: cannot tell
+    assert c("oneshot", reap=True) == "orphan"
+    assert c("spare", reap=True) == "orphan"
+    assert c("session", reap=True) == "orphan"                 # a --rm session nobody holds
+    assert c("session", reap=True, claimer=live) == "claimed"
+    assert c("session", reap=True, claimer=far) == "claimed"
+    assert c("session", reap=True, claimer=dead) == "orphan"   # a stale claim holds nothing
+    assert c("session") == "session"                           # without --rm: kept by design
+    assert c("detached") == "job"
+    assert c("oneshot", kernel=live, claimer=live) == "claimed"
+    assert c(None) == "orphan"                                 # unlabelled kind, kernel gone
+
+
+# -- the reaper process against the real engine ---------------------------------------------------
+def fake_kernel() -> str:
+    return f"{socket.gethostname()}-reaper-test:{RUN}:{int(time.time())}"
+
+
+@pytest.fixture
+def made(docker_client):
+    """Containers made by a test, removed afterwards whatever happens."""
+    made = []
+
+    def make(kernel, reap=True, kind="oneshot", **labels):
+        all_labels = {"dockmagic.managed": "1", "dockmagic.kernel": kernel,
+                      "dockmagic.kind": kind, CASE: f"reaper-{RUN}", **labels}
+        if reap:
+            all_labels["dockmagic.reap"] = "1"
+        c = docker_client.containers.create(BASE_IMAGE, ["sleep", "300"], labels=all_labels,
+                                            init=True)
+        c.start()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        try:
+            c.remove(force=True)
+        except Exception:
+            pass
+
+
+def exists(client, c) -> bool:
+    return bool(client.containers.list(all=True, filters={"id": c.id}))
+
+
+def wait_exit(r: reaper.Reaper, timeout=60.0):
+    r.proc.wait(timeout)
+
+
+def test_eof_reaps_the_kernels_reapable_containers_and_folders(docker_client, made, tmp_path):
+    kernel = fake_kernel()
+    other = fake_kernel() + "0"
+    target = made(kernel)
+    job = made(kernel, reap=False, kind="detached")
+    someone_elses = made(other)
+    held = made(kernel, kind="session")       # claimed by a live kernel (this process)
+    inherited = made(other, kind="session")   # claimed by the dying kernel: it goes with it
+    cdir = reaper.claims_dir()
+    from dockmagic.kernel import kernel_id
+    reaper.write_claim(cdir, held.id, kernel_id())
+    reaper.write_claim(cdir, inherited.id, kernel)
+
+    xroot = tmp_path / "x"
+    xroot.mkdir(mode=0o700)
+    (xroot / f"k-{RUN}-1").mkdir()
+    (xroot / "unrelated").mkdir()
+    tracked = tmp_path / "nb" / ".dockmagic-xfer-abc"
+    tracked.mkdir(parents=True)
+    (tracked / "in.pkl").write_bytes(b"data")
+
+    r = reaper.start_reaper(ENDPOINT, kernel, [f"{xroot}/k-{RUN}-*"], grace_s=0.5)
+    try:
+        r.track(str(tracked))
+        started = time.monotonic()
+        r.proc.stdin.close()  # the kernel's end of the pipe is gone, as when it is killed
+        wait_exit(r)
+        took = time.monotonic() - started
+        assert not exists(docker_client, target)
+        assert not exists(docker_client, inherited)
+        assert exists(docker_client, job) and exists(docker_client, someone_elses)
+        assert exists(docker_client, held)
+        assert not (xroot / f"k-{RUN}-1").exists() and (xroot / "unrelated").exists()
+        assert not tracked.exists() and tracked.parent.exists()
+        assert reaper.read_claim(cdir, inherited.id) is None, "its own claims go with it"
+        assert reaper.read_claim(cdir, held.id) == kernel_id()
+        print(f"reaped in {took:.1f} s (grace 0.5 s, two clean passes {reaper.RETRY_S:g} s apart)")
+    finally:
+        reaper.drop_claim(cdir, held.id)
+        r.proc.kill()
+        r.proc.wait()
+
+
+def test_close_keep_exits_without_reaping_and_close_reap_reaps_at_once(docker_client, made):
+    kernel = fake_kernel()
+    keep = made(kernel)
+    r = reaper.start_reaper(ENDPOINT, kernel, grace_s=30)
+    r.close(reap=False, wait=30)
+    assert r.proc.returncode == 0 and exists(docker_client, keep)
+
+    r = reaper.start_reaper(ENDPOINT, kernel, grace_s=30)  # a grace it must not wait out
+    started = time.monotonic()
+    r.close(reap=True, wait=30)
+    assert r.proc.returncode == 0 and time.monotonic() - started < 25
+    assert not exists(docker_client, keep)
+
+
+def test_remove_later_removes_while_the_kernel_lives(docker_client, made):
+    kernel = fake_kernel()
+    c = made(fake_kernel() + "1", reap=False, kind="detached")
+    r = reaper.start_reaper(ENDPOINT, kernel)
+    try:
+        r.remove_later(c.id)
+        deadline = time.monotonic() + 30
+        while exists(docker_client, c) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not exists(docker_client, c)
+        assert r.alive(), "it stays for the kernel's death"
+    finally:
+        r.close(reap=False, wait=30)
+
+
+def test_ensure_reaper_is_one_per_endpoint_and_restarts_a_dead_one(monkeypatch):
+    monkeypatch.setattr(reaper, "_REAPERS", {})
+    kernel = fake_kernel()
+    a = reaper.ensure_reaper(ENDPOINT, kernel)
+    try:
+        assert reaper.ensure_reaper(ENDPOINT, kernel) is a
+        b = reaper.ensure_reaper("tcp://127.0.0.1:1", kernel)
+        assert b is not a and b.pid != a.pid
+        b.close(reap=False, wait=30)
+        a.proc.kill()
+        a.proc.wait()
+        c = reaper.ensure_reaper(ENDPOINT, kernel)
+        assert c is not a and c.alive()
+        c.close(reap=False, wait=30)
+        with pytest.raises(ValueError, match="unix:// and tcp://"):
+            reaper.ensure_reaper("ssh://user@host", kernel)
+    finally:
+        for r in list(reaper._REAPERS.values()):
+            r.close(reap=False, wait=30)
+        if a.proc.poll() is None:
+            a.proc.kill()
+
+
+def test_sigkill_of_the_kernels_process_group_does_not_reach_the_reaper(docker_client, made):
+    """A kernel process (plain Python here; real kernels in test_kernel_cleanup.py) starts its
+    reaper and is killed with its whole process group: the reaper survives and reaps."""
+    kernel = fake_kernel()
+    c = made(kernel)
+    code = ("import sys, time; from dockmagic.engine import reaper; "
+            f"r = reaper.ensure_reaper({ENDPOINT!r}, {kernel!r}); "
+            "print(r.pid, flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            start_new_session=True, text=True)
+    try:
+        reaper_pid = int(proc.stdout.readline())
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while exists(docker_client, c) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not exists(docker_client, c)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(reaper_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"reaper {reaper_pid} did not exit after reaping")
+
+
+def test_the_reaper_runs_as_a_standalone_script_on_stdin():
+    """How it runs on another host: `python3 - ARGS < reaper.py` (stdlib only)."""
+    with open(reaper.__file__, "rb") as f:
+        source = f.read()
+    out = subprocess.run([sys.executable, "-I", "-S", "-", "--help"], input=source,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"--endpoint" in out.stdout
