@@ -158,11 +158,8 @@ class DockerMagics(Magics):
     def _ensure_reaper(self):
         # reaper (interim, until the engine's first use calls engine.reaper.ensure_reaper):
         from .engine import reaper
-        try:
-            reaper.ensure_reaper(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
-                                 kernel_id())
-        except (ValueError, OSError):
-            pass  # an endpoint the reaper does not speak (ssh://): none yet
+        reaper.ensure_reaper(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+                             kernel_id())
 
     def run_plan(self, plan: cellplan.CellPlan, body: str):
         from . import runner

@@ -38,6 +38,7 @@ import stat
 import sys
 import threading
 import time
+from typing import Optional
 
 REAP_LABEL = "dockmagic.reap"
 KERNEL_LABEL = "dockmagic.kernel"
@@ -658,19 +659,29 @@ _start_lock = threading.Lock()
 
 
 def ensure_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
-                  grace_s: float = GRACE_S, tls=None) -> Reaper:
+                  grace_s: float = GRACE_S, tls=None) -> Optional[Reaper]:
     """This kernel's reaper for the engine at ENDPOINT_URL, started on first use (a Popen, nothing
     waited on); later calls return it (one dict lookup and a waitpid). ``cleanup_globs``: absolute
-    glob patterns of this kernel's exchange folders, each under a folder only we may write to."""
+    glob patterns of this kernel's exchange folders, each under a folder only we may write to.
+    ``tls``: (ca, cert, key) file names for a tcp:// endpoint with TLS.
+
+    None for an endpoint this host cannot reach with the stdlib (ssh://, npipe://): such an
+    engine needs its reaper started on its own host (``python3 - ARGS < reaper.py`` over ssh)."""
     reaper = _REAPERS.get(endpoint_url)
     if reaper is not None and reaper.alive():
         return reaper
-    Endpoint(endpoint_url, tls)  # ValueError here, not in a process that exits at once
+    try:
+        Endpoint(endpoint_url, tls)
+    except ValueError:
+        return None
     with _start_lock:
         reaper = _REAPERS.get(endpoint_url)
         if reaper is not None and reaper.alive():
             return reaper
-        reaper = start_reaper(endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, tls=tls)
+        try:
+            reaper = start_reaper(endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, tls=tls)
+        except OSError:
+            return None  # a safety net must never fail the cell that asked for it
         _REAPERS[endpoint_url] = reaper
     for path in sorted(_TRACKED):
         reaper.track(path)
