@@ -184,3 +184,86 @@ def test_cells_interrupted_at_any_moment_leave_no_container(kernels, docker_clie
         states[key] = states.get(key, 0) + 1
     assert not left, (f"{len(left)} of {N_INTERRUPTS} interrupted cells (spares {spares}) left "
                       f"a container: {states}")
+
+
+# -- engine stopped mid-cell ----------------------------------------------------------------------
+SECOND_ENGINE = os.path.join(ROOT, "scripts", "second-engine.sh")
+
+
+@pytest.fixture(scope="module")
+def second_engine(docker_client, base_image):
+    """A private dockerd in its own network and mount namespaces (scripts/second-engine.sh),
+    with the base image loaded; purged afterwards."""
+    env = {**os.environ, "DOCKMAGIC_ENGINE2_DIR": f"/tmp/dm-engine2-{RUN}"}
+
+    def script(action):
+        return subprocess.run(["bash", SECOND_ENGINE, action], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    out = script("start")
+    if out.returncode != 0:
+        script("purge")
+        pytest.fail(f"the second engine did not start: {out.stderr.strip()[-2000:]}")
+    yield out.stdout.strip().splitlines()[-1], script
+    script("purge")
+
+
+def shown_error_lines(res) -> list:
+    """What a user sees of a failed cell besides its own stdout: stderr, and the error."""
+    import re
+
+    text = res.stderr + "\n".join((res.error or {}).get("traceback", []))
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+def test_engine_stopped_mid_cell_ends_the_cell_briefly_and_leaves_nothing(second_engine, kernels):
+    import docker
+
+    host, script = second_engine
+    socket_path = host[len("unix://"):]
+    client = docker.DockerClient(base_url=host)
+    k = kernels(env={"DOCKER_HOST": host})
+    try:
+        k.run(f"%%docker {BASE_IMAGE}\nprint('warm')", check=True)  # leaves a spare there
+        k.run("from dockmagic import spare; spare.SPARES.ready(60)", check=True)
+        msg = k.send(f"%%docker --name dm-e2-cell-{RUN} {BASE_IMAGE}\n"
+                     "import time; print('started', flush=True); time.sleep(300)")
+        k.collect(msg, timeout=120, until=lambda r: "started" in r.stdout)
+        stopped = time.monotonic()
+        stopper = subprocess.Popen(["bash", SECOND_ENGINE, "stop"], env={
+            **os.environ, "DOCKMAGIC_ENGINE2_DIR": os.path.dirname(socket_path)})
+        first = k.collect(msg, timeout=120)
+        took = time.monotonic() - stopped
+        stopper.wait(120)
+        engine_gone = time.monotonic() - stopped  # (dockerd first stops its containers)
+        second_started = time.monotonic()
+        second = k.run(f"%%docker {BASE_IMAGE}\nprint('after')", timeout=120)
+        second_took = time.monotonic() - second_started
+        problems = []  # every part runs, and the failure names all that is wrong
+        for name, res, seconds in (("the running cell", first, took),
+                                   ("the next cell", second, second_took)):
+            lines = shown_error_lines(res)
+            if res.error is None:
+                problems.append(f"{name} did not fail: {res!r}")
+            elif len(lines) > 5 or socket_path not in "\n".join(lines):
+                problems.append(f"{name}: the error should be at most 5 lines naming the engine "
+                                f"({socket_path}); it was {len(lines)} lines: {lines[:3]} ... "
+                                f"{lines[-2:]}")
+            if seconds > 15:
+                problems.append(f"{name} took {seconds:.1f} s after the engine stopped")
+        if "1" not in k.run("print(1)", timeout=30).stdout:
+            problems.append("the kernel no longer answers")
+
+        assert script("start").returncode == 0
+        if not wait_until(lambda: not client.api.containers(
+                all=True, filters={"label": "dockmagic.managed"}), 60):
+            problems.append("60 s after the engine came back, left: " + str(
+                [(c["Names"], c["Labels"].get("dockmagic.kind"), c["State"])
+                 for c in client.api.containers(all=True)]))
+        print(f"engine stopped mid-cell: the cell ended {took:.1f} s after the stop began "
+              f"(`stop` returned after {engine_gone:.1f} s), the next cell failed in "
+              f"{second_took:.1f} s")
+        assert not problems, "\n".join(problems)
+    finally:
+        client.close()
