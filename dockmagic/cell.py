@@ -123,10 +123,10 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
 
     labels = dict(labels)
     if labels:
-        labels.setdefault("dockmagic.kind", ("detached" if user.detach else "oneshot")
+        labels.setdefault(L.KIND, ("detached" if user.detach else "oneshot")
                           if oneshot else "session")
-        if L.reapable(labels["dockmagic.kind"], bool(user.auto_remove)):
-            labels[L.REAP] = "1"  # the kernel's reaper removes it if the kernel dies
+        if oneshot and not user.detach:
+            labels[L.REAP] = "1"  # removed with its kernel if the kernel dies mid-cell
     suffix = []
     for key, value in labels.items():
         suffix += ["-l", f"{key}={value}"]

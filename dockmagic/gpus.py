@@ -421,7 +421,7 @@ def snapshot_for_choice(arg: str) -> Optional[GpuSnapshot]:
     return query_snapshot()
 
 
-def query_with_containers() -> GpuSnapshot:
+def query_with_containers(engine=None) -> GpuSnapshot:
     """A fresh snapshot whose processes name their containers; never raises.
 
     The engine is asked (running containers only) just when some GPU lists a process; when it
@@ -432,10 +432,12 @@ def query_with_containers() -> GpuSnapshot:
     snap = query_snapshot()
     if snap.error or not any(g.processes for g in snap.gpus):
         return snap
+    from .errors import DockmagicError
     try:
-        from .runner import get_client
-
-        containers = get_client().api.containers()
-    except Exception:  # no engine, or it refused: the GPU table is still worth showing
+        if engine is None:
+            from . import engine as engines
+            engine = engines.default()
+        containers = engine.containers(all=False)
+    except DockmagicError:  # no engine, or it refused: the GPU table is still worth showing
         return snap
     return attach_containers(snap, containers)

@@ -42,9 +42,3 @@ def build_labels(kernel: str, notebook: str, cell: int | str, kind: Optional[str
         out[REAP] = "1"
     return out
 
-
-def reapable(kind: Optional[str], auto_remove: bool) -> bool:
-    """Whether a container of KIND goes when its kernel dies (``dockmagic.reap=1``): one-shot
-    cells and spares, and sessions started with --rm; not `-d` jobs, not sessions without --rm
-    (both outlive their kernel by design)."""
-    return kind in ("oneshot", "spare") or (kind == "session" and auto_remove)

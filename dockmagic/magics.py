@@ -1,6 +1,7 @@
 """The magics: `%%docker`, `%docker SUBCOMMAND`, `%gpus`. Thin: parse -> plan -> runner -> display."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import shlex
@@ -12,15 +13,14 @@ from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, 
 from . import cell as cellplan
 from . import errors
 from . import translate
+from .kernel import kernel_id, notebook_path
+
 
 def _username(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return os.environ.get("USER", str(uid))
-
-
-from .kernel import kernel_id  # noqa: E402 (the one kernel identity; labels and claims agree)
 
 
 class NotebookConfig:
@@ -49,11 +49,16 @@ class DockerMagics(Magics):
         self.config_ = NotebookConfig()
 
     def close(self):
-        """Stop what this notebook started in the background: spares, panels' refreshers."""
-        from . import session
-        session.close_all()
-        if "dockmagic.panel" in sys.modules:  # never import ipywidgets just to close nothing
-            sys.modules["dockmagic.panel"].close_all()
+        """Stop what this notebook started in the background: spares, sessions started with
+        --rm, panels' refreshers, NVML (each registered itself with `kernel.on_shutdown`)."""
+        from . import kernel
+        kernel.shutdown()
+
+    @property
+    def engine(self):
+        """The engine this notebook's cells run on (docker's own rules pick it)."""
+        from . import engine
+        return engine.default()
 
     # -- helpers -------------------------------------------------------------------------
     def _identity(self) -> cellplan.Identity:
@@ -61,9 +66,7 @@ class DockerMagics(Magics):
         return cellplan.Identity(uid, gid, _username(uid))
 
     def _notebook(self) -> str:
-        ns = self.shell.user_ns if self.shell is not None else {}
-        return (os.environ.get("JPY_SESSION_NAME") or ns.get("__session__")
-                or ns.get("__vsc_ipynb_file__") or "")
+        return notebook_path(self.shell)
 
     def _labels(self) -> dict:
         count = getattr(self.shell, "execution_count", 0) if self.shell is not None else 0
@@ -85,7 +88,7 @@ class DockerMagics(Magics):
             return
         self._orphans_reported = True
         from . import lifecycle
-        message = lifecycle.report_orphans()
+        message = lifecycle.report_orphans(engine=self.engine)
         if message:
             print(message, file=sys.stderr)
 
@@ -143,31 +146,26 @@ class DockerMagics(Magics):
         if cell is not None and line.lstrip().startswith("@"):  # `%%docker @NAME`: a session
             from . import session
             try:
-                return session.run_cell(line, cell, self.shell.user_ns)
+                return session.run_cell(self.engine, line, cell, self.shell.user_ns)
             except session.SessionUsage as exc:
                 raise UsageError(str(exc)) from None
         self._report_orphans_once()
         if cell is None:
             return self._line(line)
         plan = self.plan(line)
+        if plan.inputs or plan.outputs:  # the exchange folder's mount is part of what runs
+            from . import transfer
+            plan = dataclasses.replace(plan, spec=transfer.exchange_spec(plan.spec))
         if plan.dry_run:
             print(cellplan.describe_plan(plan))
             return None
         return self.run_plan(plan, cell)
 
-    def _ensure_reaper(self):
-        # reaper (interim, until the engine's first use calls engine.reaper.ensure_reaper):
-        from .engine import reaper
-        reaper.ensure_reaper(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
-                             kernel_id())
-
     def run_plan(self, plan: cellplan.CellPlan, body: str):
         from . import runner
 
-        self._ensure_reaper()
-
+        engine = self.engine
         spec = plan.spec
-        kwargs = spec.to_create_kwargs()
         data = body.encode("utf-8")
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         xfer = None
@@ -178,17 +176,16 @@ class DockerMagics(Magics):
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
             data = xfer.body(body)
-            kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
         if spec.detach:
-            return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
+            return runner.run_detached(engine, spec, data, on_pull=say)
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
         try:
             result = run_oneshot(
-                kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
-                on_interrupt=lambda cid: say(
-                    f"dockmagic: interrupted; container {cid[:12]} stopped (SIGINT, then SIGKILL "
-                    f"after {runner.INTERRUPT_GRACE_S:g} s) and removed"))
+                engine, spec, data, on_pull=say,
+                on_interrupt=lambda cid, how, took: say(
+                    f"dockmagic: interrupted; container {cid[:12]} stopped by {how} in "
+                    f"{took:.1f} s and removed"))
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
         finally:
@@ -259,9 +256,9 @@ class DockerMagics(Magics):
         long-lived container running one Python interpreter; `%%docker @NAME` cells run in it
         and keep its variables. `%docker session` lists sessions; `--stop NAME` removes one."""
         from . import session
-        self._ensure_reaper()
         try:
-            return session.command(args, plan=lambda line: self.plan(line, oneshot=False))
+            return session.command(self.engine, args,
+                                   plan=lambda line: self.plan(line, oneshot=False))
         except session.SessionUsage as exc:
             raise UsageError(str(exc)) from None
 

@@ -18,7 +18,6 @@ pynvml is imported on first query, ``nvmlInit`` runs once under a lock, ``nvmlSh
 """
 from __future__ import annotations
 
-import atexit
 import threading
 import time
 from dataclasses import dataclass
@@ -228,7 +227,6 @@ def snapshot_from_record(record: dict) -> GpuSnapshot:
 
 _lock = threading.Lock()
 _nv = None  # the pynvml module once nvmlInit succeeded
-_atexit_registered = False
 
 _FIX = ("Install the NVIDIA driver (and nvidia-container-toolkit for containers); "
         "check with nvidia-smi")
@@ -266,7 +264,7 @@ def _load():
     Failures are not cached: a failed ``nvmlInit`` costs well under a millisecond, and a driver
     installed later is picked up without restarting the kernel.
     """
-    global _nv, _atexit_registered
+    global _nv
     if _nv is not None:
         return _nv
     with _lock:
@@ -283,9 +281,8 @@ def _load():
         except pynvml.NVMLError as exc:
             raise _Unavailable(_init_message(exc)) from None
         _nv = pynvml
-        if not _atexit_registered:
-            atexit.register(shutdown)
-            _atexit_registered = True
+        from .kernel import on_shutdown
+        on_shutdown(shutdown)  # process exit, or unloading the extension (idempotent)
         return _nv
 
 

@@ -25,7 +25,6 @@ import os
 import queue
 import threading
 import time
-import types
 import weakref
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -277,9 +276,7 @@ def status_html(state: PanelState, paused: bool, interval: float, shown: int) ->
 def _engine_message(exc: BaseException) -> str:
     if isinstance(exc, errors.DockmagicError):
         return str(exc)
-    from .runner import short_reason  # docker-py's connection errors, in one line
-
-    return errors.describe_no_engine(short_reason(exc))
+    return errors.describe_no_engine(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,10 +417,9 @@ class _RowView:
 
 def _this_notebook(shell) -> str:
     """The notebook path %%docker writes into the ``dockmagic.notebook`` label."""
-    from .magics import DockerMagics
+    from .kernel import notebook_path
 
-    # DockerMagics._notebook reads only self.shell; ask it rather than repeat its rules.
-    return DockerMagics._notebook(types.SimpleNamespace(shell=shell)) or ""
+    return notebook_path(shell)
 
 
 class Panel(W.VBox):
@@ -444,7 +440,7 @@ class Panel(W.VBox):
             raise ValueError(f"scope must be one of {', '.join(ps.SCOPES)}, not {scope!r}")
         super().__init__()
         if notebook is None or kernel is None:
-            from .magics import kernel_id
+            from .kernel import kernel_id
 
             try:
                 from IPython import get_ipython
@@ -479,6 +475,8 @@ class Panel(W.VBox):
         self._fetcher = _Fetcher()
         self._build_widgets()
         _live.add(self)
+        from .kernel import on_shutdown
+        on_shutdown(close_all)
         if autostart:
             self.start()
 

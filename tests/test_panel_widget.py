@@ -7,6 +7,8 @@ import uuid
 
 import nbformat
 import pytest
+
+import dockmagic.engine as engines
 from IPython.core.interactiveshell import InteractiveShell
 from nbclient import NotebookClient
 
@@ -218,7 +220,7 @@ def test_engine_down_shows_a_banner_keeps_the_rows_and_recovers(panels, jobs, mo
     p = panels(interval=0.2)
     wait_for(lambda: row_of(p, job), what="the row")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    runner.reset_client()
+    engines.reset()
     try:
         wait_for(lambda: p.state.engine_error, what="the banner")
         assert p.banner_w.layout.display is None
@@ -229,7 +231,7 @@ def test_engine_down_shows_a_banner_keeps_the_rows_and_recovers(panels, jobs, mo
         assert p._thread.is_alive()        # failing ticks do not end the refresher
     finally:
         monkeypatch.delenv("DOCKER_HOST")
-        runner.reset_client()
+        engines.reset()
     wait_for(lambda: p.state.engine_error is None and p.banner_w.layout.display == "none",
              what="recovery")
 
