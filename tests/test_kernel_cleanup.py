@@ -244,6 +244,7 @@ def test_engine_stopped_mid_cell_ends_the_cell_briefly_and_leaves_nothing(second
         for name, res, seconds in (("the running cell", first, took),
                                    ("the next cell", second, second_took)):
             lines = shown_error_lines(res)
+            print(f"{name} showed: {lines}")
             if res.error is None:
                 problems.append(f"{name} did not fail: {res!r}")
             elif len(lines) > 5 or socket_path not in "\n".join(lines):
