@@ -35,12 +35,14 @@ def kernels(tmp_path, docker_client):
     yield start
     for k in started:
         k.close()
-    for k in started:
-        for c in docker_client.containers.list(
-                all=True, filters={"label": f"dockmagic.kernel={k.kernel_id}"}):
+    leftovers = [c for k in started for c in docker_client.containers.list(
+        all=True, filters={"label": f"dockmagic.kernel={k.kernel_id}"})]
+    leftovers += docker_client.containers.list(all=True, filters={"label": f"{CASE}={RUN}"})
+    for c in leftovers:
+        try:
             c.remove(force=True)
-    for c in docker_client.containers.list(all=True, filters={"label": f"{CASE}={RUN}"}):
-        c.remove(force=True)
+        except Exception:  # gone, or its removal already in progress
+            pass
 
 
 def of_kernel(client, kernel_id) -> list:
@@ -176,7 +178,7 @@ def test_cells_interrupted_at_any_moment_leave_no_container(kernels, docker_clie
         delays.append(delay)
     k.run("%docker config --spare off", check=True)  # the spare (if any) goes too
     assert "1" in k.run("print(1)", timeout=30).stdout, "the kernel no longer answers"
-    wait_until(lambda: not of_kernel(docker_client, k.kernel_id), 10)
+    wait_until(lambda: not of_kernel(docker_client, k.kernel_id), 20)
     left = of_kernel(docker_client, k.kernel_id)
     states = {}
     for c in left:

@@ -248,6 +248,24 @@ def test_remove_later_removes_while_the_kernel_lives(docker_client, made):
         r.close(reap=False, wait=30)
 
 
+def test_remove_labelled_takes_containers_that_appear_after_the_request(docker_client, made):
+    """A create interrupted in flight may finish on the engine after the kernel looked for it:
+    the reaper watches the create's token label for a while and removes what shows up."""
+    token = f"dockmagic.token=reaper-test-{RUN}"
+    r = reaper.start_reaper(ENDPOINT, fake_kernel())
+    try:
+        r.remove_labelled(token)
+        time.sleep(1.5)  # the container comes later than the request
+        c = made(fake_kernel() + "2", reap=False, kind="detached",
+                 **{"dockmagic.token": f"reaper-test-{RUN}"})
+        deadline = time.monotonic() + 20
+        while exists(docker_client, c) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not exists(docker_client, c)
+    finally:
+        r.close(reap=False, wait=30)
+
+
 def test_ensure_reaper_is_one_per_endpoint_and_restarts_a_dead_one(monkeypatch):
     monkeypatch.setattr(reaper, "_REAPERS", {})
     kernel = fake_kernel()

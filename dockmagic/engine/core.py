@@ -175,6 +175,8 @@ class Engine:
                          describe=lambda text: errors.describe_api_error(text, image, wants_gpus))
 
     def _remove_token(self, token: str):
+        if self._reaper is not None:  # the engine may finish the create after we look
+            self._reaper.remove_labelled(f"{labels.TOKEN}={token}")
         try:
             found = self.api.containers(all=True, filters={"label": f"{labels.TOKEN}={token}"})
         except BaseException:

@@ -25,6 +25,9 @@ Requests on stdin, one per line (the kernel side below writes them):
   ``track PATH`` / ``untrack PATH``  an exchange folder to remove when reaping / removed already
   ``glob PATTERN``                   more folders to remove when reaping (under ``--root``)
   ``rm ID``                          remove this container now, retrying until the engine answers
+  ``rmlabel KEY=VALUE``              for a while, remove containers with this label as they appear
+                                     (a create interrupted in flight: the engine may finish it
+                                     after the kernel looked)
   ``close reap`` / ``close keep``    the kernel is shutting down cleanly: reap now / just exit
 """
 from __future__ import annotations
@@ -47,6 +50,9 @@ GRACE_S = 2.0
 #: How long the reaper keeps trying an engine that does not answer before it gives up.
 GIVE_UP_S = 3600.0
 RETRY_S = 2.0
+#: How long an `rmlabel` request is watched, and how often its label is looked up meanwhile.
+LABEL_WATCH_S = 30.0
+LABEL_POLL_S = 0.5
 _CALL_TIMEOUT_S = 10.0
 _HEX = frozenset("0123456789abcdef")
 
@@ -225,11 +231,11 @@ class Endpoint:
         finally:
             conn.close()
 
-    def list_reapable(self) -> list:
-        """Every container labelled dockmagic.reap=1 (any state): [(id, labels)]."""
+    def list_reapable(self, label: str = f"{REAP_LABEL}=1") -> list:
+        """Every container labelled dockmagic.reap=1 (or LABEL), any state: [(id, labels)]."""
         from urllib.parse import quote
 
-        filters = quote(json.dumps({"label": [f"{REAP_LABEL}=1"]}))
+        filters = quote(json.dumps({"label": [label]}))
         status, body = self.request("GET", f"/containers/json?all=1&filters={filters}")
         if status != 200:
             raise EngineDown(f"{self.url}: listing containers gave HTTP {status}: "
@@ -381,6 +387,7 @@ class ReaperState:
         self.root, self.globs = root, list(globs)
         self.tracked = set()
         self.pending = set()  # containers to remove now (the kernel could not)
+        self.watched = {}     # label -> until when (monotonic) to remove what carries it
         self.mode = None      # None (EOF: the kernel died), "reap" or "keep"
         self.errors = 0
 
@@ -394,6 +401,8 @@ class ReaperState:
             self.globs.append(arg)
         elif verb == "rm" and _valid_id(arg):
             self.pending.add(arg)
+        elif verb == "rmlabel" and "=" in arg and " " not in arg:
+            self.watched[arg] = time.monotonic() + LABEL_WATCH_S
         elif verb == "close" and arg in ("reap", "keep"):
             self.mode = arg
         elif verb:
@@ -408,6 +417,18 @@ class ReaperState:
             except EngineDown:
                 return
 
+    def remove_watched(self):
+        now = time.monotonic()
+        for label, until in list(self.watched.items()):
+            try:
+                for cid, _ in self.endpoint.list_reapable(label):
+                    if self.endpoint.remove(cid):
+                        log(f"removed {cid[:12]} ({label}: made after the kernel gave up)")
+            except EngineDown:
+                return
+            if now > until:
+                del self.watched[label]
+
     def held_elsewhere(self, cid: str) -> bool:
         """Claimed by another kernel that runs, or that this host cannot judge."""
         claimer = read_claim(self.claims_dir, cid)
@@ -418,6 +439,8 @@ class ReaperState:
         mine = claims_of(self.claims_dir, self.kernel) if self.claims_dir else set()
         left = False
         targets = set(self.pending)
+        for label in self.watched:
+            targets.update(cid for cid, _ in self.endpoint.list_reapable(label))
         for cid, labels in self.endpoint.list_reapable():
             if labels.get(KERNEL_LABEL) == self.kernel or cid in mine:
                 targets.add(cid)
@@ -483,7 +506,7 @@ def serve(state: ReaperState, stdin_fd: int = 0, grace_s: float = GRACE_S,
     """Read requests until EOF (or `close`); meanwhile retry pending removals."""
     buf = b""
     while state.mode is None:
-        timeout = RETRY_S if state.pending else None
+        timeout = LABEL_POLL_S if state.watched else RETRY_S if state.pending else None
         try:
             ready, _, _ = select.select([stdin_fd], [], [], timeout)
         except InterruptedError:
@@ -501,6 +524,8 @@ def serve(state: ReaperState, stdin_fd: int = 0, grace_s: float = GRACE_S,
                 state.handle(line.decode("utf-8", "replace"))
         if state.pending and state.mode is None:
             state.remove_pending()
+        if state.watched and state.mode is None:
+            state.remove_watched()
     if state.mode == "keep":
         log("kernel closed (keep): exiting without reaping")
         return
@@ -627,6 +652,12 @@ class Reaper:
 
     def untrack(self, path: str):
         self.send(f"untrack {path}")
+
+    def remove_labelled(self, label: str):
+        """For a while (LABEL_WATCH_S), remove containers labelled LABEL (`KEY=VALUE`) as they
+        appear: a create interrupted in flight may finish on the engine after the kernel looked
+        for it (the engine's client-side create token)."""
+        self.send(f"rmlabel {label}")
 
     def remove_later(self, container_id: str):
         """The kernel could not remove CONTAINER_ID (engine away): the reaper removes it as soon
