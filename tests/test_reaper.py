@@ -320,11 +320,19 @@ def test_sigkill_of_the_kernels_process_group_does_not_reach_the_reaper(docker_c
         pytest.fail(f"reaper {reaper_pid} did not exit after reaping")
 
 
-def test_the_reaper_runs_as_a_standalone_script_on_stdin():
-    """How it runs on another host: `python3 - ARGS < reaper.py` (stdlib only)."""
-    with open(reaper.__file__, "rb") as f:
-        source = f.read()
-    out = subprocess.run([sys.executable, "-I", "-S", "-", "--help"], input=source,
-                         capture_output=True, timeout=60)
-    assert out.returncode == 0, out.stderr.decode()
-    assert b"--endpoint" in out.stdout
+def test_the_reaper_runs_from_its_source_alone_as_on_another_host(docker_client, made):
+    """How it runs on another host (`remote_argv`, over ssh): the source passed with -c, stdlib
+    only, no dockmagic installed, the pipe on stdin; EOF there reaps."""
+    kernel = fake_kernel()
+    c = made(kernel)
+    argv = reaper.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=0.2)
+    assert argv[:4] == [sys.executable, "-I", "-S", "-c"] and "import dockmagic" not in argv[4]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    r = reaper.Reaper(ENDPOINT, kernel, proc)
+    assert r.alive()
+    r.proc.stdin.close()
+    out = proc.stdout.read().decode()  # to EOF: the reaper has exited
+    assert proc.wait(60) == 0, out
+    assert not exists(docker_client, c), out
+    assert f"removed {c.id[:12]}" in out

@@ -14,16 +14,17 @@ exchange folders; and exits. If the engine does not answer it keeps trying for a
 Why a process on the engine's host and not a container like Ryuk: the reaper needs the engine's
 socket, and a container with the socket mounted is root on the host. Ryuk runs a trusted image;
 ours would have to be the user's (untrusted) image or one we pull, so a host process it is. On
-another host the same file runs over ssh: ``python3 - ARGS < reaper.py`` (the ssh channel is the
-pipe).
+another host the same file runs over ssh, its source passed with ``-c`` (`remote_argv`), the ssh
+channel's stdin being the pipe (not ``python3 - < reaper.py``: that stdin would end with the
+source, and the reaper would take the EOF for the kernel's death).
 
-This file is stdlib only and stands alone (``python3 -I -S reaper.py ...``). It also holds what
+This file is stdlib only and stands alone (``python3 -I -S reaper.py ARGS``, or ``-c SOURCE``). It also holds what
 both sides must agree on: how a kernel label is judged alive, and the claim files (one per
 container id in a per-user runtime folder, holding the claiming kernel's label).
 
 Requests on stdin, one per line (the kernel side below writes them):
   ``track PATH`` / ``untrack PATH``  an exchange folder to remove when reaping / removed already
-  ``glob PATTERN``                   more folders to remove when reaping (under ``--root``)
+  ``glob PATTERN``                   more folders to remove when reaping (absolute glob)
   ``rm ID``                          remove this container now, retrying until the engine answers
   ``rmlabel KEY=VALUE``              for a while, remove containers with this label as they appear
                                      (a create interrupted in flight: the engine may finish it
@@ -169,9 +170,9 @@ class EngineDown(Exception):
     """The engine did not answer (socket missing, refused, timed out)."""
 
 
-class Endpoint:
-    """A Docker Engine API endpoint: `unix:///path`, `tcp://host:port` (TLS when ``tls`` holds
-    (ca, cert, key) file names)."""
+class EngineAPI:
+    """The few Engine API calls the reaper makes, at `unix:///path` or `tcp://host:port` (TLS
+    when ``tls`` is not None: () for the system's CAs, or (ca, cert, key) file names)."""
 
     def __init__(self, url: str, tls=None):
         self.url = url
@@ -212,15 +213,16 @@ class Endpoint:
             import ssl
 
             ctx = ssl.create_default_context(cafile=self.tls[0] if self.tls else None)
-            if self.tls and self.tls[1]:
+            if self.tls and len(self.tls) == 3:
                 ctx.load_cert_chain(self.tls[1], self.tls[2])
             return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=ctx)
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def request(self, method: str, path: str, timeout: float = _CALL_TIMEOUT_S):
         """(status, body bytes); EngineDown when the engine cannot be reached."""
-        conn = self._connection(timeout)
+        conn = None
         try:
+            conn = self._connection(timeout)
             conn.request(method, path, headers={"Host": "docker"})
             resp = conn.getresponse()
             return resp.status, resp.read()
@@ -229,7 +231,8 @@ class Endpoint:
         except Exception as exc:  # http.client's own (BadStatusLine, ...): the same to us
             raise EngineDown(f"{self.url}: {type(exc).__name__}: {exc}") from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def list_reapable(self, label: str = f"{REAP_LABEL}=1") -> list:
         """Every container labelled dockmagic.reap=1 (or LABEL), any state: [(id, labels)]."""
@@ -382,9 +385,9 @@ def log(text: str):
 class ReaperState:
     """What the kernel told us, and the reaping itself."""
 
-    def __init__(self, endpoint: Endpoint, kernel: str, claims_dir, root, globs):
+    def __init__(self, endpoint: EngineAPI, kernel: str, claims_dir, globs):
         self.endpoint, self.kernel, self.claims_dir = endpoint, kernel, claims_dir
-        self.root, self.globs = root, list(globs)
+        self.globs = list(globs)  # absolute patterns; each under a root only we may write to
         self.tracked = set()
         self.pending = set()  # containers to remove now (the kernel could not)
         self.watched = {}     # label -> until when (monotonic) to remove what carries it
@@ -460,13 +463,13 @@ class ReaperState:
             if remove_path(path):
                 log(f"removed folder {path}")
         self.tracked.clear()
-        if self.root and self.globs:
+        for root in sorted({_root_of(g) for g in self.globs}):
             try:
-                for rel in remove_globs(self.root, self.globs):
-                    log(f"removed folder {self.root}/{rel}")
+                for rel in remove_globs(root, [g for g in self.globs if _root_of(g) == root]):
+                    log(f"removed folder {root}/{rel}")
             except OSError as exc:
                 self.errors += 1
-                log(f"folders under {self.root} left alone: {exc}")
+                log(f"folders under {root} left alone: {exc}")
 
     def drop_claims(self):
         for cid in claims_of(self.claims_dir, self.kernel) if self.claims_dir else ():
@@ -545,9 +548,11 @@ def main(argv=None) -> int:
     p.add_argument("--endpoint", required=True, help="unix:///var/run/docker.sock, tcp://H:P")
     p.add_argument("--kernel", required=True, help="the kernel's dockmagic.kernel label")
     p.add_argument("--claims", help="the claims folder on this host")
-    p.add_argument("--root", help="the folder --glob patterns live in")
-    p.add_argument("--glob", action="append", default=[], help="folders to remove (repeatable)")
-    p.add_argument("--tls", nargs=3, metavar=("CA", "CERT", "KEY"), help="for tcp:// with TLS")
+    p.add_argument("--glob", action="append", default=[],
+                   help="absolute glob of folders to remove (repeatable); its fixed leading part "
+                        "must be a folder only we may write to")
+    p.add_argument("--tls", nargs="*", metavar="FILE",
+                   help="tcp:// with TLS: no files (the system's CAs), or CA CERT KEY")
     p.add_argument("--grace", type=float, default=GRACE_S)
     p.add_argument("--give-up", type=float, default=GIVE_UP_S)
     p.add_argument("--log", help="this reaper's log file, removed when all went well")
@@ -556,8 +561,8 @@ def main(argv=None) -> int:
     # when started by ensure_reaper; not necessarily over ssh).
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    state = ReaperState(Endpoint(args.endpoint, tuple(args.tls) if args.tls else None),
-                        args.kernel, args.claims, args.root, args.glob)
+    state = ReaperState(EngineAPI(args.endpoint, None if args.tls is None else tuple(args.tls)),
+                        args.kernel, args.claims, args.glob)
     log(f"watching kernel {args.kernel} on {args.endpoint}")
     serve(state, 0, args.grace, args.give_up)
     log("done")
@@ -621,7 +626,7 @@ def _root_of(pattern: str) -> str:
 class Reaper:
     """The kernel's handle on one reaper process (see the module docstring)."""
 
-    def __init__(self, endpoint_url: str, kernel_id: str, proc, log_path: str):
+    def __init__(self, endpoint_url: str, kernel_id: str, proc, log_path: Optional[str] = None):
         self.endpoint_url, self.kernel_id = endpoint_url, kernel_id
         self.proc = proc
         self.log_path = log_path
@@ -697,12 +702,12 @@ def ensure_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
     ``tls``: (ca, cert, key) file names for a tcp:// endpoint with TLS.
 
     None for an endpoint this host cannot reach with the stdlib (ssh://, npipe://): such an
-    engine needs its reaper started on its own host (``python3 - ARGS < reaper.py`` over ssh)."""
+    engine needs its reaper started on its own host (`remote_argv`, over ssh)."""
     reaper = _REAPERS.get(endpoint_url)
     if reaper is not None and reaper.alive():
         return reaper
     try:
-        Endpoint(endpoint_url, tls)
+        EngineAPI(endpoint_url, tls)
     except ValueError:
         return None
     with _start_lock:
@@ -724,34 +729,46 @@ def ensure_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
     return reaper
 
 
+def script_args(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
+                grace_s: float = GRACE_S, tls=None, claims=None, log_path=None) -> list:
+    """The reaper's command-line arguments (after the interpreter and the script)."""
+    args = ["--endpoint", endpoint_url, "--kernel", kernel_id, "--grace", repr(grace_s)]
+    if claims:
+        args += ["--claims", claims]
+    for g in cleanup_globs:
+        args += ["--glob", g]
+    if tls is not None:
+        args += ["--tls", *tls]
+    if log_path:
+        args += ["--log", log_path]
+    return args
+
+
+def remote_argv(endpoint_url: str, kernel_id: str, cleanup_globs=(), *, python: str = "python3",
+                grace_s: float = GRACE_S, claims=None) -> list:
+    """The command that runs a reaper on another host, e.g. ``ssh HOST -- shlex.join(ARGV)``
+    with stdin a pipe kept open by the kernel (``Reaper(url, kernel, that_process)``)."""
+    with open(os.path.abspath(__file__), encoding="utf-8") as f:
+        source = f.read()
+    return [python, "-I", "-S", "-c", source] + script_args(
+        endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, claims=claims)
+
+
 def start_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *, grace_s: float = GRACE_S,
                  tls=None) -> Reaper:
-    """Start a reaper process for KERNEL_ID on ENDPOINT_URL (`ensure_reaper` keeps one per
-    endpoint; tests start their own)."""
+    """Start a reaper process for KERNEL_ID on ENDPOINT_URL on this host (`ensure_reaper` keeps
+    one per endpoint; tests start their own): a Popen, nothing waited on."""
     import subprocess
 
-    globs = tuple(cleanup_globs)
-    argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), "--endpoint", endpoint_url,
-            "--kernel", kernel_id, "--grace", repr(grace_s)]
     try:
-        argv += ["--claims", claims_dir()]
-        logs = _subdir("reapers")
+        claims, logs = claims_dir(), _subdir("reapers")
+        log_path = os.path.join(logs, f"{os.getpid()}-{abs(hash(endpoint_url)):x}.log")
     except OSError:
-        logs = None
-    roots = {_root_of(g) for g in globs}
-    if len(roots) > 1:
-        raise ValueError(f"cleanup globs must share one root folder, not {sorted(roots)}")
-    if globs:
-        argv += ["--root", roots.pop()]
-        for g in globs:
-            argv += ["--glob", g]
-    if tls:
-        argv += ["--tls", *tls]
-    log_path = os.path.join(logs, f"{os.getpid()}-{abs(hash(endpoint_url)):x}.log") \
-        if logs else os.devnull
-    if logs:
-        argv += ["--log", log_path]
-    with open(log_path, "ab") as out:
+        claims, log_path = None, None
+    argv = [sys.executable, "-I", "-S", os.path.abspath(__file__)] + script_args(
+        endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, tls=tls, claims=claims,
+        log_path=log_path)
+    with open(log_path or os.devnull, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, cwd="/")
     return Reaper(endpoint_url, kernel_id, proc, log_path)
