@@ -18,58 +18,48 @@ import re
 import time as _time
 from typing import Iterable, List, Mapping, Optional, Sequence
 
+from . import units
 from .nvml import ContainerRef, GpuInfo, GpuProcess, GpuSnapshot
 
 __all__ = [
-    "to_html", "to_text",
+    "GpuTable", "to_html", "to_text", "header_text",
     "parse_cgroup_container_id", "container_ref", "container_for_pid", "attach_containers",
     "GpuChoiceError", "choose_gpus", "describe_choice",
     "snapshot_for_choice", "query_with_containers",
 ]
 
-NA = "N/A"
+NA = units.NA
+
+
+class GpuTable:
+    """A snapshot as `%gpus` displays it: a table for Jupyter, text for a terminal. Its fields
+    are the snapshot's (`snap = %gpus` then `snap.gpus`, `snap.error`)."""
+
+    __slots__ = ("snapshot",)
+
+    def __init__(self, snapshot: GpuSnapshot):
+        self.snapshot = snapshot
+
+    def __getattr__(self, name):
+        return getattr(self.snapshot, name)
+
+    def __repr__(self) -> str:
+        return to_text(self.snapshot)
+
+    def _repr_html_(self) -> str:
+        return to_html(self.snapshot)
 
 # --------------------------------------------------------------------------------------------
 # Formatting cells
 # --------------------------------------------------------------------------------------------
 
-_GIB = 1024 ** 3
-_MIB = 1024 ** 2
+# the units and words shared with the panel (units.py)
+_pct, _mem, _mem_pair, _temp, _power_pair = (units.pct, units.mem, units.mem_pair, units.temp,
+                                              units.power_pair)
 
 
-def _pct(value: Optional[int]) -> str:
-    return NA if value is None else f"{value}%"
-
-
-def _mem_pair(used: Optional[int], total: Optional[int]) -> str:
-    if used is None and total is None:
-        return NA
-    u = NA if used is None else f"{used / _GIB:.1f}"
-    t = NA if total is None else f"{total / _GIB:.1f}"
-    return f"{u} / {t} GiB"
-
-
-def _mem(value: Optional[int]) -> str:
-    if value is None:
-        return NA
-    if value < _GIB:
-        return f"{value / _MIB:.0f} MiB"
-    return f"{value / _GIB:.1f} GiB"
-
-
-def _temp(value: Optional[int]) -> str:
-    return NA if value is None else f"{value}°C"
-
-
-def _power_pair(draw: Optional[int], limit: Optional[int]) -> str:
-    if draw is None and limit is None:
-        return NA
-    d = NA if draw is None else f"{draw / 1000:.0f}"
-    lim = NA if limit is None else f"{limit / 1000:.0f}"
-    return f"{d} / {lim} W"
-
-
-def _header(snap: GpuSnapshot) -> str:
+def header_text(snap: GpuSnapshot) -> str:
+    """`NVIDIA driver X · CUDA Y · N GPUs · HH:MM:SS`: the line above every GPU view."""
     parts = [f"NVIDIA driver {snap.driver or NA}", f"CUDA {snap.cuda_driver or NA}",
              f"{len(snap.gpus)} GPU" + ("" if len(snap.gpus) == 1 else "s")]
     if snap.time:
@@ -135,7 +125,7 @@ def to_text(snap: GpuSnapshot) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    lines = [_header(snap), fmt(_COLUMNS)]
+    lines = [header_text(snap), fmt(_COLUMNS)]
     for gpu in snap.gpus:
         if gpu.lost:
             lines.append(f"{str(gpu.index).rjust(widths[0])}  {_lost_text(gpu)}")
@@ -197,7 +187,7 @@ def to_html(snap: GpuSnapshot) -> str:
             + "</tr>"
         )
     return (f'<div class="dockmagic-gpus"><table>'
-            f"<caption>{html.escape(_header(snap))}</caption>"
+            f"<caption>{html.escape(header_text(snap))}</caption>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 

@@ -104,11 +104,8 @@ def build_image_rows(entries: Iterable[Mapping]) -> tuple:
 
 def split_reference(ref: str) -> tuple:
     """`REPO[:TAG][@DIGEST]` -> (repo, tag or None); a port (`localhost:5000/x`) is no tag."""
-    name = ref.partition("@")[0]
-    repo, sep, tag = name.rpartition(":")
-    if sep and "/" not in tag:
-        return repo, tag
-    return name, None
+    from .engine import split_reference as split  # the engine's own rule, one copy
+    return split(ref)
 
 
 # -- kernels and orphans -----------------------------------------------------------------------

@@ -29,7 +29,7 @@ class NotebookConfig:
     def __init__(self):
         self.image = None
         self.flags = []
-        self.gpus = None  # a `--gpus` value chosen by %gpus, or None
+        self.gpus = None  # the GpuRequest %gpus chose (translate.GpuRequest), or None
         self.spare = True  # start a spare container after a one-shot cell (`--spare off`)
 
     def describe(self) -> str:
@@ -37,7 +37,7 @@ class NotebookConfig:
         return "\n".join([
             f"default image: {self.image or '(none: each cell names its image)'}",
             f"default flags: {shlex.join(self.flags) if self.flags else '(none)'}",
-            gpus.describe_choice(self.gpus),
+            gpus.describe_choice(self.gpus.to_cli() if self.gpus is not None else None),
             f"spare containers: {'on' if self.spare else 'off'}",
         ])
 
@@ -53,6 +53,11 @@ class DockerMagics(Magics):
         --rm, panels' refreshers, NVML (each registered itself with `kernel.on_shutdown`)."""
         from . import kernel
         kernel.shutdown()
+
+    @property
+    def gpus_value(self):
+        """%gpus' choice as a `--gpus` value (None: no GPUs)."""
+        return self.config_.gpus.to_cli() if self.config_.gpus is not None else None
 
     @property
     def engine(self):
@@ -284,11 +289,12 @@ class DockerMagics(Magics):
         if arg:
             try:
                 snap = gpus.snapshot_for_choice(arg)
-                self.config_.gpus = gpus.choose_gpus(arg, snap)
+                value = gpus.choose_gpus(arg, snap)
+                self.config_.gpus = translate.parse_gpus(value) if value else None
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-            print(gpus.describe_choice(self.config_.gpus))
+            print(gpus.describe_choice(self.gpus_value))
             return None
-        snap = gpus.query_with_containers()
-        print(gpus.describe_choice(self.config_.gpus))
-        return snap
+        snap = gpus.query_with_containers(self.engine)
+        print(gpus.describe_choice(self.gpus_value))
+        return gpus.GpuTable(snap)

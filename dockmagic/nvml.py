@@ -51,8 +51,9 @@ class ContainerRef:
 
     @property
     def managed(self) -> bool:
-        """True for containers dockmagic made (label ``dockmagic.managed``)."""
-        return self.label("dockmagic.managed") is not None
+        """True for containers dockmagic made (``labels.is_managed``, as the panel says)."""
+        from .labels import is_managed
+        return is_managed(dict(self.labels))
 
     @property
     def notebook(self) -> Optional[str]:
@@ -107,12 +108,12 @@ class GpuInfo:
         return None
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class GpuSnapshot:
     """All GPUs at one moment. ``error`` set means NVML gave nothing (no bindings or driver).
 
-    Displays itself: ``_repr_html_`` (a table for Jupyter) and ``__repr__`` (a terminal table),
-    both drawn by :mod:`dockmagic.gpus`.
+    Plain data: :class:`dockmagic.gpus.GpuTable` displays it (HTML for Jupyter, text for a
+    terminal).
     """
 
     time: float = 0.0
@@ -120,16 +121,6 @@ class GpuSnapshot:
     cuda_driver: Optional[str] = None
     gpus: Tuple[GpuInfo, ...] = ()
     error: Optional[str] = None
-
-    def __repr__(self) -> str:
-        from .gpus import to_text  # rendering lives with the other pure GPU views
-
-        return to_text(self)
-
-    def _repr_html_(self) -> str:
-        from .gpus import to_html
-
-        return to_html(self)
 
 
 # --------------------------------------------------------------------------------------------

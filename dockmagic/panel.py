@@ -33,7 +33,12 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import errors, lifecycle
 from . import panelstate as ps
-from .gpus import NA, _mem, _mem_pair, _power_pair, _temp, attach_containers  # as %gpus
+from .gpus import attach_containers
+from .units import NA  # the units and words of %gpus
+from .units import mem as _mem
+from .units import mem_pair as _mem_pair
+from .units import power_pair as _power_pair
+from .units import temp as _temp
 from .panelstate import ContainerRow, GpuCard, PanelState
 
 __all__ = ["Panel", "show_panel", "close_all", "row_html", "card_html", "sparkline_svg"]

@@ -75,7 +75,7 @@ def binds_from_spec(spec) -> list:
 
     binds = []
     for vol in spec.volumes:
-        src, tgt, opts = translate._split_volume(vol)
+        src, tgt, opts = translate.split_volume(vol)
         if src.startswith("/"):
             binds.append((src, tgt, "ro" not in opts.split(",")))
     for m in spec.mounts:
@@ -224,7 +224,7 @@ class Exchange:
             except Exception as exc:
                 raise TransferError(
                     f"--in {src}: a {type(value).__name__} cannot travel to the container "
-                    f"({agent._one_line(exc)}); pass the data it holds instead") from None
+                    f"({agent.one_line(exc)}); pass the data it holds instead") from None
             manifest.append([dest, idx, name, kind])
         return manifest
 
@@ -237,10 +237,10 @@ class Exchange:
                                          self.mapped[idx])
             except ImportError as exc:
                 raise TransferError(f"--out {dest}: the kernel cannot load it "
-                                    f"({agent._one_line(exc)}); install that module here") from None
+                                    f"({agent.one_line(exc)}); install that module here") from None
             except Exception as exc:
                 raise TransferError(f"--out {dest}: the kernel cannot load it: "
-                                    f"{agent._one_line(exc)}") from None
+                                    f"{agent.one_line(exc)}") from None
             loaded.append((dest, value))
         for dest, _ in loaded:
             parent = dest.rpartition(".")[0]

@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from dockmagic.gpus import to_html, to_text
+
 from dockmagic import nvml
 from dockmagic.gpus import (attach_containers, container_for_pid, container_ref,
                             parse_cgroup_container_id, query_with_containers)
@@ -90,11 +92,11 @@ def test_attach_containers_fills_each_process_and_renders_it(tmp_path):
     assert p495.container.notebook == "<b>x</b>.ipynb" and p495.container.cell == "3"
     assert p7.container is None
     assert snap.gpus[0].processes[0].container is None  # the input is left alone
-    text = repr(joined)
+    text = to_text(joined)
     assert "PID 495 · 6.4 GiB · trainer (dockmagic-base:bookworm) · notebook <b>x</b>.ipynb · " \
            "cell 3" in text
     assert "PID 7 · 1 MiB\n" in text + "\n"
-    page = joined._repr_html_()
+    page = to_html(joined)
     assert "<b>trainer</b> (dockmagic-base:bookworm)" in page
     assert "notebook &lt;b&gt;x&lt;/b&gt;.ipynb, cell 3" in page
 
@@ -141,7 +143,7 @@ def test_join_finds_a_real_container(docker_client, base_image, monkeypatch):
         ref = joined.gpus[0].processes[0].container
         assert (ref.id, ref.name, ref.image) == (container.id, name, base_image)
         assert ref.managed and (ref.notebook, ref.cell) == ("test.ipynb", "3")
-        text, page = repr(joined), joined._repr_html_()
+        text, page = to_text(joined), to_html(joined)
         assert f"PID {pid} · 6.4 GiB · {name} ({base_image}) · notebook test.ipynb · cell 3" in text
         assert f"<b>{name}</b> ({base_image})" in page and "notebook test.ipynb, cell 3" in page
 
