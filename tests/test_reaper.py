@@ -336,3 +336,36 @@ def test_the_reaper_runs_from_its_source_alone_as_on_another_host(docker_client,
     assert proc.wait(60) == 0, out
     assert not exists(docker_client, c), out
     assert f"removed {c.id[:12]}" in out
+
+
+# -- orphans: what `prune --orphans` takes, and what the report says ---------------------------------
+def test_orphans_exclude_sessions_jobs_and_claimed_containers(shell, docker_client, made):
+    from dockmagic import lifecycle
+    from dockmagic.kernel import kernel_id
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:{int(time.time())}"
+    orphan = made(dead)                                   # a one-shot cell's, kernel gone
+    sess = made(dead, reap=False, kind="session")         # a session without --rm
+    job = made(dead, reap=False, kind="detached")         # a -d job
+    claimed = made(dead, kind="session")                  # a --rm session this kernel claimed
+    claimed.stop(timeout=0)                               # stopped: plain prune's kind of target
+    cdir = reaper.claims_dir()
+    reaper.write_claim(cdir, claimed.id, kernel_id())
+    try:
+        scope = f"{CASE}=reaper-{RUN}"
+        verdicts = {e["Id"]: v for e, v in lifecycle.query_owners(labels=[scope])}
+        assert verdicts == {orphan.id: "orphan", sess.id: "session", job.id: "job",
+                            claimed.id: "claimed"}
+        report = lifecycle.report_orphans()
+        assert "\n" not in report
+        for words in ("left by kernels that are gone", "prune --orphans",
+                      "kept from earlier kernels", "`%docker session NAME` reattaches",
+                      "detached job"):
+            assert words in report, report
+        shell.run_line_magic("docker", f"prune -f --orphans --filter label={scope}")
+        assert not exists(docker_client, orphan)
+        assert all(exists(docker_client, c) for c in (sess, job, claimed))
+    finally:
+        reaper.drop_claim(cdir, claimed.id)
