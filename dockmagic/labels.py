@@ -41,4 +41,3 @@ def build_labels(kernel: str, notebook: str, cell: int | str, kind: Optional[str
     if reap:
         out[REAP] = "1"
     return out
-
