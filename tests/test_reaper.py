@@ -47,6 +47,24 @@ def test_globs_remove_matching_folders_and_nothing_through_links(root):
     assert (outside / "precious").read_text() == "keep me"
 
 
+def test_globs_remove_a_folder_a_cell_made_read_only(tmp_path):
+    """As a kernel user that is not root (root would not notice the read-only folder)."""
+    from conftest import as_kernel_user
+
+    code = (
+        "import os, tempfile; from dockmagic.engine import reaper\n"
+        "r = tempfile.mkdtemp(dir='/tmp')\n"
+        "os.makedirs(r + '/k1/ro'); open(r + '/k1/ro/f', 'w').close()\n"
+        "os.chmod(r + '/k1/ro', 0o500)\n"
+        "print(reaper.remove_globs(r, ['k1']), os.listdir(r)); os.rmdir(r)\n")
+    argv = [sys.executable, "-c", code] if os.getuid() else as_kernel_user(
+        1000, [sys.executable, "-c", code])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['k1'] []"
+
+
 def test_globs_nested_and_hidden_names_need_a_dot_pattern(root):
     r, _ = root
     (r / "k1").mkdir()

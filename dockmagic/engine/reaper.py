@@ -270,7 +270,9 @@ def _rmtree_at(dir_fd: int, name: str):
     try:
         if not os.path.samestat(st, os.fstat(fd)):
             return  # swapped under us
-        for entry in os.scandir(fd):
+        if st.st_uid == os.geteuid() and st.st_mode & 0o700 != 0o700:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)  # a cell made it read-only
+        for entry in list(os.scandir(fd)):
             if entry.is_dir(follow_symlinks=False):
                 _rmtree_at(fd, entry.name)
             else:
