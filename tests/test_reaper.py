@@ -215,9 +215,15 @@ def test_eof_reaps_the_kernels_reapable_containers_and_folders(docker_client, ma
     tracked.mkdir(parents=True)
     (tracked / "in.pkl").write_bytes(b"data")
 
+    with_target, with_held = tmp_path / "s-target", tmp_path / "s-held"
+    with_target.mkdir()
+    with_held.mkdir()
+
     r = reaper.start_reaper(ENDPOINT, kernel, [f"{xroot}/k-{RUN}-*"], grace_s=0.5)
     try:
         r.track(str(tracked))
+        r.remove_with(target.id, str(with_target))  # a folder that goes with its container
+        r.remove_with(held.id, str(with_held))      # ... and stays while that one stays
         started = time.monotonic()
         r.proc.stdin.close()  # the kernel's end of the pipe is gone, as when it is killed
         wait_exit(r)
@@ -228,6 +234,7 @@ def test_eof_reaps_the_kernels_reapable_containers_and_folders(docker_client, ma
         assert exists(docker_client, held)
         assert not (xroot / f"k-{RUN}-1").exists() and (xroot / "unrelated").exists()
         assert not tracked.exists() and tracked.parent.exists()
+        assert not with_target.exists() and with_held.exists()
         assert reaper.read_claim(cdir, inherited.id) is None, "its own claims go with it"
         assert reaper.read_claim(cdir, held.id) == kernel_id()
         print(f"reaped in {took:.1f} s (grace 0.5 s, two clean passes {reaper.RETRY_S:g} s apart)")

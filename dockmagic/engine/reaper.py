@@ -25,6 +25,7 @@ container id in a per-user runtime folder, holding the claiming kernel's label).
 Requests on stdin, one per line (the kernel side below writes them):
   ``track PATH`` / ``untrack PATH``  an exchange folder to remove when reaping / removed already
   ``glob PATTERN``                   more folders to remove when reaping (absolute glob)
+  ``owns ID PATH``                   PATH (a session's exchange folder) goes when container ID goes
   ``rm ID``                          remove this container now, retrying until the engine answers
   ``rmlabel KEY=VALUE``              for a while, remove containers with this label as they appear
                                      (a create interrupted in flight: the engine may finish it
@@ -393,6 +394,7 @@ class ReaperState:
         self.tracked = set()
         self.pending = set()  # containers to remove now (the kernel could not)
         self.watched = {}     # label -> until when (monotonic) to remove what carries it
+        self.owned = {}       # container id -> folders that go with it
         self.mode = None      # None (EOF: the kernel died), "reap" or "keep"
         self.errors = 0
 
@@ -404,6 +406,9 @@ class ReaperState:
             self.tracked.discard(arg)
         elif verb == "glob" and arg:
             self.globs.append(arg)
+        elif verb == "owns" and " " in arg and _valid_id(arg.split(" ", 1)[0]):
+            cid, path = arg.split(" ", 1)
+            self.owned.setdefault(cid, set()).add(path)
         elif verb == "rm" and _valid_id(arg):
             self.pending.add(arg)
         elif verb == "rmlabel" and "=" in arg and " " not in arg:
@@ -413,12 +418,20 @@ class ReaperState:
         elif verb:
             log(f"ignoring {line.strip()[:80]!r}")
 
+    def removed(self, cid: str, why: str = ""):
+        """CID is gone: so are the folders that went with it."""
+        log(f"removed {cid[:12]}{why}")
+        self.pending.discard(cid)
+        for full in [c for c in self.owned if c.startswith(cid) or cid.startswith(c)]:
+            for path in sorted(self.owned.pop(full)):
+                if remove_path(path):
+                    log(f"removed folder {path} (with {cid[:12]})")
+
     def remove_pending(self):
         for cid in sorted(self.pending):
             try:
                 if self.endpoint.remove(cid):
-                    self.pending.discard(cid)
-                    log(f"removed {cid[:12]} (the kernel could not)")
+                    self.removed(cid, " (the kernel could not)")
             except EngineDown:
                 return
 
@@ -428,7 +441,7 @@ class ReaperState:
             try:
                 for cid, _ in self.endpoint.list_reapable(label):
                     if self.endpoint.remove(cid):
-                        log(f"removed {cid[:12]} ({label}: made after the kernel gave up)")
+                        self.removed(cid, f" ({label}: made after the kernel gave up)")
             except EngineDown:
                 return
             if now > until:
@@ -454,8 +467,7 @@ class ReaperState:
                 log(f"keeping {cid[:12]}: claimed by {read_claim(self.claims_dir, cid)}")
                 continue
             if self.endpoint.remove(cid):
-                log(f"removed {cid[:12]}")
-                self.pending.discard(cid)
+                self.removed(cid)
             else:
                 left = True
         return not left
@@ -665,6 +677,12 @@ class Reaper:
         appear: a create interrupted in flight may finish on the engine after the kernel looked
         for it (the engine's client-side create token)."""
         self.send(f"rmlabel {label}")
+
+    def remove_with(self, container_id: str, path: str):
+        """The folder PATH (e.g. a `--rm` session's exchange folder) is removed when the reaper
+        removes CONTAINER_ID (its full id), and only then: a session another kernel claimed keeps
+        its folder too."""
+        self.send(f"owns {container_id} {path}")
 
     def remove_later(self, container_id: str):
         """The kernel could not remove CONTAINER_ID (engine away): the reaper removes it as soon
