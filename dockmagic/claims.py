@@ -22,11 +22,16 @@ CLAIMED, HELD, SESSION, JOB, ORPHAN = "claimed", "held", "session", "job", "orph
 
 def classify(labels: Mapping[str, str], claimer: Optional[str],
              alive: Callable[[str], Optional[bool]]) -> str:
-    """``claimed``: a running kernel claimed it (or one this host cannot judge); ``held``: its own
-    kernel runs, or this host cannot tell (a kernel on another host); ``session``: a session started without --rm whose kernel is gone
-    (it persists by design; `%docker session NAME` reattaches); ``job``: a `-d` container whose
-    kernel is gone (it runs on by design); ``orphan``: anything else of a gone kernel (one-shot
-    cells, spares, --rm sessions the reaper could not remove)."""
+    """What a dockmagic container is to this host's kernels (the first that applies):
+
+    * ``claimed``: a running kernel claimed it (or one this host cannot judge);
+    * ``held``: its own kernel runs, or this host cannot tell (a kernel on another host);
+    * ``job``: a `-d` container whose kernel is gone (it runs on by design);
+    * ``session``: a session started without --rm whose kernel is gone (it persists by design;
+      `%docker session NAME` reattaches);
+    * ``orphan``: anything else of a gone kernel (one-shot cells, spares, --rm sessions the
+      reaper could not remove).
+    """
     if claimer and alive(claimer) is not False:
         return CLAIMED
     if alive(labels.get(L.KERNEL, "")) is not False:

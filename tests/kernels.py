@@ -1,4 +1,5 @@
-"""Real Jupyter kernels (jupyter_client + ipykernel) for tests that kill, interrupt or share them."""
+"""Real Jupyter kernels (jupyter_client + ipykernel), for tests that kill, interrupt or share
+them."""
 import os
 import queue
 import signal

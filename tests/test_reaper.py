@@ -258,6 +258,16 @@ def test_close_keep_exits_without_reaping_and_close_reap_reaps_at_once(docker_cl
     assert not exists(docker_client, keep)
 
 
+def test_an_engine_whose_socket_folder_is_gone_is_given_up_at_once(tmp_path):
+    """A private engine purged with its folder will not come back: no hour of retries."""
+    r = reaper.start_reaper(f"unix://{tmp_path}/gone/docker.sock", fake_kernel(), grace_s=0.1)
+    r.proc.stdin.close()
+    r.proc.wait(30)
+    with open(r.log_path) as f:
+        assert "engine gone for good" in f.read()
+    os.unlink(r.log_path)
+
+
 def test_remove_later_removes_while_the_kernel_lives(docker_client, made):
     kernel = fake_kernel()
     c = made(fake_kernel() + "1", reap=False, kind="detached")
@@ -363,7 +373,7 @@ def test_the_reaper_runs_from_its_source_alone_as_on_another_host(docker_client,
     assert f"removed {c.id[:12]}" in out
 
 
-# -- orphans: what `prune --orphans` takes, and what the report says ---------------------------------
+# -- orphans: what `prune --orphans` takes, and what the report says -------------------------
 def test_orphans_exclude_sessions_jobs_and_claimed_containers(shell, docker_client, made):
     from dockmagic import lifecycle
     from dockmagic.kernel import kernel_id

@@ -18,9 +18,10 @@ another host the same file runs over ssh, its source passed with ``-c`` (`remote
 channel's stdin being the pipe (not ``python3 - < reaper.py``: that stdin would end with the
 source, and the reaper would take the EOF for the kernel's death).
 
-This file is stdlib only and stands alone (``python3 -I -S reaper.py ARGS``, or ``-c SOURCE``). It also holds what
-both sides must agree on: how a kernel label is judged alive, and the claim files (one per
-container id in a per-user runtime folder, holding the claiming kernel's label).
+This file is stdlib only (Python >= 3.8) and stands alone (``python3 -I -S reaper.py ARGS``, or
+``-c SOURCE``). It also holds what both sides must agree on: how a kernel label is judged alive,
+and the claim files (one per container id in a per-user runtime folder, holding the claiming
+kernel's label).
 
 Requests on stdin, one per line (the kernel side below writes them):
   ``track PATH`` / ``untrack PATH``  an exchange folder to remove when reaping / removed already
@@ -30,7 +31,9 @@ Requests on stdin, one per line (the kernel side below writes them):
   ``rmlabel KEY=VALUE``              for a while, remove containers with this label as they appear
                                      (a create interrupted in flight: the engine may finish it
                                      after the kernel looked)
-  ``close reap`` / ``close keep``    the kernel is shutting down cleanly: reap now / just exit
+  ``close keep``                     the kernel shuts down cleanly (its own clean-up ran): finish
+                                     the `rm`/`rmlabel` requests, then exit
+  ``close reap``                     the kernel is about to exit without cleaning up: reap now
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ _CALL_TIMEOUT_S = 10.0
 _HEX = frozenset("0123456789abcdef")
 
 
-# -- kernels: alive or not ------------------------------------------------------------------------
+# -- kernels: alive or not -----------------------------------------------------------------------
 def parse_kernel_label(value: str):
     """`host:pid:start` (the `dockmagic.kernel` label) -> (host, pid, start) or None."""
     host, _, rest = (value or "").rpartition(":")
@@ -113,7 +116,7 @@ def kernel_alive(label: str, hostname=None):
     return True
 
 
-# -- claims: a live kernel that reattached to a container holds it ----------------------------------
+# -- claims: a live kernel that reattached to a container holds it ---------------------------------
 def _valid_id(cid: str) -> bool:
     return 12 <= len(cid) <= 64 and set(cid) <= _HEX
 
@@ -166,7 +169,7 @@ def claims_of(claims_dir: str, kernel: str) -> set:
     return {n for n in names if _valid_id(n) and read_claim(claims_dir, n) == kernel}
 
 
-# -- the engine, with the stdlib --------------------------------------------------------------------
+# -- the engine, with the stdlib -------------------------------------------------------------------
 class EngineDown(Exception):
     """The engine did not answer (socket missing, refused, timed out)."""
 
@@ -235,6 +238,10 @@ class EngineAPI:
             if conn is not None:
                 conn.close()
 
+    def vanished(self) -> bool:
+        """A unix socket whose folder is gone (a private engine purged): it will not come back."""
+        return self.path is not None and not os.path.isdir(os.path.dirname(self.path) or "/")
+
     def list_reapable(self, label: str = f"{REAP_LABEL}=1") -> list:
         """Every container labelled dockmagic.reap=1 (or LABEL), any state: [(id, labels)]."""
         from urllib.parse import quote
@@ -256,7 +263,7 @@ class EngineAPI:
         raise EngineDown(f"{self.url}: removing {cid[:12]} gave HTTP {status}: {body[:200]!r}")
 
 
-# -- folders: remove without following links, never outside the root -------------------------------
+# -- folders: remove without following links, never outside the root ------------------------------
 def _rmtree_at(dir_fd: int, name: str):
     """Remove NAME in DIR_FD; a symlink is unlinked, never followed; a folder is emptied through
     descriptors opened with O_NOFOLLOW, so a link swapped in meanwhile cannot lead outside."""
@@ -380,7 +387,7 @@ def remove_path(path: str) -> bool:
         os.close(fd)
 
 
-# -- the reaper process -----------------------------------------------------------------------------
+# -- the reaper process ----------------------------------------------------------------------------
 def log(text: str):
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} reaper {os.getpid()}: {text}", flush=True)
 
@@ -447,6 +454,16 @@ class ReaperState:
             if now > until:
                 del self.watched[label]
 
+    def finish_requests(self, give_up_s: float):
+        """The `rm` and `rmlabel` requests, to the end (a clean shutdown reaps nothing else)."""
+        deadline = time.monotonic() + give_up_s
+        while (self.pending or self.watched) and time.monotonic() < deadline \
+                and not self.endpoint.vanished():
+            self.remove_pending()
+            self.remove_watched()
+            if self.pending or self.watched:
+                time.sleep(LABEL_POLL_S if self.watched else RETRY_S)
+
     def held_elsewhere(self, cid: str) -> bool:
         """Claimed by another kernel that runs, or that this host cannot judge."""
         claimer = read_claim(self.claims_dir, cid)
@@ -494,7 +511,9 @@ class ReaperState:
         deadline = time.monotonic() + give_up_s
         folders_done = False
         clean_passes = 0
+        said = 0.0
         while True:
+            gone = False
             try:
                 if self.reap_containers():
                     clean_passes += 1
@@ -502,10 +521,19 @@ class ReaperState:
                     clean_passes = 0
             except EngineDown as exc:
                 clean_passes = 0
-                log(f"engine does not answer ({exc}); trying again")
+                gone = self.endpoint.vanished()
+                if gone:
+                    log(f"engine gone for good ({exc}); nothing more to remove there")
+                elif time.monotonic() - said > 300:  # once, then every 5 minutes
+                    said = time.monotonic()
+                    log(f"engine does not answer ({exc}); trying again every {RETRY_S:g} s")
             if not folders_done:  # the --in data must go even while the engine is away
                 self.reap_folders()
                 folders_done = True
+            if gone:
+                self.errors += 1
+                self.pending.clear()
+                break
             # Two clean passes RETRY_S apart: a create the kernel sent just before it died may
             # still finish on the engine after the first listing.
             if clean_passes >= 2:
@@ -522,6 +550,7 @@ def serve(state: ReaperState, stdin_fd: int = 0, grace_s: float = GRACE_S,
           give_up_s: float = GIVE_UP_S):
     """Read requests until EOF (or `close`); meanwhile retry pending removals."""
     buf = b""
+    next_pending = next_watch = 0.0
     while state.mode is None:
         timeout = LABEL_POLL_S if state.watched else RETRY_S if state.pending else None
         try:
@@ -539,12 +568,16 @@ def serve(state: ReaperState, stdin_fd: int = 0, grace_s: float = GRACE_S,
             *lines, buf = buf.split(b"\n")
             for line in lines:
                 state.handle(line.decode("utf-8", "replace"))
-        if state.pending and state.mode is None:
+        now = time.monotonic()  # at most one try per period, however many lines arrive
+        if state.pending and state.mode is None and now >= next_pending:
+            next_pending = now + RETRY_S
             state.remove_pending()
-        if state.watched and state.mode is None:
+        if state.watched and state.mode is None and now >= next_watch:
+            next_watch = now + LABEL_POLL_S
             state.remove_watched()
     if state.mode == "keep":
-        log("kernel closed (keep): exiting without reaping")
+        log("kernel closed (keep): finishing what it asked for, then exiting")
+        state.finish_requests(give_up_s)
         return
     if state.mode is None:
         log(f"kernel {state.kernel} gone; reaping in {grace_s:g} s")
@@ -588,7 +621,7 @@ def main(argv=None) -> int:
     return 0
 
 
-# -- the kernel's side ------------------------------------------------------------------------------
+# -- the kernel's side -----------------------------------------------------------------------------
 def runtime_dir() -> str:
     """This user's private runtime folder on this host (claims, reaper logs): the same for
     every kernel of the user, private (0700, ours, no link), gone at reboot when on /dev/shm.
@@ -689,9 +722,11 @@ class Reaper:
         as the engine answers again, while the kernel goes on."""
         self.send(f"rm {container_id}")
 
-    def close(self, reap: bool = True, wait: float = 0.0):
-        """Clean shutdown: ``reap`` removes this kernel's reapable containers and folders now;
-        otherwise the reaper just exits. ``wait``: seconds to wait for it to finish."""
+    def close(self, reap: bool = False, wait: float = 0.0):
+        """Clean shutdown. Not ``reap``: the reaper finishes the removals it was asked for and
+        exits. ``reap``: it removes this kernel's reapable containers and folders now, as if the
+        kernel had died; only for a process about to exit that made no clean-up of its own (it
+        would remove containers the process makes afterwards). ``wait``: seconds to wait."""
         self.send(f"close {'reap' if reap else 'keep'}")
         with self._lock:
             self._closed = True
@@ -816,8 +851,10 @@ def reaper_for(endpoint_url: str):
     return reaper if reaper is not None and reaper.alive() else None
 
 
-def close_all(reap: bool = True):
-    """Close every reaper of this kernel (process shutdown: reap what is left)."""
+def close_all(reap: bool = False):
+    """Close every reaper of this kernel (unload, process exit). Not ``reap``: the kernel's own
+    shutdown removed what it owns, and after an unload the process may go on making containers
+    with the same kernel label; the reapers finish what they were asked to remove, then exit."""
     for reaper in list(_REAPERS.values()):
         reaper.close(reap=reap)
 
