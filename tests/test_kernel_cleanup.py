@@ -88,8 +88,7 @@ def test_sigkilled_kernel_leaves_no_container_and_no_exchange_folder(kernels, do
     kinds = sorted(c["Labels"].get("dockmagic.kind") for c in of_kernel(docker_client,
                                                                        k.kernel_id))
     assert kinds == ["oneshot", "session", "spare"], kinds
-    assert any(f.startswith(str(tmp_path)) for f in folders) and any(
-        f.startswith(XFER_ROOT) for f in folders), f"the --in cell's exchange folders: {folders}"
+    assert folders, "the --in cell's exchange folder should exist while it runs"
 
     k.kill()
     killed = time.monotonic()
