@@ -261,11 +261,10 @@ def test_close_keep_exits_without_reaping_and_close_reap_reaps_at_once(docker_cl
 def test_an_engine_whose_socket_folder_is_gone_is_given_up_at_once(tmp_path):
     """A private engine purged with its folder will not come back: no hour of retries."""
     r = reaper.start_reaper(f"unix://{tmp_path}/gone/docker.sock", fake_kernel(), grace_s=0.1)
+    started = time.monotonic()
     r.proc.stdin.close()
-    r.proc.wait(30)
-    with open(r.log_path) as f:
-        assert "engine gone for good" in f.read()
-    os.unlink(r.log_path)
+    assert r.proc.wait(30) == 0
+    assert time.monotonic() - started < 10  # the grace and one pass, not GIVE_UP_S of retries
 
 
 def test_remove_later_removes_while_the_kernel_lives(docker_client, made):

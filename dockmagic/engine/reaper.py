@@ -530,8 +530,7 @@ class ReaperState:
             if not folders_done:  # the --in data must go even while the engine is away
                 self.reap_folders()
                 folders_done = True
-            if gone:
-                self.errors += 1
+            if gone:  # nothing to learn from its log: it goes too
                 self.pending.clear()
                 break
             # Two clean passes RETRY_S apart: a create the kernel sent just before it died may
