@@ -304,11 +304,8 @@ class Session:
         """This kernel holds the session (reattached to one another kernel made): `prune
         --orphans` and that kernel's reaper leave it alone (see claims.py)."""
         from . import claims
-        from .engine import reaper
-        from .kernel import kernel_id
         self.claimed = claims.claim(self.id)
-        # If this kernel dies, its reaper takes the claimed session when reapable (--rm).
-        reaper.ensure_reaper(self.engine.endpoint.url, kernel_id())
+        self.engine.reaper()  # if this kernel dies, it takes the session along when --rm
 
     def close(self, remove: bool = False):
         self.close_socket()

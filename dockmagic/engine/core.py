@@ -257,6 +257,12 @@ class Engine:
     def pending_removals(self) -> frozenset:
         return frozenset(self._pending)
 
+    def reaper(self):
+        """This kernel's reaper for this engine (engine/reaper.py), started if need be; None
+        where none can run from here (ssh:// endpoints)."""
+        self._ensure_reaper()
+        return self._reaper
+
     def _ensure_reaper(self):
         if self._reaper is not None and self._reaper.alive():  # closed at unload, or died
             return
