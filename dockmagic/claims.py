@@ -58,7 +58,9 @@ def claim(container_id: str, kernel: Optional[str] = None) -> bool:
     from .kernel import kernel_id
 
     try:
-        _files.write_claim(_files.claims_dir(), container_id, kernel or kernel_id())
+        folder = _files.claims_dir()
+        _files.prune_claims(folder)  # the files of kernels that are gone, while we are here
+        _files.write_claim(folder, container_id, kernel or kernel_id())
         return True
     except OSError:
         return False

@@ -130,6 +130,15 @@ def test_claim_files_round_trip_and_refuse_odd_ids(tmp_path):
     os.symlink("/etc/hostname", os.path.join(d, "cd" * 32))
     assert reaper.read_claim(d, "cd" * 32) is None  # a planted link is no claim
 
+    from dockmagic.kernel import kernel_id
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    reaper.write_claim(d, "ef" * 32, f"{socket.gethostname()}:{gone.pid}:{int(time.time())}")
+    reaper.write_claim(d, "ab" * 32, kernel_id())
+    reaper.prune_claims(d)  # a dead claimer's file goes, a live one's stays
+    assert reaper.read_claim(d, "ef" * 32) is None
+    assert reaper.read_claim(d, "ab" * 32) == kernel_id()
+
 
 def test_classify_table():
     live, dead, far = "live", "dead", "far"

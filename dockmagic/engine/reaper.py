@@ -160,6 +160,18 @@ def drop_claim(claims_dir: str, cid: str, kernel=None):
         pass
 
 
+def prune_claims(claims_dir: str):
+    """Forget the claims of kernels that are gone (they hold nothing any more)."""
+    try:
+        names = os.listdir(claims_dir)
+    except OSError:
+        return
+    for n in names:
+        claimer = read_claim(claims_dir, n) if _valid_id(n) else None
+        if claimer and kernel_alive(claimer) is False:
+            drop_claim(claims_dir, n, claimer)
+
+
 def claims_of(claims_dir: str, kernel: str) -> set:
     """The container ids KERNEL claims."""
     try:
@@ -503,8 +515,10 @@ class ReaperState:
                 log(f"folders under {root} left alone: {exc}")
 
     def drop_claims(self):
-        for cid in claims_of(self.claims_dir, self.kernel) if self.claims_dir else ():
-            drop_claim(self.claims_dir, cid, self.kernel)
+        if self.claims_dir:
+            for cid in claims_of(self.claims_dir, self.kernel):
+                drop_claim(self.claims_dir, cid, self.kernel)
+            prune_claims(self.claims_dir)
 
     def reap(self, give_up_s: float):
         """Containers (retrying while the engine is away), then folders, then claims."""
