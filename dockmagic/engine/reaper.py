@@ -759,6 +759,7 @@ class Reaper:
 
 _REAPERS: dict = {}
 _TRACKED: set = set()
+_GLOBS: set = set()
 _start_lock = threading.Lock()
 
 
@@ -787,6 +788,8 @@ def ensure_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
         except OSError:
             return None  # a safety net must never fail the cell that asked for it
         _REAPERS[endpoint_url] = reaper
+    for pattern in sorted(_GLOBS):
+        reaper.send(f"glob {pattern}")
     for path in sorted(_TRACKED):
         reaper.track(path)
     try:
@@ -848,6 +851,16 @@ def track(paths):
         _TRACKED.add(path)
         for reaper in list(_REAPERS.values()):
             reaper.track(path)
+
+
+def add_globs(patterns):
+    """Folders of this kernel, by pattern (absolute; e.g. its one-shot exchange folders, named
+    after the kernel): every reaper removes what matches if the kernel dies. Cheap to repeat."""
+    for pattern in patterns:
+        if pattern not in _GLOBS:
+            _GLOBS.add(pattern)
+            for reaper in list(_REAPERS.values()):
+                reaper.send(f"glob {pattern}")
 
 
 def untrack(paths):
