@@ -58,48 +58,48 @@ def wait_until(predicate, timeout: float, step: float = 0.5):
     return predicate()
 
 
-def exchange_folders(notebook_dir=None) -> set:
-    """The kernel's tmpfs exchange root's entries, and the notebook folder's hidden ones."""
-    found = set()
-    for place in (XFER_ROOT, notebook_dir):
-        try:
-            found |= {os.path.join(place, n) for n in os.listdir(place)
-                      if place == XFER_ROOT or n.startswith(".dockmagic-")}
-        except (FileNotFoundError, TypeError):
-            pass
-    return found
+def exchange_folders(kernel_id: str, session: str) -> set:
+    """The exchange folders of kernel KERNEL_ID's cells and spares (named after it) and of its
+    session SESSION, in the exchange root (transfer.exchange_root)."""
+    from dockmagic import transfer
+
+    mine = (f"k-{transfer.kernel_tag(kernel_id)}-", f"s-{session}-")
+    try:
+        return {os.path.join(XFER_ROOT, n) for n in os.listdir(XFER_ROOT) if n.startswith(mine)}
+    except FileNotFoundError:
+        return set()
 
 
 # -- killed kernel --------------------------------------------------------------------------------
-def test_sigkilled_kernel_leaves_no_container_and_no_exchange_folder(kernels, docker_client,
-                                                                     tmp_path):
+def test_sigkilled_kernel_leaves_no_container_and_no_exchange_folder(kernels, docker_client):
     k = kernels()
     label = f"-l {CASE}={RUN}"
-    k.run(f"%docker session dm-reap-{RUN} --rm {label} {BASE_IMAGE}", check=True)
+    session = f"dm-reap-{RUN}"
+    k.run(f"%docker session {session} --rm {label} {BASE_IMAGE}", check=True)
     k.run(f"%%docker {label} {BASE_IMAGE}\nprint('warm')", check=True)  # leaves a spare
     assert "True" in k.run("from dockmagic import spare; print(spare.SPARES.ready(60))").stdout
     k.run("x = list(range(1000))", check=True)
-    before = exchange_folders(tmp_path)
     # `--name` keeps this one-shot cell away from the spare, so both exist when the kernel dies.
     msg = k.send(f"%%docker --name dm-reap-cell-{RUN} --in x {label} {BASE_IMAGE}\n"
                  "import time; print(len(x), flush=True); time.sleep(600)")
     k.collect(msg, timeout=120, until=lambda r: "1000" in r.stdout)
-    folders = exchange_folders(tmp_path) - before
+    folders = exchange_folders(k.kernel_id, session)
     kinds = sorted(c["Labels"].get("dockmagic.kind") for c in of_kernel(docker_client,
                                                                        k.kernel_id))
     assert kinds == ["oneshot", "session", "spare"], kinds
-    assert folders, "the --in cell's exchange folder should exist while it runs"
+    names = sorted(os.path.basename(f)[:2] for f in folders)
+    assert names == ["k-", "k-", "s-"], f"the cell's, the spare's, the session's: {folders}"
 
     k.kill()
     killed = time.monotonic()
     gone = wait_until(lambda: not of_kernel(docker_client, k.kernel_id)
-                      and not (folders & exchange_folders(tmp_path)), timeout=60)
+                      and not exchange_folders(k.kernel_id, session), timeout=60)
     took = time.monotonic() - killed
     left = [(c["Names"], c["Labels"].get("dockmagic.kind"), c["State"])
             for c in of_kernel(docker_client, k.kernel_id)]
     assert gone, (f"60 s after SIGKILL: containers {left}, "
-                  f"folders {folders & exchange_folders(tmp_path)}")
-    print(f"killed kernel: its 3 containers and {len(folders)} exchange folder(s) gone "
+                  f"folders {exchange_folders(k.kernel_id, session)}")
+    print(f"killed kernel: its 3 containers and {len(folders)} exchange folders gone "
           f"{took:.1f} s after SIGKILL")
 
 
