@@ -361,8 +361,9 @@ def _exit_code(exc):
 
 # -- one-shot cells with --in/--out ------------------------------------------------------------
 def run_oneshot(config, body):
-    """Run BODY as `python3 -u` would (a fresh __main__, `<stdin>` in tracebacks, exit codes
-    1 / 130 / sys.exit's), with inputs loaded before and outputs saved after."""
+    """Run BODY as `python3 -u` would (a fresh __main__, exit codes 1 / 130 / sys.exit's; its
+    frames named as the notebook's cell, with source lines), with inputs loaded before and
+    outputs saved after."""
     import json
     import types
 
@@ -387,8 +388,12 @@ def run_oneshot(config, body):
         report({"s": "transfer", "msg": str(exc)})
         sys.stderr.write("dockmagic: %s\n" % exc)
         sys.exit(1)
+    name = config.get("name") or "<stdin>"
+    if name != "<stdin>":  # the notebook's cell: its lines show in tracebacks
+        import linecache
+        linecache.cache[name] = (len(body), None, body.splitlines(True), name)
     try:
-        exec(compile(body, "<stdin>", "exec"), ns)
+        exec(compile(body, name, "exec"), ns)
     except SystemExit:
         raise
     except BaseException as exc:
@@ -579,7 +584,13 @@ class Session:
         code = req.get("code", "")
         self.cells += 1
         name = req.get("name") or "<cell %d>" % self.cells
-        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        lines = code.splitlines(True)
+        held = linecache.cache.get(name)
+        if held is not None and held[2] != lines:
+            # The same name for other code (a cell run outside a notebook, where the number
+            # does not advance): the earlier cell's functions keep their own source lines.
+            name = "%s #%d>" % (name[:-1], self.cells)
+        linecache.cache[name] = (len(code), None, lines, name)
         ns = self.module.__dict__
         with self.lock:
             self.current = rid

@@ -542,9 +542,9 @@ class OneshotTransfer:
     def move_to(self, host_dir: str):
         self.exchange.move_to(host_dir)
 
-    def body(self, body: str) -> bytes:
+    def body(self, body: str, filename: str = "<stdin>") -> bytes:
         config = {"xdir": XFER_TARGET, "mapped": self.exchange.mapped, "inputs": self.inputs,
-                  "outputs": [list(o) for o in self.outputs]}
+                  "name": filename, "outputs": [list(o) for o in self.outputs]}
         from .agentsrc import agent_source
 
         return _ONESHOT.format(source=agent_source(), config=config, body=body).encode("utf-8")
