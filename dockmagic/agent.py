@@ -573,6 +573,8 @@ class Session:
                 stream.flush()
             except Exception:
                 pass
+        if _is_cell_reply(reply):
+            reply["maxrss"] = _maxrss()
         head = MARK_OPEN + token.encode("ascii") + b";"
         _write_all(1, head + b"o" + MARK_CLOSE)
         _write_all(2, head + json.dumps(reply).encode("utf-8").hex().encode("ascii")
@@ -672,6 +674,21 @@ def _status(returncode):
     if returncode is None:
         return 137
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _is_cell_reply(reply):
+    return "version" not in reply  # HELLO/QUIT replies carry the version; cells do not
+
+
+def _maxrss():
+    """Peak resident memory (bytes) of the largest process this session ran so far: the
+    interpreter itself, or a child (a `bash` cell) that has been waited for."""
+    try:
+        import resource
+        return 1024 * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    except Exception:
+        return None
 
 
 def _future_flags():

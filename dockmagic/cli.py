@@ -32,7 +32,7 @@ from typing import Callable, Dict, Optional, Sequence
 from IPython.core.error import UsageError
 
 #: Modules whose ``@subcommand`` functions make up `%docker`'s subcommands (imported on first use).
-MODULES = ("dockmagic.nbcommands", "dockmagic.commands")
+MODULES = ("dockmagic.nbcommands", "dockmagic.commands", "dockmagic.reproduce")
 #: `%docker --help` headings, in order.
 GROUPS = {
     "cells": "this notebook: sessions, defaults, the panel",

@@ -169,12 +169,14 @@ class DockerMagics(Magics):
 
     def plan(self, line: str, oneshot: bool = True) -> cellplan.CellPlan:
         try:
-            return cellplan.plan_cell(
+            plan = cellplan.plan_cell(
                 self._expand(line), cwd=os.getcwd(), identity=self._identity(),
                 default_flags=self.config_.flags, default_image=self.config_.image,
                 default_gpus=self.config_.gpus, labels=self._labels(), oneshot=oneshot)
         except cellplan.CellUsageError as exc:
             raise UsageError(str(exc)) from None
+        from . import recording
+        return recording.PINS.apply(self.engine, plan) if recording.PINS.on else plan  # (#12)
 
     # -- %%docker / %docker ------------------------------------------------------------------
     @line_cell_magic
@@ -241,10 +243,11 @@ class DockerMagics(Magics):
         return self.run_plan(plan, cell)
 
     def run_plan(self, plan: cellplan.CellPlan, body: str):
-        from . import runner
+        from . import recording, runner
 
         self._push_settings()
         engine = self.engine
+        rec = recording.begin(engine, plan, body)  # provenance record (#12): finished below
         spec = plan.spec
         python = cellplan.reads_python_stdin(spec)
         text = cellplan.to_python_stdin(body, self.cell_name()) if python else body
@@ -269,6 +272,7 @@ class DockerMagics(Magics):
             raise UsageError(str(exc)) from None
         if spec.detach:
             name = runner.run_detached(engine, spec, data, on_pull=say)
+            rec.finish(name=name)
             from . import status
             try:
                 cid = engine.inspect(name)["Id"]
@@ -284,6 +288,7 @@ class DockerMagics(Magics):
                 live = status.CellStatus(engine, spec.image, self.cell_number(),
                                          self.status_interval)
         started = []
+        result = None
 
         def on_started(cid):
             started.append(cid)
@@ -311,6 +316,7 @@ class DockerMagics(Magics):
                 live.finish(failed=_first_line(exc))
             raise
         finally:
+            rec.finish(result, xfer=xfer)
             if xfer is not None:
                 xfer.close()
         if live is not None:
@@ -328,13 +334,16 @@ class DockerMagics(Magics):
             return None
         name, args = parsed
         self._push_settings()
+        from . import recording
+        engine = self.engine
         try:
-            return session.run_cell(self.engine, name, cellplan.as_cell_source(cell),
-                                    self.shell.user_ns,
-                                    interpreter=args.interpreter, inputs=args.inputs,
-                                    outputs=args.outputs, pickle_outputs=args.pickle_outputs,
-                                    raise_error=not args.no_raise_error,
-                                    cell_name=self.cell_name())
+            with recording.session_cell(engine, name, args, line, cell):  # provenance (#12)
+                return session.run_cell(engine, name, cellplan.as_cell_source(cell),
+                                        self.shell.user_ns,
+                                        interpreter=args.interpreter, inputs=args.inputs,
+                                        outputs=args.outputs, pickle_outputs=args.pickle_outputs,
+                                        raise_error=not args.no_raise_error,
+                                        cell_name=self.cell_name())
         except session.SessionUsage as exc:
             raise UsageError(str(exc)) from None
 

@@ -20,6 +20,9 @@ from .cli import argument, subcommand
                'alone: --flags=--rm)')
 @argument("--spare", choices=("on", "off"),
           help="keep a warm spare container after one-shot cells (default on)")
+@argument("--pin", choices=("on", "off"),
+          help="pin each image tag to its digest at its first use, so later cells run that "
+               "image even if the tag moves (`%%docker pin --refresh` resolves anew)")
 @argument("--reset", action="store_true", help="forget the default image and flags")
 def cmd_config(magics, args):
     from .cell import CellUsageError, split_line
@@ -44,7 +47,10 @@ def cmd_config(magics, args):
         if not config.spare:
             from . import spare
             spare.SPARES.discard()
-    print(config.describe())
+    from . import recording
+    if args.pin is not None:
+        recording.PINS.on = args.pin == "on"
+    print(config.describe() + "\n" + recording.PINS.describe())
 
 
 @subcommand("session", "a long-lived container for %%docker @NAME cells (--stop NAME)",
@@ -69,9 +75,10 @@ def cmd_session(magics, args):
         argv = []
     else:
         argv = [args.name] + list(args.run_args)
+    from . import recording
     try:
-        return session.command(magics.engine, argv,
-                               plan=lambda line: magics.plan(line, oneshot=False))
+        return session.command(magics.engine, argv, plan=lambda line: (
+            recording.remember_session(magics.plan(line, oneshot=False))))
     except session.SessionUsage as exc:
         raise UsageError(str(exc)) from None
 

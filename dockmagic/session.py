@@ -151,6 +151,8 @@ class Session:
         self._lock = threading.Lock()
         self.info = {}
         self.claimed = False  # by this kernel (claims.py)
+        self.last_reply = None
+        self.last_moved = None
 
     # plumbing
     def _attach(self):
@@ -311,6 +313,8 @@ class Session:
                                inputs=xchg.write_inputs(inputs, user_ns),
                                outputs=[list(o) for o in outputs])
             reply = self._exchange(agent.RUN, payload, stdout, stderr)
+            if xchg is not None:  # names and sizes, for the cell's provenance record
+                self.last_moved = transfer.measure(xchg, payload["inputs"], outputs)
             status = reply.get("s")
             if status == "ok" and xchg is not None and outputs:
                 # The session lives on and could still change its files: copied first.
@@ -333,6 +337,7 @@ class Session:
         return reply
 
     def _check(self, reply: dict, raise_error: bool):
+        self.last_reply = reply  # the cell's outcome, for its provenance record
         status = reply.get("s")
         if status == "interrupted":
             raise errors.CellInterrupted(f"interrupted; session {self.name} keeps its variables")
@@ -382,8 +387,8 @@ def _parse_reply(data: bytes) -> dict:
         reply["code"] = raw["code"] & 0xFF
     if raw.get("msg") is not None:
         reply["msg"] = transfer.clean_text(raw["msg"], 2000)
-    for key in ("version", "pid", "cells"):
-        if isinstance(raw.get(key), int):
+    for key in ("version", "pid", "cells", "maxrss"):  # maxrss: for the provenance record
+        if isinstance(raw.get(key), int) and not isinstance(raw.get(key), bool):
             reply[key] = raw[key]
     if isinstance(raw.get("python"), str):
         reply["python"] = transfer.clean_text(raw["python"], 40)
@@ -391,6 +396,11 @@ def _parse_reply(data: bytes) -> dict:
 
 
 _SESSIONS: dict = {}
+
+
+def attached(name: str) -> Optional[Session]:
+    """Session NAME if this kernel is attached to it (no engine call), else None."""
+    return _SESSIONS.get(name)
 
 
 def _xroot_from_inspect(info: dict) -> Optional[str]:

@@ -516,6 +516,28 @@ class Exchange:
         reaper.untrack([self.host_dir])
 
 
+def measure(exchange: "Exchange", inputs, outputs) -> dict:
+    """Names and sizes (bytes in the cell's exchange folder) of what one cell moved, for its
+    record; call before ``close``. INPUTS: the manifest ``write_inputs`` made ([dest, file,
+    kind]); OUTPUTS: the requested ``(dest, src, pickle_ok)``, whose files are ``out-I.npy`` or
+    ``out-I.pkl``. Only those names are looked at, with lstat (a link the container left is not
+    followed): a size is None where no regular file is there."""
+    def size(name):
+        try:
+            st = os.lstat(os.path.join(exchange.host_dir, name))
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    moved_in = [{"name": dest, "bytes": size(os.path.basename(fname))}
+                for dest, fname, _kind in (inputs or ())]
+    moved_out = []
+    for i, out in enumerate(outputs or ()):
+        found = [n for n in (size(f"out-{i}.npy"), size(f"out-{i}.pkl")) if n is not None]
+        moved_out.append({"name": out[0], "bytes": found[0] if found else None})
+    return {"in": moved_in, "out": moved_out}
+
+
 # -- one-shot cells ----------------------------------------------------------------------------
 _ONESHOT = (
     "_dm_g = {{'__name__': 'dockmagic_agent', '__builtins__': __builtins__}}\n"
