@@ -147,7 +147,9 @@ def test_quickstart_container_cells_carry_records_that_match_the_engine(base_ima
         assert c["Config"]["Labels"]["dockmagic.notebook"] == \
             os.path.join(nbdir, "quickstart.ipynb")
         assert rec["gpus"] == [] and rec["transfers"] == {"in": [], "out": []}
-        assert rec["peak_memory"] is None  # the engine reports none for a removed container
+        # the engine's peak, where the status line sampled one before the cell ended
+        assert rec["peak_memory"] is None or (rec["peak_memory"]["bytes"] > 1 << 20 and
+                                              "engine stats" in rec["peak_memory"]["source"])
         assert len(rec["container"]["id"]) == 12
     recs = [f["record"] for f in found]
     assert [r["exit_code"] for r in recs] == [0, 0, 3, 0]
