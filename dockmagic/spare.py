@@ -178,6 +178,8 @@ class SparePool:
                 spare.att.close()
                 if remove:
                     engine.remove(cid)
+                    xdir_left, spare.xdir = spare.xdir, None  # (unless a cell took it over)
+                    transfer.remove_dir(xdir_left)
 
     # worker side
     def _want(self, key, engine, spec):
