@@ -470,6 +470,34 @@ def _spawn_failed(text, code):
     os._exit(code)
 
 
+def workspace_state(root):
+    """{rel: (mtime_ns, size)} of the files and links under ROOT, `.git` left out."""
+    import stat
+
+    now = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            it = os.scandir(os.path.join(root, rel) if rel else root)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                if e.name == ".git":
+                    continue
+                r = rel + "/" + e.name if rel else e.name
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(r)
+                elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    now[r] = (st.st_mtime_ns, st.st_size)
+    return now
+
+
 # -- session: one persistent interpreter -------------------------------------------------------
 class Session:
     def __init__(self):
@@ -484,6 +512,7 @@ class Session:
         self.in_cell = False
         self.cells = 0
         self.flags = 0
+        self.watched = {}  # workspace root -> {rel: (mtime_ns, size)} at the last cell's end
         # Cells run in a module of their own, registered as __main__ so that classes they
         # define pickle (for --out) under the name the notebook would use.
         self.module = types.ModuleType("__main__")
@@ -542,6 +571,7 @@ class Session:
             if item is None:
                 return 0  # stdin closed for good: nobody can reach this session any more
             kind, rid, payload = item
+            req = None
             token = ""
             try:
                 req = json.loads(payload.decode("utf-8")) if payload else {}
@@ -559,9 +589,27 @@ class Session:
                 reply = {"s": "interrupted"}
             except BaseException as exc:  # the agent itself must survive anything a cell does
                 reply = {"s": "error", "msg": "dockmagic agent: %s" % one_line(exc)}
+            if kind in (RUN, COMMAND) and isinstance(req, dict) and req.get("watch"):
+                try:  # a remote engine's workspace: say what the cell changed in it
+                    reply["ws"] = self.changes(req["watch"])
+                except Exception:
+                    reply["ws"] = None
             self.finish(token, reply)
             if kind == QUIT:
                 return 0
+
+    def changes(self, root):
+        """What changed under ROOT (a remote engine's workspace, mounted at the notebook's path)
+        since the last call: [[[rel, mtime_ns, size], ...], [deleted rel, ...]], or None the
+        first time (the host then lists the workspace itself). The host compares with what it
+        synced, so a warm cell that changed nothing costs no rsync."""
+        now = workspace_state(root)
+        before = self.watched.get(root)
+        self.watched[root] = now
+        if before is None:
+            return None
+        return [[[r, m, n] for r, (m, n) in sorted(now.items()) if before.get(r) != (m, n)],
+                sorted(r for r in before if r not in now)]
 
     def finish(self, token, reply):
         import json

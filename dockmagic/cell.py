@@ -29,7 +29,10 @@ OWN_FLAGS = {
     "--in": True,
     "--out": True,
     "--out-pickle": True,
+    "--engine": True,  # a named engine (`%docker engines`), or `auto` with `--gpus auto:N`
+    "--sync": True,    # remote engines: both | in | out | none (the notebook folder)
 }
+SYNC_MODES = ("both", "in", "out", "none")
 
 LABEL_PREFIX = "dockmagic."
 
@@ -55,6 +58,8 @@ class CellPlan:
     outputs: tuple = ()
     pickle_outputs: tuple = ()  # --out-pickle: unpickled in full (runs the container's code)
     labels: Mapping[str, str] = field(default_factory=dict)
+    engine: Optional[str] = None  # --engine NAME (None: the notebook's default engine)
+    sync: str = "both"            # --sync: what of the notebook folder travels (remote engines)
 
     @property
     def detach(self) -> bool:
@@ -161,7 +166,23 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
         outputs=tuple(own.get("--out", ())),
         pickle_outputs=tuple(own.get("--out-pickle", ())),
         labels=dict(labels),
+        engine=_last(own.get("--engine")),
+        sync=_sync_mode(_last(own.get("--sync"))),
     )
+
+
+def _last(values):
+    if values is None or isinstance(values, str):
+        return values
+    return values[-1] if values else None
+
+
+def _sync_mode(value: Optional[str]) -> str:
+    if value is None:
+        return "both"
+    if value not in SYNC_MODES:
+        raise CellUsageError(f"--sync {value!r}: use both, in, out or none")
+    return value
 
 
 def _parse(argv, cwd, environ):

@@ -162,6 +162,24 @@ def load() -> Dict[str, Subcommand]:
     return REGISTRY
 
 
+def take_option(argv: list, flag: str):
+    """ARGV without `FLAG VALUE` / `FLAG=VALUE`, and VALUE (the last one given), or None."""
+    out, value, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == flag:
+            if i + 1 >= len(argv):
+                raise UsageError(f"{flag} needs a value")
+            value, i = argv[i + 1], i + 2
+            continue
+        if a.startswith(flag + "="):
+            value = a[len(flag) + 1:]
+        else:
+            out.append(a)
+        i += 1
+    return out, value
+
+
 def dispatch(magics, argv: Sequence[str]):
     """`%docker SUBCOMMAND ARGS...`: parse ARGS with the subcommand's parser and run it."""
     registry = load()
@@ -280,6 +298,10 @@ OWN_FLAG_HELP = (
     ("--as-root", "run as root instead of your uid:gid"),
     ("--keep-entrypoint", "keep the image's ENTRYPOINT (the interpreter becomes its arguments)"),
     ("--no-raise-error", "a non-zero exit does not raise (Run All goes on)"),
+    ("--engine NAME", "run on an engine of `%docker engines` (the notebook folder is synced "
+     "there and back over its SSH connection); `--engine auto --gpus auto:N` picks the engine "
+     "and GPUs with the most free memory"),
+    ("--sync both|in|out|none", "remote engines: which way the notebook folder travels"),
 )
 
 

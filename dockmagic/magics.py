@@ -30,6 +30,7 @@ class NotebookConfig:
         self.flags = []
         self.gpus = None  # the GpuRequest %gpus chose (translate.GpuRequest), or None
         self.spare = True  # start a spare container after a one-shot cell (`--spare off`)
+        self.engine = None  # `%docker config --engine NAME`: cells run there by default
 
     def describe(self) -> str:
         from . import gpus
@@ -38,7 +39,40 @@ class NotebookConfig:
             f"default flags: {shlex.join(self.flags) if self.flags else '(none)'}",
             gpus.describe_choice(self.gpus.to_cli() if self.gpus is not None else None),
             f"spare containers: {'on' if self.spare else 'off'}",
+            f"engine: {self.engine or 'local (docker context / DOCKER_HOST)'}",
         ])
+
+
+def _take_option(argv, flag):
+    from .cli import take_option
+    return take_option(argv, flag)
+
+
+def _close_remote_engines():
+    """At shutdown, after spares and sessions: this kernel's reapable containers left on remote
+    engines are removed, then their SSH connections end. (Nothing to do, and nothing imported,
+    when no remote engine was used.)"""
+    mod = sys.modules.get("dockmagic.remote.engines")
+    if mod is not None:
+        mod.close_all()
+
+
+class GpusByEngine:
+    """`%gpus --engine all`: each engine's GPUs, as `%gpus` shows them, under its name."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def __repr__(self):
+        from .gpus import GpuTable
+        return "\n\n".join(f"engine {n}\n{GpuTable(snap)!r}" for n, snap in self.items)
+
+    def _repr_html_(self):
+        import html
+
+        from .gpus import GpuTable
+        return "".join(f"<h4>engine {html.escape(n)}</h4>{GpuTable(snap)._repr_html_()}"
+                       for n, snap in self.items)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -70,6 +104,8 @@ class DockerMagics(Magics):
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell, **kwargs)
         self.config_ = NotebookConfig()
+        from . import kernel
+        kernel.on_shutdown(_close_remote_engines)  # first registered: runs last
 
     #: trait -> (module, attribute) it sets.
     _SETTINGS = {
@@ -111,9 +147,20 @@ class DockerMagics(Magics):
 
     @property
     def engine(self):
-        """The engine this notebook's cells run on (docker's own rules pick it)."""
-        from . import engine
-        return engine.default()
+        """The engine this notebook's cells run on: `%docker config --engine NAME`, else the one
+        docker's own rules pick."""
+        return self.engine_named(self.config_.engine)
+
+    def engine_named(self, name):
+        """`local`/None: docker's default engine; another NAME: from `%docker engines`."""
+        if not name or name == "local":
+            from . import engine
+            return engine.default()
+        from .remote import engines, urls
+        try:
+            return engines.get_engine(name)
+        except urls.EndpointError as exc:
+            raise UsageError(str(exc)) from None
 
     # -- helpers -------------------------------------------------------------------------
     def _identity(self) -> cellplan.Identity:
@@ -167,16 +214,42 @@ class DockerMagics(Magics):
         if message:
             print(message, file=sys.stderr)
 
-    def plan(self, line: str, oneshot: bool = True) -> cellplan.CellPlan:
+    def plan(self, line: str, oneshot: bool = True, engine=None) -> cellplan.CellPlan:
+        """The cell's plan; on a remote ENGINE the container runs as the SSH user there (who
+        owns the synced workspace), and `%gpus`' choice (GPUs of this machine) does not apply."""
+        identity, gpus = self._identity(), self.config_.gpus
+        ident = getattr(engine, "identity", None)
+        who = ident() if ident is not None else None
+        if who is not None:
+            identity, gpus = cellplan.Identity(*who), None
         try:
             plan = cellplan.plan_cell(
-                self._expand(line), cwd=os.getcwd(), identity=self._identity(),
+                self._expand(line), cwd=os.getcwd(), identity=identity,
                 default_flags=self.config_.flags, default_image=self.config_.image,
-                default_gpus=self.config_.gpus, labels=self._labels(), oneshot=oneshot)
+                default_gpus=gpus, labels=self._labels(), oneshot=oneshot)
         except cellplan.CellUsageError as exc:
             raise UsageError(str(exc)) from None
         from . import recording
-        return recording.PINS.apply(self.engine, plan) if recording.PINS.on else plan  # (#12)
+        return recording.PINS.apply(engine or self.engine, plan) if recording.PINS.on else plan  # (#12)
+
+    def _plan_with_engine(self, line: str, oneshot: bool = True):
+        """(plan, engine) for a cell line: `--engine NAME`, `--engine auto --gpus auto:N`, or
+        the notebook's engine."""
+        from .remote import auto
+        if auto.wants_auto(line):
+            from .remote import store
+            from .remote.table import query_gpu_snapshot
+            names = ["local", *store.load_engines()]
+            try:
+                line = auto.pick(line, names, lambda n: query_gpu_snapshot(self.engine_named(n)))
+            except auto.AutoChoiceError as exc:
+                raise UsageError(str(exc)) from None
+            print(f"dockmagic: --engine auto: {line}", file=sys.stderr)
+        plan = self.plan(line, oneshot)
+        engine = self.engine_named(plan.engine or self.config_.engine)
+        if getattr(engine, "remote", False):
+            plan = self.plan(line, oneshot, engine=engine)
+        return plan, engine
 
     # -- %%docker / %docker ------------------------------------------------------------------
     @line_cell_magic
@@ -231,22 +304,25 @@ class DockerMagics(Magics):
         self._report_orphans_once()
         if cell is None:
             return self._line(line)
-        plan = self.plan(line)
+        plan, engine = self._plan_with_engine(line)
+        remote = getattr(engine, "remote", False)
         if plan.dry_run:
             if plan.inputs or plan.outputs or plan.pickle_outputs:
                 from . import transfer
                 print(f"# --in/--out add --mount type=bind,source=FOLDER,"
                       f"target={transfer.XFER_TARGET}, FOLDER a fresh private one made for "
                       f"the cell in {transfer.exchange_root()[0]}")
-            print(cellplan.describe_plan(plan))
+            print(cellplan.describe_plan(plan) + (f"   # on engine {engine.name}" if remote
+                                                  else ""))
             return None
-        return self.run_plan(plan, cell)
+        return self.run_plan(plan, cell, engine)
 
-    def run_plan(self, plan: cellplan.CellPlan, body: str):
+    def run_plan(self, plan: cellplan.CellPlan, body: str, engine=None):
         from . import recording, runner
 
         self._push_settings()
-        engine = self.engine
+        engine = engine or self.engine
+        remote = getattr(engine, "remote", False)
         rec = recording.begin(engine, plan, body)  # provenance record (#12): finished below
         spec = plan.spec
         python = cellplan.reads_python_stdin(spec)
@@ -263,15 +339,27 @@ class DockerMagics(Magics):
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
             data = xfer.body(cellplan.as_cell_source(body), self.cell_name())
-        from . import binds
-        try:
-            binds.ensure_bind_sources(spec)  # missing -v sources: made as you, where you own
-        except binds.BindSourceError as exc:
-            if xfer is not None:
-                xfer.close()
-            raise UsageError(str(exc)) from None
+        if not remote:  # (on a remote engine, -v sources are paths on that host)
+            from . import binds
+            try:
+                binds.ensure_bind_sources(spec)  # missing -v sources: made as you, where you own
+            except binds.BindSourceError as exc:
+                if xfer is not None:
+                    xfer.close()
+                raise UsageError(str(exc)) from None
+        sync = None
+        if remote:  # the notebook folder (and the --in/--out folder) travel there and back
+            from .remote import cells, placement
+            mounts = placement.binds_from_spec(spec)
+            xroot = xfer.exchange.host_dir if xfer is not None else None
+            sync = lambda run, mode=plan.sync: cells.run_oneshot(  # noqa: E731
+                engine, mounts, mode, run, xroot=xroot)
         if spec.detach:
-            name = runner.run_detached(engine, spec, data, on_pull=say)
+            if sync is None:
+                name = runner.run_detached(engine, spec, data, on_pull=say)
+            else:
+                name = sync(lambda: runner.run_detached(engine, spec, data, on_pull=say),
+                            "in" if plan.sync in ("both", "in") else "none")
             rec.finish(name=name)
             from . import status
             try:
@@ -280,7 +368,8 @@ class DockerMagics(Magics):
                 cid = ""
             return status.Started(name, spec.image, cid)
         from . import spare  # a ready spare with the same spec skips create + start
-        run_oneshot = spare.runner_for(spec, self.config_.spare)
+        # (on a remote engine an --in/--out cell runs cold: its folder travels with it)
+        run_oneshot = spare.runner_for(spec, self.config_.spare and not (remote and xfer))
         live = None
         if self.status_line:
             from . import status
@@ -296,10 +385,11 @@ class DockerMagics(Magics):
                 live.started(cid)
 
         try:
-            result = run_oneshot(engine, spec, data, exchange=xfer,
-                                 on_pull=live if live is not None else say,
-                                 on_pull_event=live.pull_event if live is not None else None,
-                                 on_started=on_started)
+            run = lambda: run_oneshot(  # noqa: E731
+                engine, spec, data, exchange=xfer, on_pull=live if live is not None else say,
+                on_pull_event=live.pull_event if live is not None else None,
+                on_started=on_started)
+            result = run() if sync is None else sync(run)
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
         except KeyboardInterrupt as exc:
@@ -359,13 +449,25 @@ class DockerMagics(Magics):
             return None
         cli.load()
         self._push_settings()
-        return cli.dispatch(self, argv)
+        if argv[0] in ("session", "engines", "config"):  # they take --engine themselves
+            return cli.dispatch(self, argv)
+        # `--engine NAME` (or `%docker config --engine NAME`): the subcommand's calls go there
+        rest, name = _take_option(argv[1:], "--engine")
+        from . import engine
+        with engine.using(self.engine_named(name) if name else
+                          self.engine if self.config_.engine else None):
+            return cli.dispatch(self, [argv[0]] + rest)
 
     @cell_magic
     def dockerfile(self, line, cell):
         """Build an image from the cell body: `%%dockerfile -t NAME:TAG [-f NAME] [CONTEXT]`."""
-        from . import commands
-        return commands.dockerfile_cell(self, line, cell)
+        from . import commands, engine
+        argv, name = _take_option(cellplan.split_line(line), "--engine")
+        if name:
+            line = shlex.join(argv)
+        with engine.using(self.engine_named(name) if name else
+                          self.engine if self.config_.engine else None):
+            return commands.dockerfile_cell(self, line, cell)
 
     # -- %gpus ----------------------------------------------------------------------------
     @line_magic
@@ -383,6 +485,15 @@ class DockerMagics(Magics):
             argv = cellplan.split_line(line)
         except cellplan.CellUsageError as exc:
             raise UsageError(str(exc)) from None
+        argv, which = _take_option(argv, "--engine")
+        if which is not None:  # `%gpus --engine NAME|all`: the GPUs of that engine's host
+            if argv:
+                raise UsageError("%gpus --engine NAME|all shows GPUs; to use GPUs there, give the "
+                                 "cell --engine NAME --gpus ..., or --engine auto --gpus auto:N")
+            from .remote import store
+            from .remote.table import query_gpu_snapshot
+            names = ["local", *store.load_engines()] if which == "all" else [which]
+            return GpusByEngine([(n, query_gpu_snapshot(self.engine_named(n))) for n in names])
         args = cli.parse(cli.GPUS, argv)
         if args is None:  # --help
             return None

@@ -24,6 +24,8 @@ from .cli import argument, subcommand
           help="pin each image tag to its digest at its first use, so later cells run that "
                "image even if the tag moves (`%%docker pin --refresh` resolves anew)")
 @argument("--reset", action="store_true", help="forget the default image and flags")
+@argument("--engine", metavar="NAME",
+          help="the engine cells (and ps, logs, ...) use: one of `%%docker engines`, or local")
 def cmd_config(magics, args):
     from .cell import CellUsageError, split_line
 
@@ -42,6 +44,10 @@ def cmd_config(magics, args):
         except translate.TranslateError as exc:
             raise UsageError(f"%docker config --flags: {exc}") from None
         config.flags = flags
+    if args.engine is not None:
+        if args.engine not in ("", "local"):
+            magics.engine_named(args.engine)  # known? (no connection made yet)
+        config.engine = None if args.engine in ("", "local") else args.engine
     if args.spare is not None:
         config.spare = args.spare == "on"
         if not config.spare:
@@ -67,6 +73,8 @@ def cmd_config(magics, args):
 def cmd_session(magics, args):
     from . import session
 
+    from .cli import take_option
+    run_args, where = take_option(list(args.run_args), "--engine")
     if args.stop is not None:
         if args.name or args.list:
             raise UsageError("%docker session --stop NAME takes nothing else")
@@ -74,11 +82,15 @@ def cmd_session(magics, args):
     elif args.name is None:
         argv = []
     else:
-        argv = [args.name] + list(args.run_args)
+        argv = [args.name] + run_args
+    # `--engine NAME` starts it there; a session this kernel knows is stopped on its own engine
+    known = session.attached(args.stop or args.name or "") if where is None else None
+    engine = (magics.engine_named(where) if where else
+              known.engine if known is not None else magics.engine)
     from . import recording
     try:
-        return session.command(magics.engine, argv, plan=lambda line: (
-            recording.remember_session(magics.plan(line, oneshot=False))))
+        return session.command(engine, argv, plan=lambda line: (
+            recording.remember_session(magics.plan(line, oneshot=False, engine=engine))))
     except session.SessionUsage as exc:
         raise UsageError(str(exc)) from None
 
@@ -95,3 +107,22 @@ def cmd_panel(magics, args):
 
     interval = args.interval if args.interval is not None else magics.panel_interval
     return panel.show_panel(magics, ["--scope", args.scope, "--interval", repr(interval)])
+
+
+@subcommand("engines", "Docker engines on other hosts: list, add NAME URL, rm NAME",
+            group="cells", usage="%%docker engines [add NAME URL [--tls*] | add NAME --context "
+                                 "CTX | rm NAME]",
+            description="Every engine cells can run on (`%%docker --engine NAME`): reachable, "
+                        "version, GPUs free/total, running containers, round-trip time. `add` "
+                        "takes ssh://[user@]host[:port] (an ~/.ssh/config alias works), "
+                        "tcp://host:port with --tlsverify/--tlscacert/--tlscert/--tlskey, or "
+                        "--context CTX; engines are saved in $XDG_CONFIG_HOME/dockmagic/"
+                        "engines.toml.")
+@argument("words", nargs=argparse.REMAINDER, metavar="add NAME URL | rm NAME")
+def cmd_engines(magics, args):
+    from .remote import command
+
+    try:
+        return command.engines_command(args.words, default=magics.config_.engine)
+    except command.EnginesUsage as exc:
+        raise UsageError(str(exc)) from None

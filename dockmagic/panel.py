@@ -51,6 +51,9 @@ MAX_ROWS = 50
 STATS_PER_TICK = 16
 #: A container's CPU/memory sample is renewed after this many seconds (or the interval, if
 #: longer): stale by a few seconds is fine, and each sample costs the engine and us.
+#: Seconds between two readings of every engine for the engines line (each costs a round trip
+#: per engine and, for GPUs, one nvidia-smi there).
+ENGINES_EVERY_S = 10.0
 STATS_EVERY_S = 4.0
 #: Row widgets made per tick at most (~10-15 ms a row in a kernel: 7 widgets): a first display
 #: of many rows fills over a few back-to-back ticks instead of one long one.
@@ -478,6 +481,7 @@ class Panel(W.VBox):
         self._closed = False
         self._thread: Optional[threading.Thread] = None
         self._fetcher = _Fetcher()
+        self._engines_at = 0.0  # when the engines line was last read (see refresh_engines)
         self._build_widgets()
         _live.add(self)
         from .kernel import on_shutdown
@@ -554,8 +558,11 @@ class Panel(W.VBox):
         self.more_w = W.HTML()
         self.gpu_head_w = W.HTML('<div class="dm-section">GPUs</div>')
         self.cards_w = W.Box(layout=W.Layout(flex_flow="row wrap"))
-        self.children = (header, self.banner_w, self.prompt_w, self.notice_w, self.logs_w,
-                         self.thead_w, self.rows_w, self.more_w, self.gpu_head_w, self.cards_w)
+        # every engine of `%docker engines` (shown once any is added): one line each
+        self.engines_w = W.HTML(layout=W.Layout(display="none"))
+        self.children = (header, self.banner_w, self.engines_w, self.prompt_w, self.notice_w,
+                         self.logs_w, self.thead_w, self.rows_w, self.more_w, self.gpu_head_w,
+                         self.cards_w)
 
     # -- thread ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -572,7 +579,32 @@ class Panel(W.VBox):
             force, self._force = self._force, False
             if force or not self.paused:
                 self.refresh()
+                if time.monotonic() - self._engines_at >= ENGINES_EVERY_S:
+                    self.refresh_engines()
             self._wake.wait(self.interval)
+
+    def refresh_engines(self) -> None:
+        """Read every engine of `%docker engines` (each on its own thread, a few seconds at
+        most for one that does not answer) and show one line per engine. Never raises; costs
+        nothing while no engine was added."""
+        self._engines_at = time.monotonic()
+        try:
+            from .remote import store, table
+            if not store.load_engines():
+                html = ""
+            else:
+                html = table.to_panel_html(table.query_engines())
+        except Exception as exc:  # the engines file is broken: say so on the line
+            html = f'<div class="dm-muted">engines: {_e(str(exc))}</div>'
+        if self._stop.is_set() or self._closed:
+            return
+        try:
+            with self.hold_sync():
+                if self.engines_w.value != html:
+                    self.engines_w.value = html
+                _show(self.engines_w, bool(html))
+        except Exception:  # widgets closed under us
+            pass
 
     def refresh_soon(self) -> None:
         """Ask the refresher for a tick now, even while paused (after an action)."""

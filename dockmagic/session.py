@@ -139,6 +139,8 @@ class Session:
         self.name = name
         self.user = user
         self.xroot = xroot  # its private exchange folder (host path), mounted at XFER_TARGET
+        self.binds = []  # [(host source, target, rw)]: a remote engine syncs the notebook folder
+        self.sync = "both"  # remote engines: what of the notebook folder travels (--sync)
         self.id = container_id
         self.image = image
         self.auto_remove = auto_remove
@@ -254,8 +256,30 @@ class Session:
                 if deadline is not None:
                     raw.settimeout(None)
             if not data:
+                if self._reattach_after_drop():
+                    raw = self._raw
+                    continue
                 self._gone("the container's output ended")
             self._demux.feed(data, on_output, on_marker)
+
+    def _reattach_after_drop(self) -> bool:
+        """A remote engine's SSH connection dropped under the attach stream: once it is back,
+        attach again; the agent's cell ran on, and its end marker arrives on the new stream
+        (what it printed meanwhile is missing, and the cell says so)."""
+        link = getattr(self.engine, "link", None)
+        if link is None or not link.wait_up():
+            return False
+        try:
+            if self.engine.inspect(self.id)["State"].get("Running") is not True:
+                return False
+            self.close_socket()
+            self._attach()
+        except (errors.DockmagicError, OSError):
+            return False
+        print(f"dockmagic: the SSH connection to engine {self.engine.name} dropped during the "
+              f"cell; reattached to session {self.name} (output printed meanwhile is missing)",
+              file=sys.stderr, flush=True)
+        return True
 
     def _interrupt(self, rid, token, done, on_output, on_marker) -> str:
         """KeyboardInterrupt in the kernel: the agent raises it inside the running cell; its
@@ -312,7 +336,7 @@ class Session:
                 payload.update(xdir=xchg.container_dir, mapped=xchg.mapped,
                                inputs=xchg.write_inputs(inputs, user_ns),
                                outputs=[list(o) for o in outputs])
-            reply = self._exchange(agent.RUN, payload, stdout, stderr)
+            reply = self._run(agent.RUN, payload, stdout, stderr)
             if xchg is not None:  # names and sizes, for the cell's provenance record
                 self.last_moved = transfer.measure(xchg, payload["inputs"], outputs)
             status = reply.get("s")
@@ -332,9 +356,21 @@ class Session:
                     raise_error: bool = True) -> dict:
         """Run BODY through another interpreter (bash, `bash -l`, ...) in the session's
         container, as `docker exec` would (container env and workdir), streaming its output."""
-        reply = self._exchange(agent.COMMAND, {"argv": list(argv), "body": body}, stdout, stderr)
+        reply = self._run(agent.COMMAND, {"argv": list(argv), "body": body}, stdout, stderr)
         self._check(reply, raise_error)
         return reply
+
+    def _run(self, kind: int, payload: dict, stdout, stderr) -> dict:
+        """One cell's request; on a remote engine the notebook folder travels with it (only
+        what changed on either side: the agent reports the container's changes), and so does
+        this cell's --in/--out folder."""
+        if not getattr(self.engine, "remote", False):
+            return self._exchange(kind, payload, stdout, stderr)
+        from .remote import cells
+        return cells.session_exchange(
+            self.engine, self.binds, lambda watch: self._exchange(
+                kind, dict(payload, watch=watch) if watch else payload, stdout, stderr),
+            self.sync, xroot=self.xroot if payload.get("xdir") else None)
 
     def _check(self, reply: dict, raise_error: bool):
         self.last_reply = reply  # the cell's outcome, for its provenance record
@@ -392,6 +428,9 @@ def _parse_reply(data: bytes) -> dict:
             reply[key] = raw[key]
     if isinstance(raw.get("python"), str):
         reply["python"] = transfer.clean_text(raw["python"], 40)
+    ws = raw.get("ws")  # a remote engine's workspace changes (names checked where used)
+    if isinstance(ws, list) and len(ws) == 2 and all(isinstance(x, list) for x in ws):
+        reply["ws"] = ws
     return reply
 
 
@@ -416,9 +455,15 @@ def _from_container(engine, name: str, info: dict) -> Session:
         raise SessionUsage(f"container {name} is labelled a dockmagic session but does not run "
                            f"this dockmagic's agent; remove it (`%docker rm -f {name}`) and "
                            "start it again")
-    return Session(engine, name, info["Id"], info["Config"].get("Image", ""),
+    sess = Session(engine, name, info["Id"], info["Config"].get("Image", ""),
                    bool(info["HostConfig"].get("AutoRemove")), _xroot_from_inspect(info),
                    info["Config"].get("User") or None)
+    if getattr(engine, "remote", False):  # workspace paths there -> the notebook folder here
+        from .remote.placement import to_local_binds
+        sess.binds = to_local_binds(engine, [
+            (m["Source"], m["Destination"], bool(m.get("RW"))) for m in info.get("Mounts", ())
+            if m.get("Type") == "bind" and m["Destination"] != transfer.XFER_TARGET])
+    return sess
 
 
 def _inspect(engine, name: str) -> Optional[dict]:
@@ -526,6 +571,10 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
                             log_config=log_config)
         sess = Session(engine, name, cid, spec.image, bool(spec.auto_remove), xroot, spec.user)
         sess.folder_goes_with_it()
+        if getattr(engine, "remote", False):
+            from .remote.placement import binds_from_spec
+            sess.binds = binds_from_spec(spec)
+            sess.sync = getattr(plan, "sync", "both")
         sess._attach()
         engine.start(cid, image=spec.image, wants_gpus=plan.wants_gpus)
         sess.hello()

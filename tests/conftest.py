@@ -107,3 +107,7 @@ def _no_dockmagic_leftovers():
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=120)
         pytest.fail(f"{len(ids)} dockmagic.managed containers were left behind by the tests: "
                     f"{[(c['Id'][:12], c.get('Names'), c.get('Labels', {}).get('dockmagic.kind')) for c in left]}")
+
+
+# The "remote GPU server" the remote-engine tests use (scripts/ensure-rig.sh).
+from remote_rig import rig  # noqa: E402,F401

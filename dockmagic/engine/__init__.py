@@ -12,6 +12,8 @@ urllib3, or calls docker-py's low-level API).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 from typing import Dict, Optional
 
@@ -27,9 +29,28 @@ _engines: Dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
+_using: "contextvars.ContextVar[Optional[Engine]]" = contextvars.ContextVar(
+    "dockmagic_engine", default=None)
+
+
+@contextlib.contextmanager
+def using(engine: Optional[Engine]):
+    """Within the block, `default()` is ENGINE (None: unchanged): `%docker ps --engine rig`,
+    `%docker config --engine rig`, `%%dockerfile --engine rig` run their calls there."""
+    token = _using.set(engine) if engine is not None else None
+    try:
+        yield engine
+    finally:
+        if token is not None:
+            _using.reset(token)
+
+
 def default() -> Engine:
     """The engine `docker` would talk to now (DOCKER_HOST, then the current context), one
-    `Engine` per endpoint for the process."""
+    `Engine` per endpoint for the process; inside `using(engine)`, that engine."""
+    chosen = _using.get()
+    if chosen is not None:
+        return chosen
     try:
         endpoint = resolve_endpoint()
     except EndpointError as exc:
