@@ -288,8 +288,8 @@ class DockerMagics(Magics):
                 self.config_.gpus = gpus.choose_gpus(arg, snap)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-            print(gpus.describe_choice(self.config_.gpus))
+            print(gpus.describe_choice(self.config_.gpus, snap, arg))
             return None
         snap = gpus.query_with_containers()
-        print(gpus.describe_choice(self.config_.gpus))
-        return snap
+        print(gpus.describe_choice(self.config_.gpus, snap))
+        return gpus.with_choice(snap, self.config_.gpus)
