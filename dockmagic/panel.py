@@ -103,11 +103,13 @@ CSS = """<style>
 .dm-id{width:104px}.dm-state{width:84px}.dm-up{width:52px}.dm-gpus{width:48px}
 .dm-cpu{width:46px;text-align:right}.dm-mem{width:124px;text-align:right;position:relative}
 .dm-nb{flex:0 1 120px;min-width:64px;padding-left:10px}.dm-cell{width:40px}
-@container (max-width:900px){.dm-id{display:none}}
-@container (max-width:800px){.dm-up{display:none}}
-@container (max-width:720px){.dm-cpu{display:none}}
-@container (max-width:640px){.dm-memlim{display:none}.dm-mem{width:64px}}
-@container (max-width:540px){.dm-image{display:none}}
+/* narrow: the ID goes first, then uptime, CPU, the memory limit and the image; name, state,
+   GPUs, memory, notebook and cell stay */
+@container (max-width:820px){.dm-id{display:none}}
+@container (max-width:640px){.dm-up{display:none}}
+@container (max-width:590px){.dm-cpu{display:none}}
+@container (max-width:540px){.dm-memlim{display:none}.dm-mem{width:64px}}
+@container (max-width:470px){.dm-image{display:none}}
 .dm-membar{position:absolute;left:8px;right:6px;bottom:-2px;height:2px;
   background:var(--dm-track);border-radius:1px;overflow:hidden}
 .dm-membar>span{display:block;height:100%;background:var(--dm-mem)}
@@ -162,7 +164,7 @@ CSS = """<style>
 .dm-logs{margin:0 0 4px 12px;border-left:2px solid var(--dm-brand);padding-left:6px}
 .dm-logs .dm-logscroll{max-height:260px;overflow:auto;display:flex;flex-direction:column-reverse;
   background:var(--jp-layout-color2,transparent);border-radius:4px}
-.dm-logs pre{margin:0;padding:4px 6px;font-size:11px;white-space:pre-wrap;word-break:break-all;
+.dm-logs pre{flex:none;margin:0;padding:4px 6px;font-size:11px;white-space:pre-wrap;word-break:break-all;
   color:var(--jp-content-font-color1,inherit);background:transparent}
 .dm-logs .widget-button{width:auto;padding:0 8px}
 .dm-hot{color:var(--dm-err)}.dm-warm{color:var(--dm-warn)}
