@@ -190,9 +190,20 @@ def open_and_run_all(lab, browser, name, width=1280, height=900):
     page = browser.new_page(viewport={"width": width, "height": height})
     workspace = uuid.uuid4().hex[:8]
     page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}?token={token}")
-    # Run All only once the kernel is up: clicked earlier, Lab runs nothing
-    expect(page.locator(".jp-StatusBar-Widget")).to_contain_text(
-        "Python 3 (ipykernel) | Idle", timeout=90_000)
+    # Run All only once the kernel is up: clicked earlier, Lab runs nothing. On this loaded
+    # machine Lab sometimes reports its theme stylesheet failed to load (the link's error
+    # event; the server logs nothing): that page is loaded again, at most twice.
+    idle = page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle")
+    theme_error = page.locator(".jp-Dialog", has_text="Error Loading Theme")
+    deadline, reloads = time.monotonic() + 120, 0
+    while not idle.is_visible():
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        if theme_error.is_visible() and reloads < 2:
+            reloads += 1
+            print(f"Lab said 'Error Loading Theme'; loading the page again ({reloads})")
+            page.reload()
+        time.sleep(0.25)
+    expect(theme_error).to_have_count(0)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     return page
