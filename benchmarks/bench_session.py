@@ -158,7 +158,8 @@ def main():
         transfer_speed(ip, name, args.gb, args.repeats)
         spare_vs_cli(ip, args.spare_runs)
     finally:
-        session.close_all()
+        from dockmagic import kernel
+        kernel.shutdown()
         os.chdir("/")
         os.rmdir(folder)
 

@@ -175,10 +175,10 @@ def assign(ns, dotted, value, where):
     try:
         setattr(target, attr, value)
     except Exception as exc:
-        raise TransferFailed("cannot set %s %s: %s" % (dotted, where, _one_line(exc))) from None
+        raise TransferFailed("cannot set %s %s: %s" % (dotted, where, one_line(exc))) from None
 
 
-def _one_line(exc):
+def one_line(exc):
     text = str(exc).strip().splitlines()
     return "%s: %s" % (type(exc).__name__, text[0]) if text else type(exc).__name__
 
@@ -193,13 +193,13 @@ def load_inputs(xdirs, inputs, ns, mapped=()):
                                bool(mapped and mapped[idx]))
         except ImportError as exc:
             raise TransferFailed("--in %s: the container cannot load it (%s); install that "
-                                 "module in the image" % (dest, _one_line(exc))) from None
+                                 "module in the image" % (dest, one_line(exc))) from None
         except Exception as exc:
             hint = ""
             if "__main__" in str(exc):
                 hint = " (classes and functions defined in the notebook do not exist there)"
             raise TransferFailed("--in %s: the container cannot load it: %s%s"
-                                 % (dest, _one_line(exc), hint)) from None
+                                 % (dest, one_line(exc), hint)) from None
         loaded.append((dest, value))
     for dest, value in loaded:
         try:
@@ -245,7 +245,7 @@ def save_outputs(xdirs, outputs, ns):
                 idx, name, kind = save_into(xdirs, value, "out-%d" % i)
             except Exception as exc:
                 raise TransferFailed("--out %s: cannot send %s back from the container: %s"
-                                     % (src, type(value).__name__, _one_line(exc))) from None
+                                     % (src, type(value).__name__, one_line(exc))) from None
             manifest.append([dest, idx, name, kind])
     except BaseException:
         for _dest, idx, name, _kind in manifest:
@@ -485,7 +485,7 @@ class Session:
             except KeyboardInterrupt:
                 reply = {"s": "interrupted"}
             except BaseException as exc:  # the agent itself must survive anything a cell does
-                reply = {"s": "error", "msg": "dockmagic agent: %s" % _one_line(exc)}
+                reply = {"s": "error", "msg": "dockmagic agent: %s" % one_line(exc)}
             self.finish(rid, reply)
             if kind == QUIT:
                 return 0

@@ -6,10 +6,12 @@ Pure (stdlib + the translator). dockmagic's own defaults are written as docker-r
 """
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from . import labels as L
 from . import translate
 
 DEFAULT_INTERPRETER = ("python3", "-u")
@@ -67,7 +69,8 @@ def split_line(line: str) -> list:
 
 
 def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequence[str] = (),
-              default_image: Optional[str] = None, default_gpus: Optional[str] = None,
+              default_image: Optional[str] = None,
+              default_gpus: Optional["translate.GpuRequest"] = None,
               labels: Mapping[str, str] = (), environ: Optional[Mapping[str, str]] = None,
               oneshot: bool = True) -> CellPlan:
     """Turn `%%docker LINE` into the RunSpec that will run, with dockmagic's defaults applied."""
@@ -117,13 +120,13 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
         prefix += ["-e", "HOME=/tmp", "-e", f"USER={identity.user}"]
     # (a user named with -u keeps the HOME and USER the image gives it)
     prefix += ["-e", "PYTHONUNBUFFERED=1", "-e", "CUDA_DEVICE_ORDER=PCI_BUS_ID"]
-    if default_gpus and not user.gpus:
-        prefix += ["--gpus", default_gpus]
 
     labels = dict(labels)
     if labels:
-        labels.setdefault("dockmagic.kind", ("detached" if user.detach else "oneshot")
+        labels.setdefault(L.KIND, ("detached" if user.detach else "oneshot")
                           if oneshot else "session")
+        if oneshot and not user.detach:
+            labels[L.REAP] = "1"  # removed with its kernel if the kernel dies mid-cell
     suffix = []
     for key, value in labels.items():
         suffix += ["-l", f"{key}={value}"]
@@ -138,6 +141,8 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
 
     final_argv = prefix + options + suffix + entry + [image] + command
     spec = _parse(final_argv, cwd, environ)
+    if default_gpus is not None and not spec.gpus:  # %gpus' choice, as data
+        spec = dataclasses.replace(spec, gpus=(default_gpus,))
     return CellPlan(
         spec=spec,
         dry_run=bool(own.get("--dry-run") or own.get("--show-cmd")),

@@ -25,7 +25,11 @@ class DockmagicError(Exception):
 
 
 class EngineUnavailable(DockmagicError):
-    """No Docker engine answers at the address tried."""
+    """No Docker engine answers at the address tried (or it went away mid-call)."""
+
+
+class EngineTimeout(EngineUnavailable):
+    """The engine did not answer a call in time."""
 
 
 class ImageUnavailable(DockmagicError):
@@ -34,6 +38,10 @@ class ImageUnavailable(DockmagicError):
 
 class EngineError(DockmagicError):
     """The engine refused a request (create, start, ...)."""
+
+
+class NotFound(EngineError):
+    """The engine has no such container or image."""
 
 
 class CellFailed(DockmagicError):
@@ -91,10 +99,11 @@ def engine_address() -> str:
     return f"{host} (DOCKER_HOST)" if host else "unix:///var/run/docker.sock (DOCKER_HOST unset)"
 
 
-def describe_no_engine(reason: str = "") -> str:
+def describe_no_engine(reason: str = "", where: str = "") -> str:
+    """One line for an engine that does not answer; WHERE names it (`Endpoint.describe()`)."""
     why = f": {reason}" if reason else ""
     return (
-        f"no Docker engine answers at {engine_address()}{why}. Is dockerd running? Start it "
+        f"no Docker engine answers at {where or engine_address()}{why}. Is dockerd running? Start it "
         "(`sudo systemctl start docker`, or scripts/ensure-engine.sh as root), or point DOCKER_HOST "
         "at a running engine; check with `docker info`"
     )
@@ -151,3 +160,27 @@ def describe_api_error(exc_text: str, image: str, wants_gpus: bool) -> str:
     if "conflict" in low and "name" in low and "already in use" in low:
         return f"{exc_text.strip()}. Pick another --name, or remove the old one (`%docker rm -f NAME`)"
     return f"the engine refused the container for {image}: {exc_text.strip()}"
+
+
+def describe_registry_error(action: str, ref: str, text: str) -> str:
+    """One line for a failed push or pull, naming the likely fix."""
+    registry = registry_of(ref)
+    low = text.lower()
+    first = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    if "does not exist locally" in low or "no such image" in low:
+        fix = f"there is no local image {ref}; tag one first (`%docker tag IMAGE {ref}`)"
+    elif "connection refused" in low or "no such host" in low or "dial tcp" in low \
+            or "i/o timeout" in low or "no route to host" in low:
+        fix = (f"the registry {registry} does not answer; is it running, and reachable from "
+               "the engine?")
+    elif "manifest unknown" in low or "not found" in low:
+        fix = f"{ref} is not in {registry}; check the name and tag"
+    elif "denied" in low or "unauthorized" in low or "authentication required" in low:
+        fix = (f"{registry} refused access; log in (`docker login {registry}`), or use a "
+               "repository you may write to")
+    elif "server gave http response to https client" in low:
+        fix = (f"{registry} speaks plain HTTP; list it in the engine's insecure-registries "
+               "(loopback registries are insecure by default)")
+    else:
+        fix = "check the name, and that the registry answers"
+    return f"{action} {ref} failed: {first.rstrip('.')}; {fix}"

@@ -1,8 +1,8 @@
 """Pure views of a GPU snapshot for ``%gpus``: render, join processes to containers, choose GPUs.
 
 * :func:`to_html` / :func:`to_text` - the snapshot's ``_repr_html_`` and ``__repr__``, and
-  :class:`GpuView` (what ``%gpus`` returns: the same, with the chosen GPUs marked); the
-  ``format_*`` helpers the panel shares, so both name and write readings alike.
+  :class:`GpuTable` (what ``%gpus`` returns: the same, with the chosen GPUs marked); the
+  reading names, thresholds and bars the panel shares, so both name readings alike.
 * :func:`attach_process_info` - each process's user and command from ``/proc/PID``.
 * :func:`parse_cgroup_container_id`, :func:`container_for_pid`, :func:`attach_containers` -
   which Docker container a GPU process runs in, from ``/proc/PID/cgroup`` and the engine's
@@ -21,11 +21,11 @@ import re
 import time as _time
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from . import units
 from .nvml import ContainerRef, GpuInfo, GpuProcess, GpuSnapshot
 
 __all__ = [
-    "to_html", "to_text", "GpuView", "with_choice",
-    "format_percent", "format_memory_pair", "format_bytes", "format_temp", "format_power_pair",
+    "GpuTable", "to_html", "to_text",
     "memory_percent", "level", "header_text", "process_where", "html_bar",
     "UTIL_NAME", "MEM_UTIL_NAME", "MEMORY_NAME", "UTIL_LEVELS", "MEMORY_LEVELS",
     "parse_cgroup_container_id", "container_ref", "container_for_pid", "attach_containers",
@@ -34,14 +34,41 @@ __all__ = [
     "snapshot_for_choice", "query_with_containers",
 ]
 
-NA = "N/A"
+NA = units.NA
+
+
+class GpuTable:
+    """A snapshot as `%gpus` displays it: a table for Jupyter, text for a terminal, the GPUs of
+    ``choice`` (the `--gpus` value the next cells get) marked. Its fields are the snapshot's
+    (`snap = %gpus` then `snap.gpus`, `snap.error`)."""
+
+    __slots__ = ("snapshot", "choice")
+
+    def __init__(self, snapshot: GpuSnapshot, choice: Optional[str] = None):
+        self.snapshot = snapshot
+        self.choice = choice
+
+    def __getattr__(self, name):
+        return getattr(self.snapshot, name)
+
+    @property
+    def chosen(self) -> Tuple[int, ...]:
+        return chosen_indices(self.choice, self.snapshot)
+
+    def __repr__(self) -> str:
+        return to_text(self.snapshot, self.chosen)
+
+    def _repr_html_(self) -> str:
+        return to_html(self.snapshot, self.chosen)
+
 
 # --------------------------------------------------------------------------------------------
 # Formatting cells (shared with the panel, so both say the same thing the same way)
 # --------------------------------------------------------------------------------------------
 
-_GIB = 1024 ** 3
-_MIB = 1024 ** 2
+# the units and words shared with the panel (units.py)
+format_percent, format_bytes, format_memory_pair, format_temp, format_power_pair = (
+    units.pct, units.mem, units.mem_pair, units.temp, units.power_pair)
 
 #: Column names. "mem util" is NVML's memory-controller utilisation (how busy the memory bus
 #: is); "memory" is memory used out of total. They are different readings and never share a name.
@@ -50,40 +77,6 @@ UTIL_NAME, MEM_UTIL_NAME, MEMORY_NAME = "GPU util", "mem util", "memory"
 UTIL_LEVELS = (10, 75)
 MEMORY_LEVELS = (10, 80)
 CHOSEN_MARK = "●"
-
-
-def format_percent(value: Optional[float]) -> str:
-    return NA if value is None else f"{value:.0f}%"
-
-
-def format_memory_pair(used: Optional[int], total: Optional[int]) -> str:
-    """``7.1 / 140.4 GiB``: used out of total."""
-    if used is None and total is None:
-        return NA
-    u = NA if used is None else f"{used / _GIB:.1f}"
-    t = NA if total is None else f"{total / _GIB:.1f}"
-    return f"{u} / {t} GiB"
-
-
-def format_bytes(value: Optional[int]) -> str:
-    """``512 MiB`` below one GiB, ``6.4 GiB`` from there."""
-    if value is None:
-        return NA
-    if value < _GIB:
-        return f"{value / _MIB:.0f} MiB"
-    return f"{value / _GIB:.1f} GiB"
-
-
-def format_temp(value: Optional[int]) -> str:
-    return NA if value is None else f"{value}°C"
-
-
-def format_power_pair(draw: Optional[int], limit: Optional[int]) -> str:
-    if draw is None and limit is None:
-        return NA
-    d = NA if draw is None else f"{draw / 1000:.0f}"
-    lim = NA if limit is None else f"{limit / 1000:.0f}"
-    return f"{d} / {lim} W"
 
 
 def memory_percent(gpu: GpuInfo) -> Optional[float]:
@@ -381,29 +374,6 @@ def to_html(snap: GpuSnapshot, chosen: Optional[Iterable[int]] = None) -> str:
             f"<tbody>{''.join(body)}</tbody></table>"
             f'<div class="dmg-cap dmg-sub">processes</div>{_html_processes(snap, chosen)}'
             f"{legend}</div>")
-
-
-@dataclasses.dataclass(frozen=True, repr=False)
-class GpuView:
-    """What ``%gpus`` returns: a snapshot drawn with the current choice marked."""
-
-    snapshot: GpuSnapshot
-    choice: Optional[str] = None
-
-    @property
-    def chosen(self) -> Tuple[int, ...]:
-        return chosen_indices(self.choice, self.snapshot)
-
-    def __repr__(self) -> str:
-        return to_text(self.snapshot, self.chosen)
-
-    def _repr_html_(self) -> str:
-        return to_html(self.snapshot, self.chosen)
-
-
-def with_choice(snapshot: GpuSnapshot, choice: Optional[str]) -> GpuView:
-    """The snapshot as ``%gpus`` shows it, the GPUs of ``choice`` (a --gpus value) marked."""
-    return GpuView(snapshot, choice)
 
 
 # --------------------------------------------------------------------------------------------
@@ -724,7 +694,7 @@ def snapshot_for_choice(arg: str) -> Optional[GpuSnapshot]:
     return query_snapshot()
 
 
-def query_with_containers() -> GpuSnapshot:
+def query_with_containers(engine=None) -> GpuSnapshot:
     """A fresh snapshot whose processes name their containers; never raises.
 
     The engine is asked (running containers only) just when some GPU lists a process; when it
@@ -736,10 +706,12 @@ def query_with_containers() -> GpuSnapshot:
     if snap.error or not any(g.processes for g in snap.gpus):
         return snap
     snap = attach_process_info(snap)
+    from .errors import DockmagicError
     try:
-        from .runner import get_client
-
-        containers = get_client().api.containers()
-    except Exception:  # no engine, or it refused: the GPU table is still worth showing
+        if engine is None:
+            from . import engine as engines
+            engine = engines.default()
+        containers = engine.containers(all=False)
+    except DockmagicError:  # no engine, or it refused: the GPU table is still worth showing
         return snap
     return attach_containers(snap, containers)

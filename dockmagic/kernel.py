@@ -26,6 +26,14 @@ def kernel_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{int(_PROCESS_START)}"
 
 
+def notebook_path(shell=None) -> str:
+    """The notebook this kernel runs (the ``dockmagic.notebook`` label): Jupyter's session name,
+    IPython's ``__session__``, or VS Code's notebook file; "" when none says."""
+    ns = getattr(shell, "user_ns", None) or {}
+    return (os.environ.get("JPY_SESSION_NAME") or ns.get("__session__")
+            or ns.get("__vsc_ipynb_file__") or "")
+
+
 def on_shutdown(fn: Callable[[], None]) -> Callable[[], None]:
     """Run FN at `shutdown()` (unload, or process exit). Registering twice runs it once."""
     global _atexit_done

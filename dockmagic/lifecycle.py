@@ -13,104 +13,46 @@ from __future__ import annotations
 import os
 import re
 import socket
-import struct
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
-from . import errors
+from . import errors, labels as L
 from .gpus import container_ref  # the one naming of a listing entry (panel, %gpus)
-from .runner import get_client
 
-MANAGED = "dockmagic.managed"
-#: The filter for dockmagic's own containers. `=1`, not mere presence: an image committed from a
-#: dockmagic container carries these labels blanked (see `commit_container`), and containers run
-#: from it outside dockmagic are not dockmagic's.
-MANAGED_FILTER = f"{MANAGED}=1"
-KERNEL_LABEL = "dockmagic.kernel"
-NOTEBOOK_LABEL = "dockmagic.notebook"
-CELL_LABEL = "dockmagic.cell"
+MANAGED = L.MANAGED
+MANAGED_FILTER = L.MANAGED_FILTER
+KERNEL_LABEL = L.KERNEL
+NOTEBOOK_LABEL = L.NOTEBOOK
+CELL_LABEL = L.CELL
 
 OnOutput = Callable[[int, bytes], None]  # (1 = stdout | 2 = stderr, raw bytes)
 
 
-# -- errors ------------------------------------------------------------------------------------
-def _explanation(exc) -> str:
-    return str(getattr(exc, "explanation", None) or exc).strip()
-
-
-def _engine_error(exc, what: str):
-    text = _explanation(exc)
-    low = text.lower()
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if "no such container" in low or (status == 404 and "container" in low):
-        return errors.EngineError(f"{what}: no such container; see `%docker ps -a` for names")
-    if "no such image" in low or (status == 404 and "image" in low):
-        return errors.EngineError(f"{what}: no such image; see `%docker images` for names")
-    if "is not running" in low:
-        return errors.EngineError(f"{what}: the container is not running; start it first "
-                                  "(`%docker start NAME`)")
-    if "is paused" in low:
-        return errors.EngineError(f"{what}: the container is paused; `docker unpause` it first")
-    if "you cannot remove a running container" in low or "stop the container before" in low:
-        return errors.EngineError(f"{what}: the container is running; stop it first, or use "
-                                  "`%docker rm -f NAME`")
-    if "image is being used" in low or "image is referenced" in low:
-        return errors.EngineError(f"{what}: {text.splitlines()[0]}; remove those containers "
-                                  "first, or use `%docker rmi -f`")
-    return errors.EngineError(f"{what}: {text.splitlines()[0] if text else type(exc).__name__}")
-
-
-@contextmanager
-def _engine(what: str, describe: Optional[Callable[[str], str]] = None,
-            error: type = errors.EngineError):
-    """Turn what docker-py, requests and urllib3 raise into one-line dockmagic errors.
-
-    ``describe`` words the engine's refusals for this call (push/pull/build) as a whole line,
-    raised as ``error``; without it they get `_engine_error`'s words. Losing the engine itself
-    is `errors.EngineUnavailable`.
-    """
-    import docker
-    import requests
-    import urllib3
-
-    try:
-        yield
-    except docker.errors.APIError as exc:
-        if describe is not None:
-            raise error(describe(_explanation(exc))) from None
-        raise _engine_error(exc, what) from None
-    except requests.exceptions.ConnectionError as exc:
-        reason = _explanation(exc).splitlines()[0][:200]
-        raise errors.EngineUnavailable(f"{what}: " + errors.describe_no_engine(reason)) from None
-    except (docker.errors.DockerException, requests.exceptions.RequestException,
-            urllib3.exceptions.HTTPError) as exc:
-        text = _explanation(exc)
-        raise error(describe(text) if describe else f"{what}: {text}") from None
-
-
-def _call(what: str, fn, *args, **kwargs):
-    with _engine(what):
-        return fn(*args, **kwargs)
+def _engine(engine=None):
+    """ENGINE, or the default one (docker's own rules) when a caller has none."""
+    if engine is not None:
+        return engine
+    from . import engine as engines
+    return engines.default()
 
 
 # -- listing -----------------------------------------------------------------------------------
 def query_containers(all: bool = True, managed_only: bool = False,
-                     labels: Sequence[str] = ()) -> list:
+                     labels: Sequence[str] = (), engine=None) -> list:
     """The engine's container listing (low-level list format: Id, Names, Image, Labels, State,
     Status, Created, ...), one API call. ``labels``: more `KEY` / `KEY=VALUE` filters."""
     wanted = ([MANAGED_FILTER] if managed_only else []) + list(labels)
     filters = {"label": wanted} if wanted else None
-    return _call("listing containers", get_client().api.containers, all=all, filters=filters)
+    return _engine(engine).containers(all=all, filters=filters)
 
 
-def query_images(name: Optional[str] = None, all: bool = False) -> list:
+def query_images(name: Optional[str] = None, all: bool = False, engine=None) -> list:
     """The engine's image listing (low-level: Id, RepoTags, RepoDigests, Created, Size, ...)."""
-    return _call("listing images", get_client().api.images, name=name, all=all)
+    return _engine(engine).images(name=name, all=all)
 
 
-def inspect_containers(container_ids: Iterable[str], workers: int = 8) -> dict:
+def inspect_containers(container_ids: Iterable[str], workers: int = 8, engine=None) -> dict:
     """{id: inspect answer} for the given containers: one `inspect_container` each, a few at a
     time (the listing lacks device requests and start times; `panelstate.parse_inspect` reads
     them). Containers gone meanwhile are skipped; losing the engine raises."""
@@ -118,7 +60,7 @@ def inspect_containers(container_ids: Iterable[str], workers: int = 8) -> dict:
 
     def one(cid):
         try:
-            return cid, inspect_container(cid)
+            return cid, inspect_container(cid, engine=engine)
         except errors.EngineUnavailable:
             raise
         except errors.EngineError:  # removed between the listing and now
@@ -162,11 +104,8 @@ def build_image_rows(entries: Iterable[Mapping]) -> tuple:
 
 def split_reference(ref: str) -> tuple:
     """`REPO[:TAG][@DIGEST]` -> (repo, tag or None); a port (`localhost:5000/x`) is no tag."""
-    name = ref.partition("@")[0]
-    repo, sep, tag = name.rpartition(":")
-    if sep and "/" not in tag:
-        return repo, tag
-    return name, None
+    from .engine import split_reference as split  # the engine's own rule, one copy
+    return split(ref)
 
 
 # -- kernels and orphans -----------------------------------------------------------------------
@@ -217,17 +156,17 @@ def kernel_alive(label: str, hostname: Optional[str] = None) -> Optional[bool]:
     return True
 
 
-def query_orphans(hostname: Optional[str] = None) -> list:
+def query_orphans(hostname: Optional[str] = None, engine=None) -> list:
     """dockmagic's containers (any state) whose kernel, on this host, no longer runs."""
-    return [e for e in query_containers(all=True, managed_only=True)
+    return [e for e in query_containers(all=True, managed_only=True, engine=engine)
             if kernel_alive((e.get("Labels") or {}).get(KERNEL_LABEL, ""), hostname) is False]
 
 
-def report_orphans() -> Optional[str]:
+def report_orphans(engine=None) -> Optional[str]:
     """One line about dockmagic containers left by kernels that are gone, or None. Only reports,
     never removes, and never raises (meant for the extension's load)."""
     try:
-        entries = query_orphans()
+        entries = query_orphans(engine=engine)
     except Exception:
         return None
     if not entries:
@@ -244,10 +183,10 @@ def report_orphans() -> Optional[str]:
 STOPPED_STATES = ("created", "exited", "dead")
 
 
-def query_prunable(orphans: bool = False, labels: Sequence[str] = ()) -> list:
+def query_prunable(orphans: bool = False, labels: Sequence[str] = (), engine=None) -> list:
     """Listing entries `%docker prune` would remove (rows: `panelstate.build_state`): dockmagic's stopped containers, plus (``orphans``) its
     containers in any state whose kernel on this host is gone; ``labels`` narrows them."""
-    entries = query_containers(all=True, managed_only=True, labels=labels)
+    entries = query_containers(all=True, managed_only=True, labels=labels, engine=engine)
     picked = []
     for e in entries:
         stopped = e.get("State") in STOPPED_STATES
@@ -258,14 +197,9 @@ def query_prunable(orphans: bool = False, labels: Sequence[str] = ()) -> list:
 
 
 # -- stats ---------------------------------------------------------------------------------------
-def query_stats(container_id: str) -> Optional[dict]:
+def query_stats(container_id: str, engine=None) -> Optional[dict]:
     """One stats sample (no streaming) for a running container, or None if it is gone."""
-    import docker
-
-    try:
-        return get_client().api.stats(container_id, stream=False, one_shot=True)
-    except docker.errors.APIError:
-        return None
+    return _engine(engine).stats(container_id)
 
 
 def cpu_percent(stats: Optional[dict]) -> Optional[float]:
@@ -298,112 +232,67 @@ def uptime_seconds(entry: dict, now: Optional[float] = None) -> Optional[float]:
 
 
 # -- container actions ---------------------------------------------------------------------------
-def inspect_container(name: str) -> dict:
-    return _call(f"inspect {name}", get_client().api.inspect_container, name)
+def inspect_container(name: str, engine=None) -> dict:
+    return _engine(engine).inspect(name)
 
 
-def stop_container(name: str, timeout: int = 10):
-    _call(f"stop {name}", get_client().api.stop, name, timeout=timeout)
+def stop_container(name: str, timeout: int = 10, engine=None):
+    _engine(engine).stop(name, timeout=timeout)
 
 
-def start_container(name: str):
+def start_container(name: str, engine=None):
     """`docker start`: start a stopped container (a running one is left as it is)."""
-    _call(f"start {name}", get_client().api.start, name)
+    _engine(engine).start_existing(name)
 
 
-def restart_container(name: str, timeout: int = 10):
+def restart_container(name: str, timeout: int = 10, engine=None):
     """`docker restart`: stop (SIGTERM, then SIGKILL after ``timeout``) and start again."""
-    _call(f"restart {name}", get_client().api.restart, name, timeout=timeout)
+    _engine(engine).restart(name, timeout=timeout)
 
 
-def remove_container(name: str, force: bool = False):
-    _call(f"rm {name}", get_client().api.remove_container, name, force=force)
+def remove_container(name: str, force: bool = False, engine=None):
+    _engine(engine).remove_named(name, force=force)
 
 
-def prune_stopped(names: Iterable[str]) -> list:
+def prune_stopped(names: Iterable[str], engine=None) -> list:
     """Remove the given stopped containers; returns the names removed."""
     removed = []
     for n in names:
-        remove_container(n)
+        remove_container(n, engine=engine)
         removed.append(n)
     return removed
 
 
-def fetch_logs(name: str, tail: Optional[int] = 100) -> str:
-    data = _call(f"logs {name}", get_client().api.logs, name, stdout=True, stderr=True,
-                 tail="all" if tail is None else tail)
-    return data.decode("utf-8", "replace")
-
-
-_FRAME = struct.Struct(">BxxxL")
+def fetch_logs(name: str, tail: Optional[int] = 100, engine=None) -> str:
+    return _engine(engine).logs(name, tail=tail).decode("utf-8", "replace")
 
 
 def stream_logs(name: str, on_output: OnOutput, *, follow: bool = False,
-                tail: Optional[int] = None, timestamps: bool = False):
+                tail: Optional[int] = None, timestamps: bool = False, engine=None):
     """`docker logs [-f] [--tail N] [-t]`: hand each chunk to ``on_output(stream, data)`` with
     stdout and stderr kept apart. Following ends when the container stops; KeyboardInterrupt
     propagates (the connection is closed first)."""
-    api = get_client().api
-    tty = bool(inspect_container(name)["Config"].get("Tty"))
-    params = {"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": int(timestamps),
-              "tail": "all" if tail is None else int(tail)}
-
-    def request():
-        # docker-py's own logs() merges stdout and stderr; its request, read frame by frame.
-        res = api._get(api._url("/containers/{0}/logs", name), params=params, stream=True)
-        api._raise_for_status(res)
-        return res
-
-    res = _call(f"logs {name}", request)
-    try:
-        with _engine(f"logs {name}"):
-            if follow:  # a quiet container must not hit the client's read timeout
-                api._disable_socket_timeout(api._get_raw_response_socket(res))
-            if tty:
-                for chunk in res.iter_content(chunk_size=None):
-                    on_output(1, chunk)
-                return
-            read = res.raw.read
-            while True:
-                header = read(_FRAME.size)
-                if len(header) < _FRAME.size:
-                    return
-                kind, size = _FRAME.unpack(header)
-                data = read(size) if size else b""
-                if size and not data:
-                    return
-                on_output(2 if kind == 2 else 1, data)
-    finally:
-        res.close()
+    eng = _engine(engine)
+    tty = bool(eng.inspect(name)["Config"].get("Tty"))
+    eng.stream_logs(name, on_output, follow=follow, tail=tail, timestamps=timestamps, tty=tty)
 
 
 def run_exec(name: str, cmd: Sequence[str], on_output: OnOutput, *, user: Optional[str] = None,
-             workdir: Optional[str] = None, environment: Optional[Sequence[str]] = None) -> int:
+             workdir: Optional[str] = None, environment: Optional[Sequence[str]] = None,
+             engine=None) -> int:
     """`docker exec NAME CMD...`: stream its output to ``on_output``; returns the exit code.
 
     On KeyboardInterrupt the connection is closed and the interrupt propagates; the command
     itself may go on running in the container (the engine has no "kill exec" call).
     """
-    api = get_client().api
-    exec_id = _call(f"exec {name}", api.exec_create, name, list(cmd), stdout=True, stderr=True,
-                    user=user or "", workdir=workdir, environment=list(environment or []))["Id"]
-    stream = _call(f"exec {name}", api.exec_start, exec_id, stream=True, demux=True)
-    try:
-        with _engine(f"exec {name}"):
-            for out, err in stream:
-                if out:
-                    on_output(1, out)
-                if err:
-                    on_output(2, err)
-    finally:
-        stream.close()
-    code = _call(f"exec {name}", api.exec_inspect, exec_id).get("ExitCode")
-    return -1 if code is None else int(code)
+    return _engine(engine).exec_run(name, cmd, on_output, user=user, workdir=workdir,
+                                    environment=environment)
 
 
 # -- images --------------------------------------------------------------------------------------
 def commit_container(name: str, repo_tag: str, message: Optional[str] = None,
-                     author: Optional[str] = None, changes: Optional[Sequence[str]] = None) -> str:
+                     author: Optional[str] = None, changes: Optional[Sequence[str]] = None,
+                     engine=None) -> str:
     """`docker commit -m MSG -a AUTHOR [-c CHANGE] NAME [REPO[:TAG]]`; returns the new image id.
 
     For one of dockmagic's containers the image keeps the filesystem but not dockmagic's
@@ -412,12 +301,12 @@ def commit_container(name: str, repo_tag: str, message: Optional[str] = None,
     label on commit), so containers later run from the image are not taken for dockmagic's.
     The environment dockmagic set (HOME, USER, ...) stays, as with `docker commit`.
     """
-    api = get_client().api
+    eng = _engine(engine)
     conf = None
-    info = inspect_container(name)
+    info = eng.inspect(name)
     labels = info.get("Config", {}).get("Labels") or {}
-    if labels.get(MANAGED) == "1":
-        source = _call(f"commit {name}", api.inspect_image, info["Image"]).get("Config") or {}
+    if L.is_managed(labels):
+        source = eng.inspect_image(info["Image"]).get("Config") or {}
         conf = {
             "Entrypoint": source.get("Entrypoint") or [],  # [] (not null): keep none
             "Cmd": source.get("Cmd") or [],
@@ -427,95 +316,37 @@ def commit_container(name: str, repo_tag: str, message: Optional[str] = None,
                        **{k: "" for k in labels if k.startswith("dockmagic.")}},
         }
     repo, tag = split_reference(repo_tag) if repo_tag else (None, None)
-    resp = _call(f"commit {name}", api.commit, name, repository=repo or None, tag=tag,
-                 message=message, author=author, changes=list(changes or []) or None, conf=conf)
-    return resp["Id"]
+    return eng.commit(name, repo, tag, message=message, author=author, changes=changes, conf=conf)
 
 
-def tag_image(source: str, target: str):
+def tag_image(source: str, target: str, engine=None):
     """`docker tag SOURCE TARGET`."""
     repo, tag = split_reference(target)
-    _call(f"tag {source}", get_client().api.tag, source, repo, tag or "latest")
+    _engine(engine).tag(source, repo, tag)
 
 
-def remove_image(image: str, force: bool = False):
+def remove_image(image: str, force: bool = False, engine=None):
     """`docker rmi [-f] IMAGE`."""
-    _call(f"rmi {image}", get_client().api.remove_image, image, force=force)
+    _engine(engine).remove_image(image, force=force)
 
 
-def inspect_image(image: str) -> dict:
-    return _call(f"inspect {image}", get_client().api.inspect_image, image)
+def inspect_image(image: str, engine=None) -> dict:
+    return _engine(engine).inspect_image(image)
 
 
-def describe_registry_error(action: str, ref: str, text: str) -> str:
-    """One line for a failed push or pull, naming the likely fix."""
-    registry = errors.registry_of(ref)
-    low = text.lower()
-    first = text.strip().splitlines()[0] if text.strip() else "unknown error"
-    if "does not exist locally" in low or "no such image" in low:
-        fix = f"there is no local image {ref}; tag one first (`%docker tag IMAGE {ref}`)"
-    elif "connection refused" in low or "no such host" in low or "dial tcp" in low \
-            or "i/o timeout" in low or "no route to host" in low:
-        fix = (f"the registry {registry} does not answer; is it running, and reachable from "
-               "the engine?")
-    elif "manifest unknown" in low or "not found" in low:
-        fix = f"{ref} is not in {registry}; check the name and tag"
-    elif "denied" in low or "unauthorized" in low or "authentication required" in low:
-        fix = (f"{registry} refused access; log in (`docker login {registry}`), or use a "
-               "repository you may write to")
-    elif "server gave http response to https client" in low:
-        fix = (f"{registry} speaks plain HTTP; list it in the engine's insecure-registries "
-               "(loopback registries are insecure by default)")
-    else:
-        fix = "check the name, and that the registry answers"
-    return f"{action} {ref} failed: {first.rstrip('.')}; {fix}"
+describe_registry_error = errors.describe_registry_error
 
 
-def _registry_stream(action: str, ref: str, start: Callable, on_progress: Callable[[str], None]
-                     ) -> dict:
-    """Run a push/pull (``start()`` returns its event stream): one progress line per layer state
-    change (not per byte chunk); one line naming the fix on the first error, whether the engine
-    refuses the request or reports it mid-stream. Returns the last `aux` payload (push digest)."""
-    last_state = {}
-    aux = {}
-    with _engine(f"{action} {ref}", lambda text: describe_registry_error(action, ref, text)):
-        for event in start():
-            if "error" in event or "errorDetail" in event:
-                text = event.get("error") or (event.get("errorDetail") or {}).get("message", "")
-                raise errors.EngineError(describe_registry_error(action, ref, text))
-            if "aux" in event:
-                aux = event["aux"] or {}
-                continue
-            status, layer = event.get("status", ""), event.get("id", "")
-            if not status or last_state.get(layer) == status:
-                continue
-            last_state[layer] = status
-            on_progress(f"{layer}: {status}" if layer else status)
-    return aux
-
-
-def push_image(ref: str, on_progress: Callable[[str], None]) -> Optional[str]:
+def push_image(ref: str, on_progress: Callable[[str], None], engine=None) -> Optional[str]:
     """`docker push REPO[:TAG]` with progress lines; returns the pushed digest (None if the
     engine did not say). Without a tag every tag of REPO is pushed, as the CLI does."""
-    repo, tag = split_reference(ref)
-    api = get_client().api
-    start = lambda: api.push(repo, tag=tag, stream=True, decode=True)  # noqa: E731
-    return _registry_stream("push", ref, start, on_progress).get("Digest")
+    return _engine(engine).push(ref, on_progress=on_progress)
 
 
-def pull_image(ref: str, on_progress: Callable[[str], None]) -> dict:
+def pull_image(ref: str, on_progress: Callable[[str], None], engine=None) -> dict:
     """`docker pull IMAGE` (`:latest` when no tag) with progress lines; returns the image's
     inspect data."""
-    if "@" in ref:
-        repo, tag, full = ref, None, ref
-    else:
-        repo, tag = split_reference(ref)
-        tag = tag or "latest"  # the API pulls every tag when none is given; the CLI does not
-        full = f"{repo}:{tag}"
-    api = get_client().api
-    start = lambda: api.pull(repo, tag=tag, stream=True, decode=True)  # noqa: E731
-    _registry_stream("pull", ref, start, on_progress)
-    return inspect_image(full)
+    return _engine(engine).pull(ref, on_progress=on_progress)
 
 
 # -- build ---------------------------------------------------------------------------------------
@@ -523,14 +354,12 @@ _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$", re.M)
 
 
 def build_context(dockerfile: str, context: Optional[str] = None,
-                  dockerfile_name: str = "Dockerfile"):
+                  dockerfile_name: str = "Dockerfile", engine=None):
     """A tar build context: the folder ``context`` (honouring its .dockerignore) with
     ``dockerfile`` as ``dockerfile_name``, or just the Dockerfile when ``context`` is None."""
-    from docker.utils.build import create_archive, exclude_paths
-
     extra = [(dockerfile_name, dockerfile)]
     if context is None:
-        return create_archive(root="/", files=[], extra_files=extra)
+        return _engine(engine).build_context(None, (), dockerfile_name, extra)
     root = os.path.abspath(context)
     patterns = []
     ignore = os.path.join(root, ".dockerignore")
@@ -538,50 +367,46 @@ def build_context(dockerfile: str, context: Optional[str] = None,
         with open(ignore) as f:
             patterns = [ln.strip() for ln in f.read().splitlines()
                         if ln.strip() and not ln.strip().startswith("#")]
-    files = sorted(exclude_paths(root, patterns, dockerfile=dockerfile_name))
-    return create_archive(root=root, files=files, extra_files=extra)
+    return _engine(engine).build_context(root, patterns, dockerfile_name, extra)
 
 
 def build_image(dockerfile: str, tag: str, on_output: Callable[[str], None], *,
                 context: Optional[str] = None, dockerfile_name: str = "Dockerfile",
                 buildargs: Optional[Mapping[str, str]] = None, nocache: bool = False,
-                target: Optional[str] = None) -> str:
+                target: Optional[str] = None, engine=None) -> str:
     """`docker build -t TAG` with the legacy builder (no BuildKit), the Dockerfile given as text.
 
     The build log goes to ``on_output`` as it arrives. Intermediate containers are removed even
     when a step fails (`--force-rm`). Returns the new image id; a failure raises `BuildFailed`
     naming the step.
     """
-    api = get_client().api
+    eng = _engine(engine)
     try:
-        fileobj = build_context(dockerfile, context, dockerfile_name)
+        fileobj = build_context(dockerfile, context, dockerfile_name, engine=eng)
     except OSError as exc:
         raise errors.EngineError(f"build {tag}: cannot read the build context {context}: "
                                  f"{exc}") from None
     step = None
     image_id = None
     describe = lambda text: describe_build_failure(tag, step, text, context is None)  # noqa: E731
-    with _engine(f"build {tag}", describe, errors.BuildFailed):
-        with fileobj:
-            events = api.build(fileobj=fileobj, custom_context=True, dockerfile=dockerfile_name,
-                               tag=tag, rm=True, forcerm=True, decode=True, pull=False,
-                               buildargs=dict(buildargs or {}) or None, nocache=nocache,
-                               target=target)
-            for event in events:
-                if "stream" in event:
-                    text = event["stream"]
-                    for m in _STEP.finditer(text):
-                        step = (m.group(1), m.group(2).strip())
-                    on_output(text)
-                elif "error" in event or "errorDetail" in event:
-                    text = event.get("error") or event["errorDetail"].get("message", "")
-                    raise errors.BuildFailed(describe_build_failure(tag, step, text, context is None))
-                elif "aux" in event:
-                    image_id = (event["aux"] or {}).get("ID") or image_id
-                elif event.get("status"):
-                    on_output(event["status"] + "\n")
+    with fileobj:
+        events = eng.build(fileobj, tag=tag, dockerfile=dockerfile_name, buildargs=buildargs,
+                           nocache=nocache, target=target, describe=describe)
+        for event in events:
+            if "stream" in event:
+                text = event["stream"]
+                for m in _STEP.finditer(text):
+                    step = (m.group(1), m.group(2).strip())
+                on_output(text)
+            elif "error" in event or "errorDetail" in event:
+                text = event.get("error") or event["errorDetail"].get("message", "")
+                raise errors.BuildFailed(describe_build_failure(tag, step, text, context is None))
+            elif "aux" in event:
+                image_id = (event["aux"] or {}).get("ID") or image_id
+            elif event.get("status"):
+                on_output(event["status"] + "\n")
     if image_id is None:
-        image_id = inspect_image(tag)["Id"]
+        image_id = eng.inspect_image(tag)["Id"]
     return image_id
 
 

@@ -1,12 +1,11 @@
 """The magics: `%%docker`, `%docker SUBCOMMAND`, `%gpus`. Thin: parse -> plan -> runner -> display."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import shlex
-import socket
 import sys
-import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
@@ -14,8 +13,7 @@ from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, 
 from . import cell as cellplan
 from . import errors
 from . import translate
-
-_PROCESS_START = time.time()
+from .kernel import kernel_id, notebook_path
 
 
 def _username(uid: int) -> str:
@@ -25,18 +23,13 @@ def _username(uid: int) -> str:
         return os.environ.get("USER", str(uid))
 
 
-def kernel_id() -> str:
-    """`host:pid:start`: names this kernel on the engine, so dead kernels' containers are found."""
-    return f"{socket.gethostname()}:{os.getpid()}:{int(_PROCESS_START)}"
-
-
 class NotebookConfig:
     """Per-notebook defaults set by `%docker config`."""
 
     def __init__(self):
         self.image = None
         self.flags = []
-        self.gpus = None  # a `--gpus` value chosen by %gpus, or None
+        self.gpus = None  # the GpuRequest %gpus chose (translate.GpuRequest), or None
         self.spare = True  # start a spare container after a one-shot cell (`--spare off`)
 
     def describe(self) -> str:
@@ -44,7 +37,7 @@ class NotebookConfig:
         return "\n".join([
             f"default image: {self.image or '(none: each cell names its image)'}",
             f"default flags: {shlex.join(self.flags) if self.flags else '(none)'}",
-            gpus.describe_choice(self.gpus),
+            gpus.describe_choice(self.gpus.to_cli() if self.gpus is not None else None),
             f"spare containers: {'on' if self.spare else 'off'}",
         ])
 
@@ -56,11 +49,21 @@ class DockerMagics(Magics):
         self.config_ = NotebookConfig()
 
     def close(self):
-        """Stop what this notebook started in the background: spares, panels' refreshers."""
-        from . import session
-        session.close_all()
-        if "dockmagic.panel" in sys.modules:  # never import ipywidgets just to close nothing
-            sys.modules["dockmagic.panel"].close_all()
+        """Stop what this notebook started in the background: spares, sessions started with
+        --rm, panels' refreshers, NVML (each registered itself with `kernel.on_shutdown`)."""
+        from . import kernel
+        kernel.shutdown()
+
+    @property
+    def gpus_value(self):
+        """%gpus' choice as a `--gpus` value (None: no GPUs)."""
+        return self.config_.gpus.to_cli() if self.config_.gpus is not None else None
+
+    @property
+    def engine(self):
+        """The engine this notebook's cells run on (docker's own rules pick it)."""
+        from . import engine
+        return engine.default()
 
     # -- helpers -------------------------------------------------------------------------
     def _identity(self) -> cellplan.Identity:
@@ -68,9 +71,7 @@ class DockerMagics(Magics):
         return cellplan.Identity(uid, gid, _username(uid))
 
     def _notebook(self) -> str:
-        ns = self.shell.user_ns if self.shell is not None else {}
-        return (os.environ.get("JPY_SESSION_NAME") or ns.get("__session__")
-                or ns.get("__vsc_ipynb_file__") or "")
+        return notebook_path(self.shell)
 
     def _labels(self) -> dict:
         count = getattr(self.shell, "execution_count", 0) if self.shell is not None else 0
@@ -92,7 +93,7 @@ class DockerMagics(Magics):
             return
         self._orphans_reported = True
         from . import lifecycle
-        message = lifecycle.report_orphans()
+        message = lifecycle.report_orphans(engine=self.engine)
         if message:
             print(message, file=sys.stderr)
 
@@ -150,13 +151,16 @@ class DockerMagics(Magics):
         if cell is not None and line.lstrip().startswith("@"):  # `%%docker @NAME`: a session
             from . import session
             try:
-                return session.run_cell(line, cell, self.shell.user_ns)
+                return session.run_cell(self.engine, line, cell, self.shell.user_ns)
             except session.SessionUsage as exc:
                 raise UsageError(str(exc)) from None
         self._report_orphans_once()
         if cell is None:
             return self._line(line)
         plan = self.plan(line)
+        if plan.inputs or plan.outputs:  # the exchange folder's mount is part of what runs
+            from . import transfer
+            plan = dataclasses.replace(plan, spec=transfer.exchange_spec(plan.spec))
         if plan.dry_run:
             print(cellplan.describe_plan(plan))
             return None
@@ -165,8 +169,8 @@ class DockerMagics(Magics):
     def run_plan(self, plan: cellplan.CellPlan, body: str):
         from . import runner
 
+        engine = self.engine
         spec = plan.spec
-        kwargs = spec.to_create_kwargs()
         data = body.encode("utf-8")
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         xfer = None
@@ -177,17 +181,16 @@ class DockerMagics(Magics):
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
             data = xfer.body(body)
-            kwargs = xfer.amend(kwargs)  # the kernel's tmpfs exchange folder, mounted
         if spec.detach:
-            return runner.run_detached(kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say)
+            return runner.run_detached(engine, spec, data, on_pull=say)
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
         try:
             result = run_oneshot(
-                kwargs, data, wants_gpus=plan.wants_gpus, on_pull=say,
-                on_interrupt=lambda cid: say(
-                    f"dockmagic: interrupted; container {cid[:12]} stopped (SIGINT, then SIGKILL "
-                    f"after {runner.INTERRUPT_GRACE_S:g} s) and removed"))
+                engine, spec, data, on_pull=say,
+                on_interrupt=lambda cid, how, took: say(
+                    f"dockmagic: interrupted; container {cid[:12]} stopped by {how} in "
+                    f"{took:.1f} s and removed"))
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
         finally:
@@ -259,7 +262,8 @@ class DockerMagics(Magics):
         and keep its variables. `%docker session` lists sessions; `--stop NAME` removes one."""
         from . import session
         try:
-            return session.command(args, plan=lambda line: self.plan(line, oneshot=False))
+            return session.command(self.engine, args,
+                                   plan=lambda line: self.plan(line, oneshot=False))
         except session.SessionUsage as exc:
             raise UsageError(str(exc)) from None
 
@@ -285,11 +289,12 @@ class DockerMagics(Magics):
         if arg:
             try:
                 snap = gpus.snapshot_for_choice(arg)
-                self.config_.gpus = gpus.choose_gpus(arg, snap)
+                value = gpus.choose_gpus(arg, snap)
+                self.config_.gpus = translate.parse_gpus(value) if value else None
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-            print(gpus.describe_choice(self.config_.gpus, snap, arg))
+            print(gpus.describe_choice(self.gpus_value, snap, arg))
             return None
-        snap = gpus.query_with_containers()
-        print(gpus.describe_choice(self.config_.gpus, snap))
-        return gpus.with_choice(snap, self.config_.gpus)
+        snap = gpus.query_with_containers(self.engine)
+        print(gpus.describe_choice(self.gpus_value, snap))
+        return gpus.GpuTable(snap, self.gpus_value)

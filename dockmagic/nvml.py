@@ -18,7 +18,6 @@ pynvml is imported on first query, ``nvmlInit`` runs once under a lock, ``nvmlSh
 """
 from __future__ import annotations
 
-import atexit
 import threading
 import time
 from dataclasses import dataclass
@@ -52,8 +51,9 @@ class ContainerRef:
 
     @property
     def managed(self) -> bool:
-        """True for containers dockmagic made (label ``dockmagic.managed``)."""
-        return self.label("dockmagic.managed") is not None
+        """True for containers dockmagic made (``labels.is_managed``, as the panel says)."""
+        from .labels import is_managed
+        return is_managed(dict(self.labels))
 
     @property
     def notebook(self) -> Optional[str]:
@@ -114,12 +114,12 @@ class GpuInfo:
         return None
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class GpuSnapshot:
     """All GPUs at one moment. ``error`` set means NVML gave nothing (no bindings or driver).
 
-    Displays itself: ``_repr_html_`` (a table for Jupyter) and ``__repr__`` (a terminal table),
-    both drawn by :mod:`dockmagic.gpus`.
+    Plain data: :class:`dockmagic.gpus.GpuTable` displays it (HTML for Jupyter, text for a
+    terminal).
     """
 
     time: float = 0.0
@@ -127,16 +127,6 @@ class GpuSnapshot:
     cuda_driver: Optional[str] = None
     gpus: Tuple[GpuInfo, ...] = ()
     error: Optional[str] = None
-
-    def __repr__(self) -> str:
-        from .gpus import to_text  # rendering lives with the other pure GPU views
-
-        return to_text(self)
-
-    def _repr_html_(self) -> str:
-        from .gpus import to_html
-
-        return to_html(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +227,6 @@ def snapshot_from_record(record: dict) -> GpuSnapshot:
 
 _lock = threading.Lock()
 _nv = None  # the pynvml module once nvmlInit succeeded
-_atexit_registered = False
 
 _FIX = ("Install the NVIDIA driver (and nvidia-container-toolkit for containers); "
         "check with nvidia-smi")
@@ -275,7 +264,7 @@ def _load():
     Failures are not cached: a failed ``nvmlInit`` costs well under a millisecond, and a driver
     installed later is picked up without restarting the kernel.
     """
-    global _nv, _atexit_registered
+    global _nv
     if _nv is not None:
         return _nv
     with _lock:
@@ -292,9 +281,8 @@ def _load():
         except pynvml.NVMLError as exc:
             raise _Unavailable(_init_message(exc)) from None
         _nv = pynvml
-        if not _atexit_registered:
-            atexit.register(shutdown)
-            _atexit_registered = True
+        from .kernel import on_shutdown
+        on_shutdown(shutdown)  # process exit, or unloading the extension (idempotent)
         return _nv
 
 

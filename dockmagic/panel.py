@@ -26,7 +26,6 @@ import queue
 import re
 import threading
 import time
-import types
 import weakref
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -36,8 +35,9 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 from . import errors, lifecycle
 from . import panelstate as ps
 from . import gpus
-from .gpus import NA, attach_containers, attach_process_info
-from .gpus import format_bytes as fmt_bytes  # the same words as %gpus
+from .gpus import attach_containers, attach_process_info
+from .units import NA  # the units and words of %gpus
+from .units import mem as fmt_bytes
 from .panelstate import ContainerRow, GpuCard, PanelState
 
 __all__ = ["Panel", "show_panel", "close_all", "row_html", "card_html", "sparkline_svg"]
@@ -393,9 +393,7 @@ def status_html(state: PanelState, paused: bool, interval: float, shown: int) ->
 def _engine_message(exc: BaseException) -> str:
     if isinstance(exc, errors.DockmagicError):
         return str(exc)
-    from .runner import short_reason  # docker-py's connection errors, in one line
-
-    return errors.describe_no_engine(short_reason(exc))
+    return errors.describe_no_engine(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,10 +563,9 @@ class _RowView:
 
 def _this_notebook(shell) -> str:
     """The notebook path %%docker writes into the ``dockmagic.notebook`` label."""
-    from .magics import DockerMagics
+    from .kernel import notebook_path
 
-    # DockerMagics._notebook reads only self.shell; ask it rather than repeat its rules.
-    return DockerMagics._notebook(types.SimpleNamespace(shell=shell)) or ""
+    return notebook_path(shell)
 
 
 class Panel(W.VBox):
@@ -589,7 +586,7 @@ class Panel(W.VBox):
             raise ValueError(f"scope must be one of {', '.join(ps.SCOPES)}, not {scope!r}")
         super().__init__()
         if notebook is None or kernel is None:
-            from .magics import kernel_id
+            from .kernel import kernel_id
 
             try:
                 from IPython import get_ipython
@@ -625,6 +622,8 @@ class Panel(W.VBox):
         self._fetcher = _Fetcher()
         self._build_widgets()
         _live.add(self)
+        from .kernel import on_shutdown
+        on_shutdown(close_all)
         if autostart:
             self.start()
 

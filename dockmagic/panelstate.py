@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from .gpus import container_ref, format_bytes, header_text  # the same words as %gpus
+from .gpus import container_ref, header_text  # the same names as %gpus
+from .units import mem as format_bytes  # the same formatting as %gpus
 from .gpus import to_text as gpus_to_text
-from .lifecycle import KERNEL_LABEL, MANAGED, cpu_percent, memory_usage
+from .labels import KERNEL as KERNEL_LABEL
+from .labels import is_managed
+from .lifecycle import cpu_percent, memory_usage
 from .nvml import GpuInfo, GpuSnapshot
 
 __all__ = [
@@ -280,8 +283,7 @@ def _in_scope(labels: Mapping, scope: str, notebook: Optional[str], kernel: Opti
 
 
 def _managed(labels: Mapping) -> bool:
-    # `=1`, as lifecycle.MANAGED_FILTER: blanked labels (a committed image's) are not dockmagic's
-    return labels.get(MANAGED) == "1"
+    return is_managed(labels)  # the one rule (labels.py): `=1`, blanked labels are not
 
 
 def container_name(entry: Mapping) -> str:

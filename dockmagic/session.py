@@ -8,12 +8,11 @@ on both streams. A warm cell costs no engine API call at all.
 
 Spares (``spare.py``) use the same agent and attach stream for one-shot cells.
 
-Kernel shutdown (``close_all``, also registered with atexit) removes spares and the sessions
+Kernel shutdown (``close_all``, registered with ``kernel.on_shutdown``) removes the sessions
 started with ``--rm``; other sessions keep running and are reattached by name.
 """
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
@@ -25,7 +24,13 @@ import threading
 import time
 from typing import Callable, Optional
 
+import dataclasses
+
 from . import agent, errors, runner, transfer
+from . import labels as L
+from .engine import FrameSplitter
+from .agentsrc import agent_source as _agent_source
+from .kernel import on_shutdown
 
 #: How long an interrupted session cell gets to finish after the agent raised
 #: KeyboardInterrupt in it, before the kernel stops waiting (the session stays).
@@ -55,22 +60,13 @@ class SessionCellFailed(errors.CellFailed):
         self.args = (f"cell failed in session {session}: {message}",)
 
 
-def _agent_source() -> str:
-    global _SOURCE
-    if _SOURCE is None:
-        with open(agent.__file__, encoding="utf-8") as f:
-            _SOURCE = f.read()
-    return _SOURCE
-
-
-_SOURCE = None
 
 
 # -- the attach stream: docker's frames -> per-stream bytes, end markers cut out --------------
 class _Demux:
     def __init__(self, mark: bytes):
         self.mark = mark
-        self.frames = runner.FrameSplitter()
+        self.frames = FrameSplitter()
         self.held = {1: b"", 2: b""}
 
     def feed(self, data: bytes, on_output, on_marker):
@@ -115,9 +111,10 @@ def strip_markers(text: str) -> str:
 class Session:
     """One attached session container and its agent."""
 
-    def __init__(self, name: str, container_id: str, image: str, nonce: str,
+    def __init__(self, engine, name: str, container_id: str, image: str, nonce: str,
                  auto_remove: bool, binds: list, user: Optional[str] = None,
                  fast: Optional[str] = None):
+        self.engine = engine
         self.name = name
         self.user = user
         self.fast = fast  # the host tmpfs folder mounted at transfer.FAST_TARGET, if any
@@ -126,7 +123,7 @@ class Session:
         self.nonce = nonce
         self.auto_remove = auto_remove
         self.binds = binds  # [(host source, container destination, rw)]
-        self._sock = None
+        self._att = None
         self._raw = None
         self._demux = _Demux(agent.MARK_OPEN + nonce.encode("ascii") + b";")
         # Request ids start anywhere: two kernels attached to one session see each other's
@@ -138,10 +135,8 @@ class Session:
 
     # plumbing
     def _attach(self):
-        api = runner.get_client().api
-        self._sock = api.attach_socket(
-            self.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-        self._raw = runner.raw_socket(self._sock)
+        self._att = self.engine.attach(self.id)
+        self._raw = self._att.raw
 
     def _send(self, kind: int, payload: bytes) -> int:
         self._next += 1
@@ -157,7 +152,7 @@ class Session:
         self.close_socket()
         state = ""
         try:
-            st = runner.get_client().api.inspect_container(self.id)["State"]
+            st = self.engine.inspect(self.id)["State"]
             state = f"; it is {st.get('Status')} (exit code {st.get('ExitCode')})"
         except Exception:
             state = "; it no longer exists"
@@ -166,12 +161,9 @@ class Session:
                            "are gone)")
 
     def close_socket(self):
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except Exception:
-                pass
-        self._sock = self._raw = None
+        if self._att is not None:
+            self._att.close()
+        self._att = self._raw = None
 
     def _exchange(self, kind: int, payload: dict, stdout=None, stderr=None,
                   timeout: Optional[float] = None) -> dict:
@@ -311,7 +303,7 @@ class Session:
         self.close_socket()
         _SESSIONS.pop(self.name, None)
         if remove or self.auto_remove:
-            runner.remove_quietly(runner.get_client().api, self.id)
+            self.engine.remove(self.id)
 
 
 _SESSIONS: dict = {}
@@ -331,51 +323,47 @@ def _fast_from_inspect(info: dict) -> Optional[str]:
     return None
 
 
-def _from_container(name: str, info: dict) -> Session:
-    cmd = info["Config"].get("Cmd") or []
+def _from_container(engine, name: str, info: dict) -> Session:
+    cmd = (info["Config"].get("Cmd") or [])[-2:]  # [..., "session", NONCE] (see for_session)
     if len(cmd) != 2 or cmd[0] != "session":
         raise SessionUsage(f"container {name} is labelled a dockmagic session but does not run "
                            f"the agent; remove it (`%docker rm -f {name}`) and start it again")
-    return Session(name, info["Id"], info["Config"].get("Image", ""), cmd[1],
+    return Session(engine, name, info["Id"], info["Config"].get("Image", ""), cmd[1],
                    bool(info["HostConfig"].get("AutoRemove")), _binds_from_inspect(info),
                    info["Config"].get("User") or None, _fast_from_inspect(info))
 
 
-def _inspect(name: str) -> Optional[dict]:
-    import docker
-
+def _inspect(engine, name: str) -> Optional[dict]:
     try:
-        return runner.get_client().api.inspect_container(name)
-    except docker.errors.NotFound:
+        return engine.inspect(name)
+    except errors.NotFound:
         return None
-    except docker.errors.APIError as exc:
-        raise errors.EngineError(f"looking up session {name}: {runner.short_reason(exc)}") from None
 
 
 def _check_session_container(name: str, info: dict):
     labels = info["Config"].get("Labels") or {}
-    if labels.get("dockmagic.kind") != "session":
+    if labels.get(L.KIND) != "session":
         raise SessionUsage(f"a container named {name} exists and is not a dockmagic session; "
                            f"pick another name, or remove it (`%docker rm -f {name}`)")
 
 
-def get(name: str) -> Session:
+def get(engine, name: str) -> Session:
     """The session NAME: this kernel's, or one found running on the engine (reattached)."""
     sess = _SESSIONS.get(name)
     if sess is not None:
         return sess
-    info = _inspect(name)
+    info = _inspect(engine, name)
     if info is None:
         raise SessionUsage(f"no session {name}; start one with `%docker session {name} IMAGE`")
     _check_session_container(name, info)
     if not info["State"].get("Running"):
         raise SessionUsage(f"session {name} is {info['State'].get('Status')}; start it again "
                            f"with `%docker session {name} IMAGE` (its variables are gone)")
-    return _reattach(name, info)
+    return _reattach(engine, name, info)
 
 
-def _reattach(name: str, info: dict) -> Session:
-    sess = _from_container(name, info)
+def _reattach(engine, name: str, info: dict) -> Session:
+    sess = _from_container(engine, name, info)
     sess._attach()
     sess.hello()
     _SESSIONS[name] = sess
@@ -383,18 +371,16 @@ def _reattach(name: str, info: dict) -> Session:
     return sess
 
 
-def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
+def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Session:
     """Start session NAME from PLAN (`plan_cell(..., oneshot=False)` with `--name NAME`), or
     reattach to it if it already runs (after a kernel restart)."""
-    import docker
-
     sess = _SESSIONS.get(name)
-    info = _inspect(name)
+    info = _inspect(engine, name)
     if info is not None:
         _check_session_container(name, info)
         if info["State"].get("Running"):
             if sess is None:
-                sess = _reattach(name, info)
+                sess = _reattach(engine, name, info)
                 say(f"reattached to session {name} ({sess.image}, {sess.info.get('cells', 0)} "
                     "cells run so far); its variables are still there")
             else:
@@ -404,13 +390,13 @@ def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
         # Stopped (engine restart, `docker stop`): start it again; the agent starts fresh.
         if sess is not None:
             sess.close_socket()
-        sess = _from_container(name, info)
+        sess = _from_container(engine, name, info)
         sess._attach()
         try:
-            runner.get_client().api.start(sess.id)
-        except docker.errors.APIError as exc:
+            engine.start(sess.id, image=sess.image, wants_gpus=plan.wants_gpus)
+        except BaseException:
             sess.close_socket()
-            raise runner.api_error(exc, sess.image, plan.wants_gpus) from None
+            raise
         sess.hello()
         _SESSIONS[name] = sess
         _register_atexit()
@@ -424,38 +410,23 @@ def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
         raise SessionUsage(f"a session runs dockmagic's Python agent; after the image name a "
                            f"Python interpreter (default python3), not {python!r}")
     nonce = secrets.token_hex(8)
-    # detach=True: docker-py would otherwise set StdinOnce, and the agent's stdin would close
-    # with this kernel's attach (the session must outlive the kernel and be reattached).
-    kw = dict(spec.to_create_kwargs(), stdin_open=True, detach=True, tty=False,
-              entrypoint=[python, "-u", "-c", _agent_source()], command=["session", nonce])
-    if spec.init is None:
-        kw["init"] = True  # tini reaps what cells leave behind and forwards signals
-    fast = transfer.fast_root()
-    if fast:  # --in/--out go through the kernel's tmpfs folder (see transfer.fast_root)
-        kw["mounts"] = list(kw.get("mounts") or []) + [transfer.fast_mount(fast)]
-    client = runner.get_client()
-    api = client.api
-    if "log_config" not in kw:
-        # Everything a session prints also lands in its log, for as long as it lives: cap it
-        # (docker's json-file default keeps all of it).
-        try:
-            if api.info().get("LoggingDriver") == "json-file":
-                kw["log_config"] = {"Type": "json-file", "Config": dict(SESSION_LOG_OPTS)}
-        except Exception:
-            pass
+    run_spec = for_session(spec, python, nonce, transfer.fast_root())
+    log_config = None
+    # Everything a session prints also lands in its log, for as long as it lives: cap it
+    # (docker's json-file default keeps all of it).
+    try:
+        if engine.info().get("LoggingDriver") == "json-file":
+            log_config = {"Type": "json-file", "Config": dict(SESSION_LOG_OPTS)}
+    except errors.DockmagicError:
+        pass
     cid = None
     try:
-        try:
-            cid = runner.create_container(client, kw, say)
-        except docker.errors.APIError as exc:
-            raise runner.api_error(exc, spec.image, plan.wants_gpus) from None
-        sess = Session(name, cid, spec.image, nonce, bool(spec.auto_remove),
-                       transfer.binds_from_spec(spec), spec.user, fast)
+        cid = engine.create(run_spec, on_pull=say, wants_gpus=plan.wants_gpus,
+                            log_config=log_config)
+        sess = Session(engine, name, cid, spec.image, nonce, bool(spec.auto_remove),
+                       transfer.binds_from_spec(spec), spec.user, run_spec_fast(run_spec))
         sess._attach()
-        try:
-            api.start(cid)
-        except docker.errors.APIError as exc:
-            raise runner.api_error(exc, spec.image, plan.wants_gpus) from None
+        engine.start(cid, image=spec.image, wants_gpus=plan.wants_gpus)
         sess.hello()
         _SESSIONS[name] = sess
         _register_atexit()
@@ -463,32 +434,58 @@ def start(name: str, plan, *, say: Callable[[str], None] = print) -> Session:
         return sess
     finally:
         if cid is not None:  # it never answered: take it away again
-            runner.remove_quietly(api, cid)
+            engine.remove(cid)
 
 
-def stop(name: str):
+def for_session(spec, python: str, nonce: str, fast: Optional[str]):
+    """The session container's spec: the agent as its main process, stdin kept open past this
+    kernel's attach (detach: docker-py would otherwise set StdinOnce, and the session must
+    outlive the kernel and be reattached), tini as init, the kernel's tmpfs exchange folder
+    mounted, and reaped with its kernel when started with --rm."""
+    from . import translate
+
+    mounts = spec.mounts
+    if fast:  # --in/--out go through the kernel's tmpfs folder (see transfer.fast_root)
+        mounts = mounts + (translate.Mount(type="bind", source=fast,
+                                           target=transfer.FAST_TARGET),)
+    run_labels = spec.labels
+    if spec.auto_remove:
+        run_labels = tuple(sorted(dict(spec.labels, **{L.REAP: "1"}).items()))
+    return dataclasses.replace(
+        spec, interactive=True, detach=True, tty=False,
+        entrypoint=(python,), command=("-u", "-c", _agent_source(), "session", nonce),
+        init=True if spec.init is None else spec.init, mounts=mounts, labels=run_labels)
+
+
+def run_spec_fast(spec) -> Optional[str]:
+    for m in spec.mounts:
+        if m.target == transfer.FAST_TARGET:
+            return m.source
+    return None
+
+
+def stop(engine, name: str):
     """Stop and remove session NAME (`%docker session --stop NAME`)."""
     sess = _SESSIONS.pop(name, None)
     if sess is not None:
         sess.close_socket()
-    info = _inspect(name)
+    info = _inspect(engine, name)
     if info is None:
         if sess is None:
             raise SessionUsage(f"no session {name}")
         return
     _check_session_container(name, info)
-    runner.remove_quietly(runner.get_client().api, info["Id"])
+    engine.remove(info["Id"], quiet=False)
 
 
-def query_sessions() -> list:
+def query_sessions(engine) -> list:
     """The engine's session containers (low-level list entries)."""
-    api = runner.get_client().api
-    return api.containers(all=True, filters={"label": ["dockmagic.managed",
-                                                       "dockmagic.kind=session"]})
+    return engine.containers(all=True, filters={"label": [L.MANAGED_FILTER,
+                                                          f"{L.KIND}=session"]})
 
 
-def describe_sessions() -> str:
-    rows = query_sessions()
+def describe_sessions(engine) -> str:
+    rows = query_sessions(engine)
     if not rows:
         return "no sessions; start one with `%docker session NAME IMAGE`"
     lines = []
@@ -500,15 +497,15 @@ def describe_sessions() -> str:
 
 
 # -- the magics' side (parsing kept here so magics.py stays a dispatcher) ---------------------
-def command(args, plan: Callable[[str], object], say: Callable[[str], None] = print):
+def command(engine, args, plan: Callable[[str], object], say: Callable[[str], None] = print):
     """`%docker session [NAME [docker-run flags] IMAGE [PYTHON]]` / `--stop NAME` / `--list`."""
     if not args or args == ["--list"]:
-        say(describe_sessions())
+        say(describe_sessions(engine))
         return None
     if args[0] == "--stop":
         if len(args) != 2:
             raise SessionUsage("usage: %docker session --stop NAME")
-        stop(args[1])
+        stop(engine, args[1])
         say(f"session {args[1]} stopped and removed")
         return None
     name = args[0]
@@ -524,14 +521,14 @@ def command(args, plan: Callable[[str], object], say: Callable[[str], None] = pr
         raise SessionUsage("%docker session NAME takes docker-run flags and IMAGE [PYTHON]; "
                            "not --name (NAME is the name), --dry-run or --in/--out (those go "
                            "on `%%docker @NAME` cells)")
-    if not rest and _inspect(name) is None:
+    if not rest and _inspect(engine, name) is None:
         raise SessionUsage(f"no session {name}; start one with `%docker session {name} IMAGE`")
     if not rest:
-        sess = get(name)
+        sess = get(engine, name)
         say(f"reattached to session {name} ({sess.image})")
         return None
     p = plan(shlex.join(["--name", name] + rest))
-    sess = start(name, p, say=say)
+    sess = start(engine, name, p, say=say)
     if sess.info and sess.name in _SESSIONS and not sess.info.get("cells"):
         say(f"session {name} started ({sess.image}, Python {sess.info.get('python')}); run "
             f"cells in it with `%%docker @{name}`")
@@ -575,10 +572,10 @@ def parse_cell_line(line: str):
     return name, interpreter, inputs, outputs, raise_error
 
 
-def run_cell(line: str, body: str, user_ns: dict):
+def run_cell(engine, line: str, body: str, user_ns: dict):
     """`%%docker @NAME ...`: the cell runs in session NAME."""
     name, interpreter, inputs, outputs, raise_error = parse_cell_line(line)
-    sess = get(name)
+    sess = get(engine, name)
     if not interpreter or interpreter in _PYTHON_CELL:
         sess.run_python(body, inputs=inputs, outputs=outputs, user_ns=user_ns,
                         raise_error=raise_error)
@@ -592,9 +589,7 @@ def run_cell(line: str, body: str, user_ns: dict):
 
 # -- kernel shutdown --------------------------------------------------------------------------
 def close_all():
-    """Remove the spare and the sessions started with --rm; detach from the others."""
-    from .spare import SPARES  # noqa: the spare module imports this one
-    SPARES.close()
+    """Remove the sessions started with --rm; detach from the others."""
     for sess in list(_SESSIONS.values()):
         try:
             sess.close()
@@ -603,11 +598,5 @@ def close_all():
     _SESSIONS.clear()
 
 
-_atexit_done = False
-
-
 def _register_atexit():
-    global _atexit_done
-    if not _atexit_done:
-        _atexit_done = True
-        atexit.register(close_all)
+    on_shutdown(close_all)

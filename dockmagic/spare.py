@@ -6,11 +6,12 @@ it its interpreter argv and the cell's environment, the agent exec()s the interp
 reads the cell body from stdin as in a cold `docker run -i --rm`. So the cell runs in a
 brand-new container without paying for create + start. At most one spare is kept; it is removed
 when unused for a while, when the spec changes, and at kernel shutdown
-(``session.close_all``).
+(``kernel.on_shutdown``).
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import select
 import threading
@@ -18,7 +19,9 @@ import time
 from typing import Optional
 
 from . import agent, errors, runner
-from .session import _agent_source, _register_atexit
+from . import labels as L
+from .agentsrc import agent_source
+from .kernel import on_shutdown
 
 #: An unused spare is removed after this long.
 SPARE_IDLE_S = 600.0
@@ -26,27 +29,34 @@ SPARE_IDLE_S = 600.0
 
 # -- the pool -------------------------------------------------------------------------------------
 class _Spare:
-    __slots__ = ("key", "id", "sock", "image", "image_id", "client", "made")
+    __slots__ = ("key", "id", "att", "image", "image_id", "engine", "made")
 
-    def __init__(self, key, cid, sock, image, image_id, client):
-        self.key, self.id, self.sock, self.client = key, cid, sock, client
+    def __init__(self, key, cid, att, image, image_id, engine):
+        self.key, self.id, self.att, self.engine = key, cid, att, engine
         self.image, self.image_id = image, image_id
         self.made = time.monotonic()
 
 
-def spare_key(kwargs: dict) -> Optional[str]:
-    """What must match for a spare to stand in for a cold start: everything fixed at create
-    time. The environment is not (the agent applies the cell's own when it runs), nor the
-    per-cell label. None: this cell never gets a spare."""
-    if (kwargs.get("name") or kwargs.get("detach") or kwargs.get("ports")
-            or kwargs.get("publish_all_ports") or not kwargs.get("entrypoint")
-            or kwargs.get("tty") or "_host_config_extra" in kwargs):
+def spare_key(engine, spec) -> Optional[tuple]:
+    """What must match for a spare to stand in for a cold start: the engine, and the spec with
+    what is not fixed at create time left out: the environment (the agent applies the cell's
+    own when it runs) and the per-cell label. None: this cell never gets a spare."""
+    if (spec.name or spec.detach or spec.ports or spec.publish_all_ports or not spec.entrypoint
+            or spec.tty):
         return None
-    kw = {k: v for k, v in kwargs.items() if k not in ("environment", "auto_remove")}
-    labels = dict(kw.get("labels") or {})
-    labels.pop("dockmagic.cell", None)
-    kw["labels"] = labels
-    return json.dumps(kw, sort_keys=True, default=repr) + f"@{id(runner.get_client())}"
+    labels = tuple((k, v) for k, v in spec.labels if k != L.CELL)
+    return (id(engine), dataclasses.replace(spec, env=(), labels=labels, auto_remove=False))
+
+
+def for_spare(spec):
+    """The spare's own spec: the cell's, running the agent in spare mode, labelled a spare that
+    dies with its kernel."""
+    labels = {k: v for k, v in spec.labels if k != L.CELL}
+    labels.update({L.KIND: "spare", L.REAP: "1"})
+    return dataclasses.replace(
+        spec, env=(), labels=tuple(sorted(labels.items())), interactive=True, detach=False,
+        tty=False, auto_remove=False, entrypoint=("python3",),
+        command=("-I", "-c", agent_source(), "spare"))
 
 
 class SparePool:
@@ -56,7 +66,7 @@ class SparePool:
         self._cond = threading.Condition()
         self._spare: Optional[_Spare] = None
         self._making: Optional[str] = None  # the key the worker is making a spare for
-        self._wanted = None                 # (key, kwargs) to make next
+        self._wanted = None                 # (key, engine, spec) to make next
         self._removals = collections.deque()
         self._busy = 0                      # removals taken by the worker, not yet done
         self._generation = 0                # bumped by discard/close: a make in flight is void
@@ -66,18 +76,18 @@ class SparePool:
         self.used = 0                       # cells that ran in a spare (for tests and %docker)
 
     # cell side
-    def run_oneshot(self, kwargs: dict, body: bytes, **kw) -> runner.CellResult:
+    def run_oneshot(self, engine, spec, body: bytes, **kw) -> runner.CellResult:
         """`runner.run_oneshot`, in a spare when one with the same spec is ready."""
-        key = spare_key(kwargs)
+        key = spare_key(engine, spec)
         if key is None or key in self._never:
-            return runner.run_oneshot(kwargs, body, **kw)
+            return runner.run_oneshot(engine, spec, body, **kw)
         spare = self._take(key)
         result = None
         if spare is not None:
-            result = self._run_in(spare, kwargs, body, **kw)
+            result = self._run_in(spare, spec, body, **kw)
         if result is None:
-            result = runner.run_oneshot(kwargs, body, **kw)
-        self._want(key, kwargs)  # only after a cell that ran (not interrupted, not refused)
+            result = runner.run_oneshot(engine, spec, body, **kw)
+        self._want(key, engine, spec)  # only after a cell that ran (not interrupted, not refused)
         return result
 
     def _take(self, key) -> Optional[_Spare]:
@@ -102,27 +112,25 @@ class SparePool:
     def _fresh(self, spare: _Spare) -> bool:
         """Alive and not stale: nothing arrived on its stream (an agent that died says so on
         stdout/stderr, then EOF) and IMAGE still names the image it was made from."""
-        raw = runner.raw_socket(spare.sock)
         try:
-            readable, _, _ = select.select([raw], [], [], 0)
+            readable, _, _ = select.select([spare.att.raw], [], [], 0)
         except (OSError, ValueError):
             return False
         if readable:
             return False
         try:
-            return runner.get_client().api.inspect_image(spare.image)["Id"] == spare.image_id
-        except Exception:
+            return spare.engine.inspect_image(spare.image)["Id"] == spare.image_id
+        except errors.DockmagicError:
             return False
 
-    def _run_in(self, spare: _Spare, kwargs, body, *, stdout=None, stderr=None,
-                wants_gpus=False, on_pull=None, on_interrupt=None, remove=True):
+    def _run_in(self, spare: _Spare, spec, body, *, stdout=None, stderr=None,
+                on_pull=None, on_interrupt=None, remove=True):
         """The cold path's stream/wait/remove, minus create/attach/start."""
-        api = runner.get_client().api
-        argv = list(kwargs.get("entrypoint") or []) + list(kwargs.get("command") or [])
-        req = json.dumps({"argv": argv, "env": list(kwargs.get("environment") or [])}).encode()
-        raw = runner.raw_socket(spare.sock)
+        engine = spare.engine
+        argv = list(spec.entrypoint or ()) + list(spec.command or ())
+        req = json.dumps({"argv": argv, "env": list(spec.env)}).encode()
         try:
-            raw.sendall(agent.HEADER.pack(agent.MAGIC, agent.SPAWN, 0, len(req)) + req)
+            spare.att.send(agent.HEADER.pack(agent.MAGIC, agent.SPAWN, 0, len(req)) + req)
         except OSError:
             self._discard(spare)
             return None  # it died: the cold path it is
@@ -137,33 +145,31 @@ class SparePool:
                     return True
                 return False
 
-            result = runner.finish_cell(api, cid, spare.sock, body, stdout=stdout, stderr=stderr,
-                                        on_interrupt=on_interrupt, intercept=claim_exec_failure)
+            result = runner.finish_cell(engine, cid, spare.att, body, stdout=stdout,
+                                        stderr=stderr, on_interrupt=on_interrupt,
+                                        intercept=claim_exec_failure)
             if failed:
                 text = failed[0][len(agent.SPARE_EXEC_FAILED):].strip()
                 raise errors.EngineError(errors.describe_api_error(
-                    f"OCI runtime create failed: {text}", kwargs.get("image", ""), wants_gpus))
+                    f"OCI runtime create failed: {text}", spec.image, bool(spec.gpus)))
             if remove:  # the cell is over; the engine's clean-up need not hold the kernel
                 self._discard(spare)
                 removed = True
             return result
         finally:
             if not removed:
-                try:
-                    spare.sock.close()
-                except Exception:
-                    pass
+                spare.att.close()
                 if remove:
-                    runner.remove_quietly(api, cid)
+                    engine.remove(cid)
 
     # worker side
-    def _want(self, key, kwargs):
+    def _want(self, key, engine, spec):
         with self._cond:
             if self._closed or key in self._never:
                 return
             if self._spare is not None and self._spare.key == key:
                 return
-            self._wanted = (key, dict(kwargs))
+            self._wanted = (key, engine, spec)
             self._ensure_worker()
             self._cond.notify_all()
 
@@ -178,7 +184,7 @@ class SparePool:
             self._worker = threading.Thread(target=self._work, name="dockmagic-spares",
                                             daemon=True)
             self._worker.start()
-            _register_atexit()
+            on_shutdown(self.close)
 
     def _work(self):
         while True:
@@ -196,14 +202,14 @@ class SparePool:
                 if self._closed and not self._removals:
                     return
                 if self._wanted is not None and not self._closed:
-                    (key, kwargs), self._wanted = self._wanted, None
+                    (key, engine, spec), self._wanted = self._wanted, None
                     self._making = key
-                    job = ("make", key, kwargs, self._generation)
+                    job = ("make", key, (engine, spec), self._generation)
                 else:
                     job = ("remove", self._removals.popleft())
                     self._busy += 1
             if job[0] == "make":
-                spare = self._make(job[1], job[2])
+                spare = self._make(job[1], *job[2])
                 with self._cond:
                     self._making = None
                     if spare is not None:
@@ -223,38 +229,29 @@ class SparePool:
                         self._busy -= 1
                         self._cond.notify_all()
 
-    def _make(self, key, kwargs) -> Optional[_Spare]:
-        import docker
-
-        client = runner.get_client()
-        api = client.api
-        labels = dict(kwargs.get("labels") or {})
-        labels.pop("dockmagic.cell", None)
-        labels["dockmagic.kind"] = "spare"
-        kw = {k: v for k, v in kwargs.items() if k != "environment"}
-        kw.update(labels=labels, stdin_open=True, detach=False, tty=False, auto_remove=False,
-                  entrypoint=["python3", "-I", "-c", _agent_source()], command=["spare"])
+    def _make(self, key, engine, spec) -> Optional[_Spare]:
         cid = None
         try:
-            cid = runner.create_container(client, kw)
-            sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
-                                                  "stream": 1})
+            cid = engine.create(for_spare(spec))
+            att = engine.attach(cid)
             try:
-                api.start(cid)
-                image_id = api.inspect_container(cid)["Image"]
-            except Exception:
-                sock.close()
+                engine.start(cid, image=spec.image)
+                image_id = engine.inspect(cid)["Image"]
+            except BaseException:
+                att.close()
                 raise
-            spare, cid = _Spare(key, cid, sock, kwargs["image"], image_id, client), None
+            spare, cid = _Spare(key, cid, att, spec.image, image_id, engine), None
             return spare
-        except docker.errors.APIError:
+        except errors.EngineUnavailable:
+            return None
+        except errors.EngineError:
             self._never.add(key)  # no python3 in the image, or a spec only a cold start takes
             return None
         except Exception:
             return None
         finally:
             if cid is not None:
-                runner.remove_quietly(api, cid)
+                engine.remove(cid)
 
     # lifecycle
     def ready(self, timeout: float = 30.0) -> bool:
@@ -312,21 +309,16 @@ class SparePool:
 
 
 def _remove_spare(spare: _Spare):
-    try:
-        spare.sock.close()
-    except Exception:
-        pass
-    try:
-        spare.client.api.remove_container(spare.id, force=True)
-    except Exception:
-        runner.remove_quietly(runner.get_client().api, spare.id)
+    spare.att.close()
+    spare.engine.remove(spare.id)
 
 
 SPARES = SparePool()
 
 
 def runner_for(spec, enabled: bool = True):
-    """The one-shot runner for SPEC: through the spare pool where spares apply."""
+    """The one-shot runner for SPEC, ``(engine, spec, body, **kw) -> CellResult``: through the
+    spare pool where spares apply."""
     if (not enabled or spec.detach or spec.name or spec.ports or spec.publish_all_ports):
         return runner.run_oneshot
     return SPARES.run_oneshot

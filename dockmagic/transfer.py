@@ -74,7 +74,7 @@ def binds_from_spec(spec) -> list:
 
     binds = []
     for vol in spec.volumes:
-        src, tgt, opts = translate._split_volume(vol)
+        src, tgt, opts = translate.split_volume(vol)
         if src.startswith("/"):
             binds.append((src, tgt, "ro" not in opts.split(",")))
     for m in spec.mounts:
@@ -150,9 +150,17 @@ def fast_root() -> Optional[str]:
     return root
 
 
-def fast_mount(root: str) -> dict:
-    """The HostConfig mount that shows ROOT at FAST_TARGET in the container."""
-    return {"Type": "bind", "Source": root, "Target": FAST_TARGET, "ReadOnly": False}
+def exchange_spec(spec, fast: Optional[str] = "auto"):
+    """SPEC with the kernel's tmpfs exchange root mounted, where there is one (a fixed target,
+    so that repeated cells keep one spec and their spare). Idempotent."""
+    import dataclasses
+
+    from . import translate
+    fast = fast_root() if fast == "auto" else fast
+    if not fast or any(m.target == FAST_TARGET for m in spec.mounts):
+        return spec
+    return dataclasses.replace(spec, mounts=spec.mounts + (
+        translate.Mount(type="bind", source=fast, target=FAST_TARGET),))
 
 
 # -- one exchange -------------------------------------------------------------------------------
@@ -213,7 +221,7 @@ class Exchange:
             except Exception as exc:
                 raise TransferError(
                     f"--in {src}: a {type(value).__name__} cannot travel to the container "
-                    f"({agent._one_line(exc)}); pass the data it holds instead") from None
+                    f"({agent.one_line(exc)}); pass the data it holds instead") from None
             manifest.append([dest, idx, name, kind])
         return manifest
 
@@ -226,10 +234,10 @@ class Exchange:
                                          self.mapped[idx])
             except ImportError as exc:
                 raise TransferError(f"--out {dest}: the kernel cannot load it "
-                                    f"({agent._one_line(exc)}); install that module here") from None
+                                    f"({agent.one_line(exc)}); install that module here") from None
             except Exception as exc:
                 raise TransferError(f"--out {dest}: the kernel cannot load it: "
-                                    f"{agent._one_line(exc)}") from None
+                                    f"{agent.one_line(exc)}") from None
             loaded.append((dest, value))
         for dest, _ in loaded:
             parent = dest.rpartition(".")[0]
@@ -286,20 +294,17 @@ class OneshotTransfer:
         self.outputs = outputs
         self.fast = fast
 
-    def amend(self, kwargs: dict) -> dict:
-        """The create kwargs with the tmpfs exchange root mounted (a fixed target, so that
-        repeated cells keep one spec and their spare)."""
-        if not self.fast:
-            return kwargs
-        return dict(kwargs, mounts=list(kwargs.get("mounts") or []) + [fast_mount(self.fast)])
+    def amend(self, spec):
+        """SPEC with the tmpfs exchange root mounted (see `exchange_spec`)."""
+        return exchange_spec(spec, self.fast)
 
     def body(self, body: str) -> bytes:
         config = {"xdirs": self.exchange.container_dirs, "mapped": self.exchange.mapped,
                   "inputs": self.inputs,
                   "outputs": [[d, s] for d, s in self.outputs]}
-        from .session import _agent_source
+        from .agentsrc import agent_source
 
-        return _ONESHOT.format(source=_agent_source(), config=config, body=body).encode("utf-8")
+        return _ONESHOT.format(source=agent_source(), config=config, body=body).encode("utf-8")
 
     def finish(self, exit_code: int, user_ns: dict):
         """After the container exited: a transfer failure raises; on success, outputs land."""

@@ -7,6 +7,8 @@ import threading
 import time
 
 import pytest
+
+import dockmagic.engine as engines
 from IPython.core.error import UsageError
 
 from dockmagic import errors, runner
@@ -280,7 +282,7 @@ def test_gpus_without_nvidia_runtime_names_the_toolkit(shell, workdir, docker_cl
 
 def test_no_engine_names_the_address_tried(shell, workdir, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/dockmagic-no-engine.sock")
-    runner.reset_client()
+    engines.reset()
     try:
         with pytest.raises(errors.EngineUnavailable) as info:
             shell.run_cell_magic("docker", BASE_IMAGE, "print(1)")
@@ -289,7 +291,7 @@ def test_no_engine_names_the_address_tried(shell, workdir, monkeypatch):
         assert "\n" not in msg and "Error while fetching" not in msg
     finally:
         monkeypatch.undo()
-        runner.reset_client()
+        engines.reset()
 
 
 def test_config_sets_default_image_and_flags(shell, workdir, capsys):

@@ -75,8 +75,8 @@ def test_dockmagic_flags_are_taken_out_before_the_image_only():
 
 
 def test_gpu_default_applies_unless_the_cell_says_gpus():
-    assert plan("img", default_gpus="all").spec.gpus[0].count == -1
-    s = plan("--gpus device=2 img", default_gpus="all").spec
+    assert plan("img", default_gpus=translate.parse_gpus("all")).spec.gpus[0].count == -1
+    s = plan("--gpus device=2 img", default_gpus=translate.parse_gpus("all")).spec
     assert [g.device_ids for g in s.gpus] == [("2",)]
     s = plan("--gpus device=0,1 img").spec
     assert s.gpus[0].device_ids == ("0", "1")

@@ -1,7 +1,7 @@
 """docker's multiplexed attach/log stream, split however the socket cuts it (pure)."""
 import struct
 
-from dockmagic.runner import FrameSplitter
+from dockmagic.engine import FrameSplitter
 
 
 def frame(kind, data):

@@ -75,14 +75,14 @@ def test_auto_2_pins_the_least_loaded_pair_on_the_next_cells_container(
     assert "(next best: GPU 5" in said
     magics = shell.magics_manager.registry["DockerMagics"]
     plan = magics.plan(f"-l test.case=gpus-auto {BASE_IMAGE}")
-    client = runner.get_client()
-    cid = runner.create_container(client, plan.spec.to_create_kwargs())   # created, not started: no GPUs here
+    engine = magics.engine
+    cid = engine.create(plan.spec)   # created, not started: no GPUs here
     try:
-        reqs = client.api.inspect_container(cid)["HostConfig"]["DeviceRequests"]
+        reqs = engine.inspect(cid)["HostConfig"]["DeviceRequests"]
         assert [r["DeviceIDs"] for r in reqs] == [[uuids[3], uuids[6]]]
         assert reqs[0]["Capabilities"] == [["gpu"]]
     finally:
-        client.api.remove_container(cid, force=True)
+        engine.remove(cid)
     # A cell's own --gpus wins over the choice.
     plan = magics.plan(f"--gpus device=1 {BASE_IMAGE}")
     assert [g.device_ids for g in plan.spec.gpus] == [("1",)]

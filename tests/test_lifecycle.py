@@ -11,6 +11,8 @@ import time
 import uuid
 
 import pytest
+
+import dockmagic.engine as engines
 from IPython.core.error import UsageError
 
 from dockmagic import commands, errors, lifecycle, panelstate
@@ -57,7 +59,7 @@ def registry():
 
 
 def this_kernel() -> str:
-    from dockmagic.magics import kernel_id
+    from dockmagic.kernel import kernel_id
     return kernel_id()
 
 
@@ -610,7 +612,7 @@ def test_no_engine_is_one_line_naming_the_address(shell, monkeypatch):
     from dockmagic import runner
 
     monkeypatch.setenv("DOCKER_HOST", f"unix:///tmp/no-engine-{RUN}.sock")
-    runner.reset_client()
+    engines.reset()
     try:
         for line in ("ps", "logs x", "pull localhost:5000/x:1"):
             with pytest.raises(errors.EngineUnavailable) as info:
@@ -618,4 +620,4 @@ def test_no_engine_is_one_line_naming_the_address(shell, monkeypatch):
             assert f"no-engine-{RUN}.sock" in one_line(info.value)
     finally:
         monkeypatch.undo()
-        runner.reset_client()
+        engines.reset()

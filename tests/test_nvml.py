@@ -15,6 +15,8 @@ import types
 
 import pytest
 
+from dockmagic.gpus import to_html, to_text
+
 from dockmagic import nvml
 from dockmagic.nvml import GpuInfo, GpuSnapshot, query_record, query_snapshot, snapshot_from_record
 
@@ -68,9 +70,9 @@ def test_no_driver_is_one_clear_line(fresh_nvml):
     assert "nvidia-smi" in snap.error and "nvidia-container-toolkit" in snap.error
     assert "\n" not in snap.error
     assert snap.gpus == ()
-    assert repr(snap) == snap.error
-    assert snap._repr_html_().count("<div") == 1
-    assert "no NVIDIA driver found" in snap._repr_html_()
+    assert to_text(snap) == snap.error
+    assert to_html(snap).count("<div") == 1
+    assert "no NVIDIA driver found" in to_html(snap)
     # asking again neither raises nor changes the answer
     assert query_snapshot().error == snap.error
 
@@ -80,7 +82,7 @@ def test_pynvml_missing_is_one_clear_line(fresh_nvml, monkeypatch):
     snap = query_snapshot()
     assert snap.error.startswith("NVML bindings missing")
     assert "pip install nvidia-ml-py" in snap.error
-    assert "\n" not in snap.error and repr(snap) == snap.error
+    assert "\n" not in snap.error and to_text(snap) == snap.error
 
 
 def test_error_record_is_the_no_driver_state():
@@ -92,7 +94,7 @@ def test_constructors_need_no_pynvml():
     gpu = GpuInfo(index=0)
     assert gpu.name is None and gpu.processes == () and not gpu.lost
     snap = GpuSnapshot(gpus=(gpu,))
-    assert "N/A" in repr(snap)
+    assert "N/A" in to_text(snap)
     hash(snap)  # frozen all the way down
 
 
@@ -111,7 +113,7 @@ EXPECTED = {  # label -> strings every rendering of that snapshot must show
 def test_h200_fixture_renders_every_column(label):
     snap = snapshot_from_record(H200[label])
     assert snap.error is None and snap.driver == "580.159.04" and snap.cuda_driver == "13.0"
-    text, page = repr(snap), snap._repr_html_()
+    text, page = to_text(snap), to_html(snap)
     for header in ["GPU", "Name", "Util GPU / mem", "Memory used / total", "Temp",
                    "Power draw / limit"]:
         assert header in text and f"<th>{header}</th>" in page
@@ -141,17 +143,17 @@ def test_field_that_failed_reads_na_with_its_reason():
     assert gpu.mem_used is None and gpu.mem_total is None and gpu.power_mw is None
     assert gpu.power_limit_mw == 700000 and gpu.temperature == 33
     assert gpu.field_errors == (("memory", "Not Supported"), ("power_usage_mw", "Not Supported"))
-    row = next(line for line in repr(snap).splitlines() if line.lstrip().startswith("2 "))
+    row = next(line for line in to_text(snap).splitlines() if line.lstrip().startswith("2 "))
     assert "N/A" in row and "N/A / 700 W" in row and "33°C" in row
-    assert 'title="memory: Not Supported"' in snap._repr_html_()
+    assert 'title="memory: Not Supported"' in to_html(snap)
 
 
 def test_lost_gpu_is_a_placeholder_row():
     snap = snapshot_from_record(MIXED)
     lost = snap.gpus[7]
     assert lost.lost and lost.index == 7 and lost.error == "GPU is lost" and lost.name is None
-    assert "7  GPU lost or unreadable: GPU is lost" in repr(snap)
-    assert "GPU lost or unreadable: GPU is lost" in snap._repr_html_()
+    assert "7  GPU lost or unreadable: GPU is lost" in to_text(snap)
+    assert "GPU lost or unreadable: GPU is lost" in to_html(snap)
 
 
 def test_process_in_both_lists_is_listed_once():
@@ -162,7 +164,7 @@ def test_process_in_both_lists_is_listed_once():
 def test_html_escapes_what_it_shows():
     record = copy.deepcopy(H200["idle"])
     record["devices"][0]["name"] = "<b>GPU</b>"
-    page = snapshot_from_record(record)._repr_html_()
+    page = to_html(snapshot_from_record(record))
     assert "<b>GPU</b>" not in page and "&lt;b&gt;GPU&lt;/b&gt;" in page
 
 
@@ -270,7 +272,7 @@ def test_live_field_failure_becomes_na(fresh_nvml, monkeypatch):
     assert g0.field_errors == (("power_usage_mw", "Not Supported"),)
     assert g1.field_errors == (("compute_processes", "Insufficient Permissions"),)
     assert g2.field_errors == () and g2.temperature == 35
-    assert "N/A / 700 W" in repr(snap)
+    assert "N/A / 700 W" in to_text(snap)
 
 
 def test_live_lost_gpu_becomes_placeholder_and_others_still_read(fresh_nvml, monkeypatch):
@@ -282,7 +284,7 @@ def test_live_lost_gpu_becomes_placeholder_and_others_still_read(fresh_nvml, mon
     assert snap.gpus[0].error == "Unknown Error"
     assert snap.gpus[2].error == "GPU is lost"
     assert snap.gpus[1].uuid == "GPU-1" and snap.gpus[1].mem_total == 150754820096
-    assert "GPU lost or unreadable" in repr(snap)
+    assert "GPU lost or unreadable" in to_text(snap)
 
 
 @pytest.mark.parametrize("code, start", [
@@ -324,7 +326,7 @@ def test_live_snapshot_reads_every_gpu(live_snapshot):
     for gpu in snap.gpus:
         assert not gpu.lost, gpu.error
         assert gpu.name and gpu.uuid.startswith(("GPU-", "MIG-")) and gpu.mem_total > 0
-        assert gpu.name in repr(snap) and gpu.name in snap._repr_html_()
+        assert gpu.name in to_text(snap) and gpu.name in to_html(snap)
     json.dumps(query_record())
 
 

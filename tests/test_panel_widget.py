@@ -7,6 +7,8 @@ import uuid
 
 import nbformat
 import pytest
+
+import dockmagic.engine as engines
 from IPython.core.interactiveshell import InteractiveShell
 from nbclient import NotebookClient
 
@@ -302,7 +304,7 @@ def test_engine_down_shows_a_banner_keeps_the_rows_and_recovers(panels, jobs, mo
     p = panels(interval=0.2)
     wait_for(lambda: row_of(p, job), what="the row")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    runner.reset_client()
+    engines.reset()
     try:
         wait_for(lambda: p.state.engine_error, what="the banner")
         assert p.banner_w.layout.display is None
@@ -313,7 +315,7 @@ def test_engine_down_shows_a_banner_keeps_the_rows_and_recovers(panels, jobs, mo
         assert p._thread.is_alive()        # failing ticks do not end the refresher
     finally:
         monkeypatch.delenv("DOCKER_HOST")
-        runner.reset_client()
+        engines.reset()
     wait_for(lambda: p.state.engine_error is None and p.banner_w.layout.display == "none",
              what="recovery")
 
@@ -366,6 +368,9 @@ def test_controls_scope_interval_pause(panels, jobs):
     wait_for(lambda: row_of(p, foreign), what="scope all")
     p.pause_w.value = True
     wait_for(lambda: "paused" in p.status_w.value, what="the paused status")
+    # the tick that was running when pause was pressed, and the one pause asks for, may
+    # still land; after them, nothing
+    time.sleep(1.0)
     t = p.state.time
     time.sleep(0.7)
     assert p.state.time == t            # paused: no ticks

@@ -9,6 +9,9 @@ import time
 import uuid
 
 import pytest
+
+import dockmagic.engine as engines
+from dockmagic import kernel
 from IPython.core.error import UsageError
 
 from conftest import BASE_IMAGE, ENV_IMAGE, remove_labelled
@@ -23,7 +26,7 @@ LABEL = "dockmagic.test=session"
 def shell(shell, docker_client):
     """conftest's shell, plus this module's containers removed by label afterwards."""
     yield shell
-    session.close_all()
+    kernel.shutdown()
     remove_labelled(docker_client, LABEL)
 
 
@@ -34,7 +37,7 @@ def sess(shell, workdir, docker_client):
     try:
         yield name
     finally:
-        session.close_all()
+        kernel.shutdown()
         remove_labelled(docker_client, f"{LABEL}")
 
 
@@ -193,7 +196,7 @@ def test_bash_login_shell_in_a_session_sees_bashrc(shell, workdir, docker_client
             shell.run_cell_magic("docker", f"@{name} no-such-interpreter", "x")
         assert info.value.exit_code == 127
     finally:
-        session.stop(name)
+        session.stop(engines.default(), name)
 
 
 def test_reattach_after_a_kernel_restart_keeps_the_variables(shell, workdir, docker_client,
@@ -219,7 +222,7 @@ def test_reattach_after_a_kernel_restart_keeps_the_variables(shell, workdir, doc
         shell.run_cell_magic("docker", f"@{name}", "print(kept + 2)")
         assert capsys.readouterr().out == "44\n"
     finally:
-        session.stop(name)
+        session.stop(engines.default(), name)
 
 
 def test_sessions_with_rm_go_at_kernel_shutdown_others_stay(shell, workdir, docker_client):
@@ -227,7 +230,7 @@ def test_sessions_with_rm_go_at_kernel_shutdown_others_stay(shell, workdir, dock
     shell.run_line_magic("docker", f"session {keep} -l {LABEL} {BASE_IMAGE}")
     shell.run_line_magic("docker", f"session {gone} --rm -l {LABEL} {BASE_IMAGE}")
     try:
-        session.close_all()
+        kernel.shutdown()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             names = {c.name for c in docker_client.containers.list(
@@ -237,7 +240,7 @@ def test_sessions_with_rm_go_at_kernel_shutdown_others_stay(shell, workdir, dock
             time.sleep(0.1)
         assert gone not in names and keep in names
     finally:
-        session.stop(keep)
+        session.stop(engines.default(), keep)
 
 
 def test_session_gpus_reach_the_engine_and_fail_like_a_cell_without_the_runtime(
@@ -265,7 +268,7 @@ def test_session_usage_errors_are_one_line(shell, sess):
 
 
 def test_a_warm_session_cell_makes_no_engine_call(shell, sess, monkeypatch):
-    api = runner.get_client().api
+    api = engines.default().api
     calls = []
     real = api.request
 
@@ -310,7 +313,7 @@ def test_a_stopped_session_says_so(shell, workdir, docker_client):
         shell.run_line_magic("docker", f"session {name} {BASE_IMAGE}")  # starts it again
         shell.run_cell_magic("docker", f"@{name}", "x = 1")
     finally:
-        session.stop(name)
+        session.stop(engines.default(), name)
 
 
 def test_marker_split_across_frames_is_found():
@@ -497,7 +500,7 @@ def test_an_unused_spare_goes_away_after_the_idle_time(shell, workdir, spares, d
 def test_close_all_leaves_no_spare(shell, workdir, spares, docker_client):
     shell.run_cell_magic("docker", f"-l {LABEL} {BASE_IMAGE}", "print(1)")
     assert spares.ready()
-    session.close_all()
+    kernel.shutdown()
     assert not docker_client.containers.list(all=True,
                                              filters={"label": ["dockmagic.kind=spare", LABEL]})
 

@@ -5,6 +5,9 @@ import uuid
 
 import numpy as np
 import pytest
+
+import dockmagic.engine as engines
+from dockmagic import kernel
 from IPython.core.error import UsageError
 
 from conftest import BASE_IMAGE, as_kernel_user, remove_labelled
@@ -67,7 +70,7 @@ def test_values_round_trip_through_the_file_formats(tmp_path):
 def shell(shell, docker_client):
     """conftest's shell, plus this module's containers removed by label afterwards."""
     yield shell
-    session.close_all()
+    kernel.shutdown()
     remove_labelled(docker_client, "dockmagic.test=transfer")
 
 
@@ -90,7 +93,7 @@ def sess(shell, docker_client, tmp_path_factory):
     finally:
         os.chdir(old)
     yield name, folder
-    session.stop(name)
+    session.stop(engines.default(), name)
 
 
 @pytest.mark.engine
@@ -267,7 +270,7 @@ def test_a_non_root_kernel_exchanges_with_any_container_user(docker_client, base
     name = f"dmtest-xfer-{uuid.uuid4().hex[:8]}"
     script = (
         "from IPython.core.interactiveshell import InteractiveShell\n"
-        "from dockmagic import session\n"
+        "from dockmagic import session, kernel\nimport dockmagic.engine as engines\n"
         "ip = InteractiveShell.instance()\n"
         "ip.run_line_magic('load_ext', 'dockmagic')\n"
         "ip.user_ns['a'] = {'k': 1}\n"
@@ -280,8 +283,8 @@ def test_a_non_root_kernel_exchanges_with_any_container_user(docker_client, base
         f"ip.run_line_magic('docker', 'session {name} -l dockmagic.test=transfer {BASE_IMAGE}')\n"
         f"ip.run_cell_magic('docker', '@{name} --in a --out c', 'c = dict(a, s=1)')\n"
         "print(ip.user_ns['c'])\n"
-        f"session.stop('{name}')\n"
-        "session.close_all()\n"
+        f"session.stop(engines.default(), '{name}')\n"
+        "kernel.shutdown()\n"
     )
     env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run(

@@ -303,9 +303,11 @@ def test_kwargs_host_network_drops_ports():
     assert kw["network_mode"] == "host" and "ports" not in kw
 
 
-def test_kwargs_systempaths_needs_the_low_level_extra():
-    kw = parse("--security-opt systempaths=unconfined img").to_create_kwargs()
-    assert kw["_host_config_extra"] == {"MaskedPaths": [], "ReadonlyPaths": []}
+def test_kwargs_systempaths_is_spec_data_not_a_private_key():
+    spec = parse("--security-opt systempaths=unconfined img")
+    kw = spec.to_create_kwargs()
+    assert spec.systempaths_unconfined is True
+    assert not any(k.startswith("_") for k in kw)  # the engine adds MaskedPaths/ReadonlyPaths
     assert "security_opt" not in kw
 
 

@@ -280,7 +280,7 @@ def _sdk_create(client, spec, tag):
     kw["labels"] = dict(kw.get("labels") or {}, **LABELS, **{"dockmagic.case": tag})
     if kw.get("name"):
         kw["name"] += "-py"  # the CLI's container already holds the name
-    extra = kw.pop("_host_config_extra", None)
+    extra = {"MaskedPaths": [], "ReadonlyPaths": []} if spec.systempaths_unconfined else None
     if extra:
         ck = _create_container_args(dict(kw, version=client.api._version))
         ck["host_config"].update(extra)

@@ -54,8 +54,9 @@ from .quantities import parse_size
 from .security import _canonical_caps  # noqa: F401
 from .spec import DeviceMapping, GpuRequest, Mount, PortBinding, RunSpec, Ulimit, format_cli
 from .volumes import _split_volume  # noqa: F401
+from .volumes import _split_volume as split_volume
 
 __all__ = [
     "TranslateError", "GpuRequest", "Mount", "DeviceMapping", "PortBinding", "Ulimit", "RunSpec",
-    "parse_run_args", "parse_gpus", "parse_size", "split_run_args", "format_cli",
+    "parse_run_args", "parse_gpus", "parse_size", "split_run_args", "split_volume", "format_cli",
 ]

@@ -239,12 +239,9 @@ class RunSpec:
     def to_create_kwargs(self) -> dict:
         """Keyword arguments for ``docker.from_env().containers.create(**kwargs)``.
 
-        Plain data only. One key is not a docker-py keyword: ``"_host_config_extra"`` (present
-        only for ``--security-opt systempaths=unconfined``) holds HostConfig fields docker-py cannot
-        express (``MaskedPaths: []``, ``ReadonlyPaths: []``); a caller pops it and, when present,
-        creates through the low-level API: ``ck = docker.models.containers._create_container_args(
-        {**kwargs, "version": client.api._version}); ck["host_config"].update(extra);
-        client.api.create_container(**ck)``. Also: published ports are left out with
+        Plain data only, docker-py keywords only. ``--security-opt systempaths=unconfined``
+        (``systempaths_unconfined``) has no keyword: HostConfig ``MaskedPaths: []`` and
+        ``ReadonlyPaths: []`` are added by the engine boundary at create. Also: published ports are left out with
         ``--network host`` (docker-py refuses them; the engine ignores them), and anonymous
         volumes become ``mounts`` entries when a ``-v`` spec needs the dict form of ``volumes``.
         """
@@ -318,8 +315,6 @@ class RunSpec:
                                   for o in self.security_opt]
         if self.sysctls:
             kw["sysctls"] = dict(self.sysctls)
-        if self.systempaths_unconfined:
-            kw["_host_config_extra"] = {"MaskedPaths": [], "ReadonlyPaths": []}
         return kw
 
     # ---- back to the CLI ---------------------------------------------------------------------

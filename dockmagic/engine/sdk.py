@@ -1,0 +1,77 @@
+"""docker-py, reached in one place: the lazy import, the client, and every private name of it
+that dockmagic touches (each with why). Nothing outside ``dockmagic/engine`` imports docker,
+requests or urllib3 (tests/test_architecture.py checks).
+"""
+from __future__ import annotations
+
+
+def import_docker():
+    """docker-py, imported on first use (loading the extension touches no engine)."""
+    import docker  # the one lazy import of the SDK
+
+    return docker
+
+
+def make_api_client(endpoint, timeout: float):
+    """A low-level `docker.APIClient` for ENDPOINT (TLS from its cert folder where it has one)."""
+    docker = import_docker()
+    tls = None
+    if endpoint.uses_tls and endpoint.url.startswith(("tcp://", "https://")):
+        import os
+
+        from docker.tls import TLSConfig
+
+        path = endpoint.cert_path or ""
+        ca = os.path.join(path, "ca.pem")
+        tls = TLSConfig(client_cert=(os.path.join(path, "cert.pem"), os.path.join(path, "key.pem")),
+                        ca_cert=ca if os.path.exists(ca) and not endpoint.skip_tls_verify else None,
+                        verify=not endpoint.skip_tls_verify and (endpoint.tls_verify or
+                                                                 os.path.exists(ca)))
+    return docker.APIClient(base_url=endpoint.url, timeout=timeout, version="auto", tls=tls)
+
+
+# -- docker-py private API: all of it, here -----------------------------------------------------
+def create_args(api, kwargs: dict) -> dict:
+    """`containers.create(**kwargs)` kwargs -> `APIClient.create_container` args.
+
+    Private: docker.models.containers._create_container_args is the only code that turns the
+    high-level kwargs (which the translator emits, and which docker-py validates) into a
+    HostConfig; going through it keeps one round trip (the high-level create would inspect too).
+    """
+    from docker.models.containers import _create_container_args
+
+    return _create_container_args(dict(kwargs, version=api._version))
+
+
+def raw_socket(sock):
+    """The OS socket under docker-py's attach wrapper (private `_sock` of its SocketIO): reads
+    and writes go straight to it, with half-close (`shutdown(SHUT_WR)`) for end of stdin."""
+    return getattr(sock, "_sock", sock)
+
+
+def logs_response(api, name: str, params: dict, follow: bool):
+    """A streamed `GET /containers/NAME/logs` response, read frame by frame by the caller.
+
+    Private: docker-py's public `logs()` merges stdout and stderr; its own request helpers
+    (`_get`, `_url`, `_raise_for_status`) keep the two apart. A followed quiet container must not
+    hit the client's read timeout (`_disable_socket_timeout`).
+    """
+    res = api._get(api._url("/containers/{0}/logs", name), params=params, stream=True)
+    api._raise_for_status(res)
+    if follow:
+        api._disable_socket_timeout(api._get_raw_response_socket(res))
+    return res
+
+
+def build_context(root: str, files, extra_files):
+    """A tar build context (docker-py's public-but-undocumented build utilities)."""
+    from docker.utils.build import create_archive
+
+    return create_archive(root=root, files=files, extra_files=extra_files)
+
+
+def context_files(root: str, patterns, dockerfile: str):
+    """The files a build context sends, honouring .dockerignore patterns."""
+    from docker.utils.build import exclude_paths
+
+    return exclude_paths(root, patterns, dockerfile=dockerfile)
