@@ -142,14 +142,14 @@ def _text_bar(pct: Optional[float]) -> str:
 
 _TEXT_COLUMNS = ("", "GPU", "name", UTIL_NAME, MEM_UTIL_NAME, MEMORY_NAME + " used / total",
                  "temp", "power draw / limit")
-_TEXT_RIGHT = {1, 4, 6, 7}
+_TEXT_RIGHT = {1, 3, 4, 5, 6, 7}  # numbers (and their headings) end on the right
 
 
 def _text_row(gpu: GpuInfo, chosen: bool) -> List[str]:
     return [CHOSEN_MARK if chosen else "", str(gpu.index), gpu.name or NA,
             f"{_text_bar(gpu.util_gpu)} {format_percent(gpu.util_gpu):>4}",
             format_percent(gpu.util_mem),
-            f"{_text_bar(memory_percent(gpu))} {format_memory_pair(gpu.mem_used, gpu.mem_total)}",
+            f"{_text_bar(memory_percent(gpu))} {format_memory_pair(gpu.mem_used, gpu.mem_total):>17}",
             format_temp(gpu.temperature), format_power_pair(gpu.power_mw, gpu.power_limit_mw)]
 
 

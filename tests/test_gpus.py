@@ -217,3 +217,49 @@ def test_auto_1_on_this_machine_picks_a_real_gpu():
         pytest.skip(f"needs an NVIDIA driver: {snap.error}")
     value = choose_gpus("auto:1", snap)
     assert value.strip('"')[len("device="):] in {g.uuid for g in snap.gpus}
+
+
+# ---------------------------------------------------------------------------- how it reads
+
+
+def test_text_columns_line_up_with_their_headers():
+    from dockmagic.gpus import to_text
+    lines = to_text(MIXED, chosen_indices(pinned(3, 6), MIXED)).splitlines()
+    head = lines[1]
+    rows = [ln for ln in lines[2:9] if "lost" not in ln]
+    for word in ("mem util", "temp"):  # right-aligned columns end where their heading ends
+        end = head.index(word) + len(word)
+        assert {ln[end - 1] for ln in rows} <= {"%", "C"}, word
+    assert {ln.index("GiB") for ln in rows if "GiB" in ln} == {
+        head.index("memory used / total") + len("memory used / total") - 3}
+    assert [ln.split()[1] for ln in rows if ln.startswith("●")] == ["3", "6"]
+
+
+def test_readings_are_named_apart_and_coloured_by_nvitop_thresholds():
+    import re
+    from dockmagic.gpus import MEM_UTIL_NAME, MEMORY_NAME, UTIL_NAME, level, to_html
+    page = to_html(MIXED)
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", page)
+    assert {UTIL_NAME, MEM_UTIL_NAME, MEMORY_NAME + " used / total"} <= set(heads)
+    assert "mem" not in heads and "Util GPU / mem" not in heads
+    assert [level(v, (10, 75)) for v in (None, 0, 9, 10, 74, 75, 100)] == [
+        "na", "light", "light", "moderate", "moderate", "heavy", "heavy"]
+    rows = {int(m.group(1)): m.group(0) for m in re.finditer(
+        r'<tr class="dmg-gpu[^"]*"><td class="dmg-mark"[^>]*>[^<]*</td>'
+        r'<td class="dmg-r dmg-idx"[^>]*>(\d+)</td>.*?</tr>', page)}
+    assert 'dmg-bar dmg-heavy"><span style="width:100.0%' in rows[0]   # GPU util 100%
+    assert rows[1].count("dmg-bar dmg-heavy") == 1                      # memory 84% used
+    assert 'dmg-bar dmg-moderate"><span style="width:12.0%' in rows[3]  # GPU util 12%
+    assert "dmg-bar dmg-na" in rows[2]                                  # memory Not Supported
+    # numbers never wrap; long process text is cut with its whole on hover
+    assert "white-space:nowrap" in page and "text-overflow:ellipsis" in page
+
+
+def test_no_driver_and_chosen_marks_in_html():
+    from dockmagic.gpus import GpuTable
+    view = GpuTable(MIXED, pinned(3, 6))
+    assert view.chosen == (3, 6) and view.gpus == MIXED.gpus  # the snapshot's fields
+    assert view._repr_html_().count('class="dmg-gpu dmg-chosen"') == 2
+    assert "chosen for the next %%docker cells" in view._repr_html_()
+    assert 'class="dmg-gpu dmg-chosen"' not in GpuTable(MIXED)._repr_html_()
+    assert repr(GpuTable(NO_DRIVER, "all")) == NO_DRIVER.error
