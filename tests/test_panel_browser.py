@@ -143,13 +143,25 @@ def set_theme(page, theme):
     """Settings > Theme > ``theme``, as a person picks it; waits until the page has it."""
     from playwright.sync_api import expect
 
-    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
-    page.locator(".lm-Menu-itemLabel", has_text=theme).first.click()
-    light = "true" if theme == LIGHT else "false"
-    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", light,
-                                                   timeout=30_000)
-    time.sleep(1.0)  # the theme's stylesheet applies
+    for attempt in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+        page.locator(".lm-Menu-itemLabel", has_text=theme).first.click()
+        light = "true" if theme == LIGHT else "false"
+        expect(page.locator("body")).to_have_attribute("data-jp-theme-light", light,
+                                                       timeout=30_000)
+        time.sleep(1.5)  # the theme's stylesheet applies
+        if not theme_error(page).is_visible():
+            return
+        # its stylesheet request was dropped (see open_and_run_all): pick the theme again
+        print("Lab said 'Error Loading Theme' while switching; switching again")
+        theme_error(page).locator("button").last.click()
+        other = DARK if theme == LIGHT else LIGHT
+        page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+        page.locator(".lm-Menu-itemLabel", has_text=other).first.click()
+        time.sleep(1.5)
+    raise AssertionError(f"Lab could not load the theme {theme}")
 
 
 def stop_kernels(lab):
@@ -182,6 +194,22 @@ def browser():
             b.close()
 
 
+def theme_error(page):
+    return page.locator(".jp-Dialog", has_text="Error Loading Theme")
+
+
+def navigate(page, go, tries=3):
+    """``go()`` (a goto or reload), again when Chromium reports net::ERR_NETWORK_CHANGED."""
+    for attempt in range(tries):
+        try:
+            return go()
+        except Exception as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == tries - 1:
+                raise
+            print("net::ERR_NETWORK_CHANGED (a container started); loading again")
+            time.sleep(1.0)
+
+
 def open_and_run_all(lab, browser, name, width=1280, height=900):
     """A fresh page (its own workspace) on notebook ``name``, all cells run once the kernel is up."""
     from playwright.sync_api import expect
@@ -189,21 +217,22 @@ def open_and_run_all(lab, browser, name, width=1280, height=900):
     url, token, _ = lab
     page = browser.new_page(viewport={"width": width, "height": height})
     workspace = uuid.uuid4().hex[:8]
-    page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}?token={token}")
-    # Run All only once the kernel is up: clicked earlier, Lab runs nothing. On this loaded
-    # machine Lab sometimes reports its theme stylesheet failed to load (the link's error
-    # event; the server logs nothing): that page is loaded again, at most twice.
+    navigate(page, lambda: page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}"
+                                     f"?token={token}"))
+    # Run All only once the kernel is up: clicked earlier, Lab runs nothing. Chromium drops
+    # requests in flight when the host's network changes (each container the engine starts
+    # adds an interface: net::ERR_NETWORK_CHANGED); Lab then says its theme stylesheet failed
+    # to load. Such a page is loaded again, at most twice.
     idle = page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle")
-    theme_error = page.locator(".jp-Dialog", has_text="Error Loading Theme")
     deadline, reloads = time.monotonic() + 120, 0
     while not idle.is_visible():
         assert time.monotonic() < deadline, "the notebook's kernel did not start"
-        if theme_error.is_visible() and reloads < 2:
+        if theme_error(page).is_visible() and reloads < 2:
             reloads += 1
             print(f"Lab said 'Error Loading Theme'; loading the page again ({reloads})")
-            page.reload()
+            navigate(page, page.reload)
         time.sleep(0.25)
-    expect(theme_error).to_have_count(0)
+    expect(theme_error(page)).to_have_count(0)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     return page
