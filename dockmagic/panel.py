@@ -140,7 +140,7 @@ CSS = """<style>
 .dm-notice{padding:1px 2px}.dm-notice-error{color:var(--dm-err)}
 .dm-title{font-weight:700;font-size:13px;margin-right:6px}
 .dm-section{font-weight:600;margin-top:6px;color:var(--dm-muted)}
-.dm-card{width:318px;border:1px solid var(--jp-border-color2,#d0d7de);border-radius:6px;
+.dm-card{width:100%;border:1px solid var(--jp-border-color2,#d0d7de);border-radius:6px;
   padding:5px 8px;margin:3px 6px 3px 0;box-sizing:border-box}
 .dm-card-h{display:flex;justify-content:space-between;gap:6px;white-space:nowrap}
 .dm-card-h .dm-muted{overflow:hidden;text-overflow:ellipsis;flex:1}
@@ -152,7 +152,7 @@ CSS = """<style>
 .dm-lv-light{background:var(--dm-ok)}.dm-lv-moderate{background:var(--dm-warn)}
 .dm-lv-heavy{background:var(--dm-err)}.dm-lv-na{background:transparent}
 .dm-v{width:118px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.dm-spark{display:block;margin:3px 0 1px}
+.dm-spark{display:block;margin:3px 0 1px;width:100%}
 .dm-spark .dm-sp-bg{fill:var(--jp-layout-color2,#f6f8fa)}
 .dm-spark .dm-sp-mid{stroke:var(--jp-border-color2,#d0d7de)}
 .dm-spark .dm-sp-t{fill:var(--dm-faint)}
@@ -311,7 +311,8 @@ def sparkline_svg(samples: Sequence[Tuple[float, Optional[float], Optional[float
              f'<text class="dm-sp-t" x="3" y="{height - 3}" font-size="8" '
              f'fill="#8c959f">{window:g} s</text>')
     return (f'<svg class="dm-spark" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" role="img">'
+            f'viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
+            f'xmlns="http://www.w3.org/2000/svg" role="img">'
             f"<title>{gpus.UTIL_NAME} and {gpus.MEMORY_NAME} used, last {window:g} s</title>"
             f"{frame}{mem}{util}</svg>")
 
@@ -636,6 +637,8 @@ class Panel(W.VBox):
         # every row's cells get the same width (not their content's), so columns line up
         self._cell_layout = W.Layout(flex="1 1 0%", min_width="0", overflow="hidden")
         self._html_style = HTMLStyle()
+        # cards share the width: two side by side from about 540 px, up to 340 px each
+        self._card_layout = W.Layout(flex="1 1 270px", min_width="250px", max_width="340px")
         self.add_class("dm-panel")
 
         self.scope_w = W.ToggleButtons(
@@ -860,7 +863,7 @@ class Panel(W.VBox):
         cards = {}
         for card in state.cards:
             key = card.info.uuid or f"#{card.info.index}"
-            w = self._cards.get(key) or W.HTML(style=self._html_style)
+            w = self._cards.get(key) or W.HTML(style=self._html_style, layout=self._card_layout)
             value = card_html(card, state.time)
             if w.value != value:
                 w.value = value
@@ -1074,6 +1077,7 @@ class Panel(W.VBox):
                 owned += [*self._cards.values(), *_descendants(self),
                           *_descendants(self.logs_w), self.logs_w, self._btn_layout,
                           self._btn_style, self._row_layout, self._cell_layout,
+                          self._card_layout,
                           self._html_style, self.layout]
                 self._rows, self._cards = {}, {}
                 for w in owned:
