@@ -215,7 +215,8 @@ def open_and_run_all(lab, browser, name, width=1280, height=900):
     from playwright.sync_api import expect
 
     url, token, _ = lab
-    page = browser.new_page(viewport={"width": width, "height": height})
+    page = browser.new_page(viewport={"width": width, "height": height},
+                            permissions=["clipboard-read", "clipboard-write"])
     workspace = uuid.uuid4().hex[:8]
     navigate(page, lambda: page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}"
                                      f"?token={token}"))
@@ -445,6 +446,16 @@ def test_logs_pane_opens_under_its_row_and_follows_new_output(view_page):
     shot(page.locator(".dm-panel"), "panel-logs.png")
     close.click()
     expect(pane).to_be_hidden(timeout=10_000)
+
+    # wide enough for the ID column: its short ID copies the full one (127.0.0.1 is a secure
+    # context, so the page may write the clipboard)
+    page.set_viewport_size({"width": 1700, "height": 900})
+    copy = row.locator(".dm-id .dm-copy")
+    expect(copy).to_be_visible(timeout=10_000)
+    expect(copy).to_have_text(f"{job.id[:12]} ⧉")
+    copy.click()
+    expect(copy).to_have_text("copied")
+    assert page.evaluate("navigator.clipboard.readText()") == job.id
 
 
 @NEEDS_CELL_FIXES
