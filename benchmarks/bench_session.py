@@ -147,7 +147,7 @@ def main():
 
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; image {IMAGE}")
     folder = tempfile.mkdtemp(prefix="dockmagic-bench-")
-    os.chdir(folder)  # the exchange folder lives in the mounted notebook folder
+    os.chdir(folder)  # the notebook folder (the exchange is a private folder per cell)
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "dockmagic")
     name = f"bench-{uuid.uuid4().hex[:6]}"

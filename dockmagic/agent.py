@@ -5,18 +5,23 @@ Stdlib only, Python 3.8+: nothing is installed in the image. dockmagic sends thi
 into the container (`python3 -u -c SOURCE MODE ...`, or as the prelude of a one-shot cell's
 stdin), so it must stay one self-contained file. Modes:
 
-``session NONCE``
-    One persistent interpreter. Requests arrive as frames on stdin (``HEADER`` + JSON payload).
-    A reply is the cell's own output on stdout/stderr, then an end marker on *both* streams:
-    docker carries stdout and stderr on separate pipes with no order between them, so only a
-    marker at the end of each stream says that stream is complete. The stderr marker carries the
-    outcome (hex of JSON). Markers look like an OSC escape (``ESC ] dm;NONCE;ID;DATA BEL``), which
-    terminals showing `docker logs` swallow.
+``session``
+    One persistent interpreter. Requests arrive as frames on stdin (``HEADER`` + JSON payload);
+    each carries a fresh random ``token`` chosen by the kernel (nothing secret is ever in argv,
+    the environment or /proc). A reply is the cell's own output on stdout/stderr, then an end
+    marker on *both* streams: docker carries stdout and stderr on separate pipes with no order
+    between them, so only a marker at the end of each stream says that stream is complete. The
+    stderr marker carries the outcome (hex of JSON). Markers look like an OSC escape
+    (``ESC ] dm;TOKEN;DATA BEL``), which terminals showing `docker logs` swallow. A cell can read
+    its own request's token (it runs in this process) and so fake its own end: the kernel trusts
+    nothing in a reply beyond what that cell's display shows (see dockmagic/session.py).
 
 ``spare``
     A started container waiting for one one-shot cell: it reads exactly one request (argv, env)
     from stdin and exec()s the interpreter, which then reads the cell body from the same stdin,
-    as in a cold `docker run -i`; exit code, PID and signals are the interpreter's own.
+    as in a cold `docker run -i`; exit code, PID and signals are the interpreter's own. When the
+    interpreter cannot be started, the agent says why in ``SPAWN_FAILED_FILE`` in its private
+    exchange folder (never on the cell's stderr, which the cell owns) and exits 127 or 126.
 
 (no mode)
     Imported as the prelude of a one-shot cell with ``--in``/``--out``: see ``run_oneshot``.
@@ -25,17 +30,22 @@ import os
 import struct
 import sys
 
-VERSION = 1
+VERSION = 2  # 2: a token per request (no nonce in argv); --out files named by the kernel
 MAGIC = b"dm"
 #: Host -> agent frame header: magic, kind, request id, payload length.
 HEADER = struct.Struct(">2sBII")
 RUN, COMMAND, INTERRUPT, HELLO, QUIT, SPAWN = (ord(c) for c in "RCIHQX")
 MARK_OPEN = b"\x1b]dm;"
 MARK_CLOSE = b"\x07"
-#: Written (on stderr) by a spare that cannot exec the interpreter; the host turns it into the
-#: same error a cold start gives.
-SPARE_EXEC_FAILED = "dockmagic-spare-exec-failed:"
-#: Files of one --in/--out exchange: inputs are written by the host, outputs by the container.
+#: Where a container's own private exchange folder is mounted (one per container, see
+#: dockmagic/transfer.py).
+XFER_TARGET = "/.dockmagic-xfer"
+#: Written into XFER_TARGET by a spare that cannot exec the interpreter; the host reads it only
+#: when the cell ended with 126 or 127, and turns it into the error a cold start gives.
+SPAWN_FAILED_FILE = "spawn-failed"
+#: Files of one --in/--out exchange: inputs (``in-N.npy|.pkl``) are written by the host, outputs
+#: (``out-N.npy|.pkl``, N = the position of the name in the cell's request) by the container.
+#: The host picks the file names and decoders itself; RESULT_FILE only carries a message.
 RESULT_FILE = "result.json"
 
 #: The filename this agent's own frames carry, so tracebacks can leave them out.
@@ -94,6 +104,12 @@ def _numpy_class(module, name):
 
 
 def load_pickle(path):
+    with open(path, "rb") as f:
+        return load_pickle_file(f)
+
+
+def load_pickle_file(f):
+    """Unpickle in full (runs whatever the pickle names: only for trusted files)."""
     import pickle
 
     class Unpickler(pickle.Unpickler):
@@ -103,8 +119,7 @@ def load_pickle(path):
                 return found
             return super().find_class(module, name)
 
-    with open(path, "rb") as f:
-        return Unpickler(f).load()
+    return Unpickler(f).load()
 
 
 def is_plain_array(value):
@@ -114,8 +129,63 @@ def is_plain_array(value):
             and not value.dtype.hasobject)
 
 
-def save_value(value, base):
-    """Write VALUE to BASE.npy (plain arrays) or BASE.pkl; returns (filename, kind)."""
+class NotPlain(Exception):
+    """A value holds something other than plain data; ``obj`` is the offending part."""
+
+    def __init__(self, obj):
+        Exception.__init__(self)
+        self.obj = obj
+
+
+def describe_type(obj):
+    """The type of OBJ as a user reads it: `Foo (from m)`, `dict`, `type (m.Foo)`."""
+    if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
+        return "%s (%s.%s)" % (type(obj).__name__, getattr(obj, "__module__", "?"),
+                               getattr(obj, "__qualname__", "?"))
+    kind = type(obj)
+    module = getattr(kind, "__module__", "")
+    name = getattr(kind, "__qualname__", kind.__name__)
+    return "%s (from %s)" % (name, module) if module and module != "builtins" else name
+
+
+def _plain_pickler(f):
+    """A pickler that writes plain data only (what the kernel's safe loader reads): None, bool,
+    int, float, complex, str, bytes, list, tuple, dict, set, frozenset, numpy arrays (exact
+    ndarray), scalars and dtypes. Anything else raises NotPlain before it is written."""
+    import pickle
+
+    np = sys.modules.get("numpy")
+    allowed = set()
+    if np is not None:
+        allowed.update((np.ndarray, np.dtype))
+        for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
+            m = sys.modules.get(mod)
+            if m is not None:
+                allowed.update(getattr(m, n) for n in ("_reconstruct", "scalar") if hasattr(m, n))
+
+    class Plain(pickle.Pickler):
+        # Called for every object except None, bools and exact int, float, bytes, str, dict,
+        # set, frozenset, list and tuple (which are plain by definition).
+        def reducer_override(self, obj):
+            kind = type(obj)
+            if kind is complex or kind is set or kind is frozenset:
+                return NotImplemented
+            if np is not None and (kind is np.ndarray or isinstance(obj, np.dtype) or (
+                    isinstance(obj, np.generic) and kind.__module__ == "numpy")):
+                return NotImplemented
+            try:
+                if obj in allowed or obj is complex or obj is set or obj is frozenset:
+                    return NotImplemented
+            except TypeError:  # unhashable
+                pass
+            raise NotPlain(obj)
+
+    return Plain(f, protocol=_PICKLE_PROTOCOL)
+
+
+def save_value(value, base, pickle_ok=True):
+    """Write VALUE to BASE.npy (plain arrays) or BASE.pkl; returns (filename, kind). Without
+    PICKLE_OK only plain data is written (NotPlain otherwise)."""
     if is_plain_array(value):
         import numpy as np
         path = base + ".npy"
@@ -127,7 +197,10 @@ def save_value(value, base):
     import pickle
     path = base + ".pkl"
     with open(path, "wb") as f:
-        pickle.dump(value, f, protocol=_PICKLE_PROTOCOL)
+        if pickle_ok:
+            pickle.dump(value, f, protocol=_PICKLE_PROTOCOL)
+        else:
+            _plain_pickler(f).dump(value)
     return path, "pkl"
 
 
@@ -183,14 +256,13 @@ def one_line(exc):
     return "%s: %s" % (type(exc).__name__, text[0]) if text else type(exc).__name__
 
 
-def load_inputs(xdirs, inputs, ns, mapped=()):
-    """INPUTS: [[dest, dir index, file, kind], ...] written by the host into XDIRS; assigned
-    only if all load. MAPPED[i]: XDIRS[i] is a tmpfs (see load_value)."""
+def load_inputs(xdir, inputs, ns, mapped=False):
+    """INPUTS: [[dest, file, kind], ...] written by the host into XDIR; assigned only if all
+    load. MAPPED: XDIR is a tmpfs (see load_value)."""
     loaded = []
-    for dest, idx, name, kind in inputs:
+    for dest, name, kind in inputs:
         try:
-            value = load_value(os.path.join(xdirs[idx], name), kind,
-                               bool(mapped and mapped[idx]))
+            value = load_value(os.path.join(xdir, name), kind, bool(mapped))
         except ImportError as exc:
             raise TransferFailed("--in %s: the container cannot load it (%s); install that "
                                  "module in the image" % (dest, one_line(exc))) from None
@@ -208,53 +280,43 @@ def load_inputs(xdirs, inputs, ns, mapped=()):
             raise TransferFailed("--in %s: %s" % (dest, exc)) from None
 
 
-#: A full (or read-only) first folder (the tmpfs) makes way for the next (the notebook folder).
-def _full(exc):
-    import errno
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+def save_outputs(xdir, outputs, ns):
+    """OUTPUTS: [[dest, src, pickle_ok], ...]: the I-th goes to XDIR/out-I.npy or .pkl.
 
-
-def save_into(xdirs, value, name):
-    """Save VALUE as NAME.npy/.pkl in the first of XDIRS with room; -> (index, file, kind)."""
-    for idx, xdir in enumerate(xdirs):
-        base = os.path.join(xdir, name)
-        try:
-            path, kind = save_value(value, base)
-            return idx, os.path.basename(path), kind
-        except BaseException as exc:
-            for ext in (".npy", ".pkl"):
-                _unlink(base + ext)
-            if not _full(exc) or idx == len(xdirs) - 1:
-                raise
-    raise TransferFailed("no folder to write %s into" % name)
-
-
-def save_outputs(xdirs, outputs, ns):
-    """OUTPUTS: [[dest, src], ...]; returns the manifest [[dest, dir index, file, kind], ...].
-
-    Nothing is reported unless every variable was written; a failure removes what was written.
+    Nothing is left unless every variable was written; a failure removes what was written.
     """
-    manifest = []
+    written = []
     try:
-        for i, (dest, src) in enumerate(outputs):
+        for i, (dest, src, pickle_ok) in enumerate(outputs):
             try:
                 value = resolve(ns, src, "in the container")
             except TransferFailed as exc:
                 raise TransferFailed("--out %s: %s" % (src, exc)) from None
+            base = os.path.join(xdir, "out-%d" % i)
             try:
-                idx, name, kind = save_into(xdirs, value, "out-%d" % i)
+                path, _kind = save_value(value, base, pickle_ok)
+                written.append(path)
+            except NotPlain as exc:
+                for ext in (".npy", ".pkl"):
+                    unlink_quietly(base + ext)
+                part = "" if exc.obj is value else ", which holds one of type %s" % describe_type(exc.obj)
+                raise TransferFailed(
+                    "--out %s: %s is of type %s%s, not plain data; loading it would run code "
+                    "from the container in your kernel. If you trust the image: --out-pickle %s"
+                    % (dest, src, describe_type(value), part, dest)) from None
             except Exception as exc:
+                for ext in (".npy", ".pkl"):
+                    unlink_quietly(base + ext)
                 raise TransferFailed("--out %s: cannot send %s back from the container: %s"
                                      % (src, type(value).__name__, one_line(exc))) from None
-            manifest.append([dest, idx, name, kind])
     except BaseException:
-        for _dest, idx, name, _kind in manifest:
-            _unlink(os.path.join(xdirs[idx], name))
+        for path in written:
+            unlink_quietly(path)
         raise
-    return manifest
+    return written
 
 
-def _unlink(path):
+def unlink_quietly(path):
     try:
         os.unlink(path)
     except OSError:
@@ -304,28 +366,23 @@ def run_oneshot(config, body):
     import json
     import types
 
-    xdirs = config["xdirs"]
+    xdir = config["xdir"]
     module = types.ModuleType("__main__")
     module.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = module
     ns = module.__dict__
 
     def report(result):
-        data = json.dumps(result)
-        for xdir in xdirs:
-            path = os.path.join(xdir, RESULT_FILE)
-            try:
-                with open(path + ".tmp", "w") as f:
-                    f.write(data)
-                os.replace(path + ".tmp", path)
-                return
-            except OSError as exc:
-                _unlink(path + ".tmp")
-                if not _full(exc):
-                    raise
+        path = os.path.join(xdir, RESULT_FILE)
+        try:
+            with open(path + ".tmp", "w") as f:
+                f.write(json.dumps(result))
+            os.replace(path + ".tmp", path)
+        except OSError:
+            unlink_quietly(path + ".tmp")
 
     try:
-        load_inputs(xdirs, config["inputs"], ns, config.get("mapped", ()))
+        load_inputs(xdir, config["inputs"], ns, config.get("mapped", False))
     except TransferFailed as exc:
         report({"s": "transfer", "msg": str(exc)})
         sys.stderr.write("dockmagic: %s\n" % exc)
@@ -341,12 +398,12 @@ def run_oneshot(config, body):
         sys.stderr.flush()
         sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
     try:
-        manifest = save_outputs(xdirs, config["outputs"], ns)
+        save_outputs(xdir, config["outputs"], ns)
     except TransferFailed as exc:
         report({"s": "transfer", "msg": str(exc)})
         sys.stderr.write("dockmagic: %s\n" % exc)
         sys.exit(1)
-    report({"s": "ok", "out": manifest})
+    report({"s": "ok"})
 
 
 # -- spare: become the interpreter -------------------------------------------------------------
@@ -383,9 +440,7 @@ def run_spare():
     argv = req["argv"]
     path = _which(argv[0], env.get("PATH"))
     if path is None:
-        _write_all(2, ('%s exec: "%s": executable file not found in $PATH\n'
-                       % (SPARE_EXEC_FAILED, argv[0])).encode("utf-8", "replace"))
-        os._exit(127)
+        _spawn_failed('exec: "%s": executable file not found in $PATH' % argv[0], 127)
     # Python ignores SIGPIPE and SIGXFSZ; the interpreter must start with docker's defaults.
     for sig in (signal.SIGINT, signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)):
         if sig is not None:
@@ -393,19 +448,30 @@ def run_spare():
     try:
         os.execve(path, argv, env)
     except OSError as exc:
-        _write_all(2, ("%s exec: %s: %s\n" % (SPARE_EXEC_FAILED, argv[0], exc.strerror))
-                   .encode("utf-8", "replace"))
-        os._exit(126)
+        _spawn_failed("exec: %s: %s" % (argv[0], exc.strerror), 126)
+
+
+def _spawn_failed(text, code):
+    """Out of band: the reason goes to the spare's private exchange folder, not to stderr."""
+    try:
+        fd = os.open(os.path.join(XFER_TARGET, SPAWN_FAILED_FILE),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, text.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    os._exit(code)
 
 
 # -- session: one persistent interpreter -------------------------------------------------------
 class Session:
-    def __init__(self, nonce):
+    def __init__(self):
         import queue
         import threading
         import types
 
-        self.mark = MARK_OPEN + nonce.encode("ascii") + b";"
         self.requests = queue.Queue()
         self.lock = threading.Lock()
         self.main_ident = threading.get_ident()
@@ -471,8 +537,10 @@ class Session:
             if item is None:
                 return 0  # stdin closed for good: nobody can reach this session any more
             kind, rid, payload = item
+            token = ""
             try:
                 req = json.loads(payload.decode("utf-8")) if payload else {}
+                token = str(req.get("token", ""))
                 if kind == RUN:
                     reply = self.run_python(rid, req)
                 elif kind == COMMAND:
@@ -486,19 +554,21 @@ class Session:
                 reply = {"s": "interrupted"}
             except BaseException as exc:  # the agent itself must survive anything a cell does
                 reply = {"s": "error", "msg": "dockmagic agent: %s" % one_line(exc)}
-            self.finish(rid, reply)
+            self.finish(token, reply)
             if kind == QUIT:
                 return 0
 
-    def finish(self, rid, reply):
+    def finish(self, token, reply):
         import json
 
+        if not (len(token) == 32 and all(c in "0123456789abcdef" for c in token)):
+            return  # not a request from dockmagic's kernel side: nobody waits for an answer
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 stream.flush()
             except Exception:
                 pass
-        head = self.mark + str(rid).encode("ascii") + b";"
+        head = MARK_OPEN + token.encode("ascii") + b";"
         _write_all(1, head + b"o" + MARK_CLOSE)
         _write_all(2, head + json.dumps(reply).encode("utf-8").hex().encode("ascii")
                    + MARK_CLOSE)
@@ -517,7 +587,7 @@ class Session:
             try:
                 self.in_cell = True
                 if req.get("inputs"):
-                    load_inputs(req["xdirs"], req["inputs"], ns, req.get("mapped", ()))
+                    load_inputs(req["xdir"], req["inputs"], ns, req.get("mapped", False))
                 co = compile(code, name, "exec", self.flags, True)
                 self.flags |= co.co_flags & _FUTURE_FLAGS
                 exec(co, ns)
@@ -535,13 +605,12 @@ class Session:
             sys.stderr.write(text)
             return {"s": "interrupted" if isinstance(exc, KeyboardInterrupt) else "error",
                     "msg": last}
-        reply = {"s": "ok"}
         if req.get("outputs"):
             try:
-                reply["out"] = save_outputs(req["xdirs"], req["outputs"], ns)
+                save_outputs(req["xdir"], req["outputs"], ns)
             except TransferFailed as exc:
                 return {"s": "transfer", "msg": str(exc)}
-        return reply
+        return {"s": "ok"}
 
     def run_command(self, rid, req):
         import errno
@@ -611,7 +680,7 @@ def main(argv):
     if argv[0] == "spare":
         return run_spare()
     if argv[0] == "session":
-        sys.exit(Session(argv[1]).serve())
+        sys.exit(Session().serve())
     sys.stderr.write("dockmagic agent: unknown mode %r\n" % argv[0])
     sys.exit(2)
 

@@ -26,6 +26,7 @@ OWN_FLAGS = {
     "--no-raise-error": False,
     "--in": True,
     "--out": True,
+    "--out-pickle": True,
 }
 
 LABEL_PREFIX = "dockmagic."
@@ -50,6 +51,7 @@ class CellPlan:
     raise_error: bool = True
     inputs: tuple = ()
     outputs: tuple = ()
+    pickle_outputs: tuple = ()  # --out-pickle: unpickled in full (runs the container's code)
     labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -108,7 +110,9 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
     if oneshot and not user.detach:
         prefix.append("--rm")
     if not (own.get("--no-mount") or user.volumes or user.mounts or user.workdir):
-        prefix += ["-v", f"{cwd}:{cwd}", "-w", cwd]
+        # --mount, not -v: a folder whose path holds `:` or `,` stays one source (CSV-quoted)
+        bind = translate.Mount(type="bind", source=cwd, target=cwd).to_cli()
+        prefix += ["--mount", bind, "-w", cwd]
     if own.get("--as-root"):
         prefix += ["-u", "0:0"]
     elif user.user is None:
@@ -149,6 +153,7 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
         raise_error=not own.get("--no-raise-error"),
         inputs=tuple(own.get("--in", ())),
         outputs=tuple(own.get("--out", ())),
+        pickle_outputs=tuple(own.get("--out-pickle", ())),
         labels=dict(labels),
     )
 

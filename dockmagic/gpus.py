@@ -681,6 +681,15 @@ def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None
 # --------------------------------------------------------------------------------------------
 
 
+def describe_no_driver(value: Optional[str], snapshot: Optional[GpuSnapshot]) -> Optional[str]:
+    """One line when a recorded choice names GPUs this machine cannot show (no driver), e.g. a
+    notebook prepared on a laptop for a GPU server; None otherwise."""
+    if value is None or snapshot is None or not snapshot.error:
+        return None
+    return ("no NVIDIA driver is visible here, so this choice is not checked; it is recorded "
+            "and cells that run here with it will fail (`%gpus none` runs them without GPUs)")
+
+
 def snapshot_for_choice(arg: str) -> Optional[GpuSnapshot]:
     """The snapshot :func:`choose_gpus` needs for ``arg``: None for ``all`` / ``none``.
 

@@ -1,7 +1,6 @@
 """The magics: `%%docker`, `%docker SUBCOMMAND`, `%gpus`. Thin: parse -> plan -> runner -> display."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import pwd
 import shlex
@@ -132,7 +131,11 @@ class DockerMagics(Magics):
         dockmagic flags: --dry-run / --show-cmd (print the equivalent `docker run` and stop),
         --no-mount, --as-root, --keep-entrypoint, --no-raise-error, --in NAMES / --out NAMES
         (move variables into the cell and back: `--in x,cfg --out result`, `dest=src` renames;
-        numpy arrays travel as .npy, other objects by pickle).
+        numpy arrays travel as .npy). `--out` brings back plain data only (None, bool, numbers,
+        str, bytes, lists, tuples, dicts and sets of those, numpy arrays, scalars and dtypes),
+        so nothing the container writes can run code in your kernel. `--out-pickle NAMES`
+        brings back any picklable object: unpickling RUNS CODE FROM THE CONTAINER IN YOUR
+        KERNEL; use it only with images you trust.
 
         Sessions: `%docker session NAME [docker-run flags] IMAGE` starts (or reattaches to) a
         long-lived container; `%%docker @NAME` runs the cell in its one persistent Python
@@ -140,8 +143,10 @@ class DockerMagics(Magics):
         After a one-shot cell a spare container with the same spec is kept warm, so the next
         identical cell starts at once in a fresh container (`%docker config --spare off`).
 
-        Departure from the CLI: an unquoted `--gpus device=1,2` means devices 1 and 2 (the CLI
-        would fail with "cannot set both Count and DeviceIDs"); `'"device=1,2"'` works too.
+        Departures from the CLI: an unquoted `--gpus device=1,2` means devices 1 and 2 (the CLI
+        would fail with "cannot set both Count and DeviceIDs"); `'"device=1,2"'` works too. A
+        missing `-v` source inside a folder you own is created as you (docker creates it as
+        root); elsewhere the cell fails and says to create it first.
         `$NAME` and `{expr}` in the line expand from the notebook's variables first, then `$NAME`
         from the kernel's environment (so `-v $HOME/data:/data` works).
 
@@ -158,10 +163,12 @@ class DockerMagics(Magics):
         if cell is None:
             return self._line(line)
         plan = self.plan(line)
-        if plan.inputs or plan.outputs:  # the exchange folder's mount is part of what runs
-            from . import transfer
-            plan = dataclasses.replace(plan, spec=transfer.exchange_spec(plan.spec))
         if plan.dry_run:
+            if plan.inputs or plan.outputs or plan.pickle_outputs:
+                from . import transfer
+                print(f"# --in/--out add --mount type=bind,source=FOLDER,"
+                      f"target={transfer.XFER_TARGET}, FOLDER a fresh private one made for "
+                      f"the cell in {transfer.exchange_root()[0]}")
             print(cellplan.describe_plan(plan))
             return None
         return self.run_plan(plan, cell)
@@ -174,20 +181,29 @@ class DockerMagics(Magics):
         data = body.encode("utf-8")
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         xfer = None
-        if plan.inputs or plan.outputs:  # --in/--out: the body becomes a loader + the cell + a saver
+        if plan.inputs or plan.outputs or plan.pickle_outputs:
+            # --in/--out: the body becomes a loader + the cell + a saver; the inputs wait in a
+            # fresh private folder that only this cell's container gets
             from . import transfer
             try:
                 xfer = transfer.prepare_oneshot(plan, self.shell.user_ns)
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
             data = xfer.body(body)
+        from . import binds
+        try:
+            binds.ensure_bind_sources(spec)  # missing -v sources: made as you, where you own
+        except binds.BindSourceError as exc:
+            if xfer is not None:
+                xfer.close()
+            raise UsageError(str(exc)) from None
         if spec.detach:
             return runner.run_detached(engine, spec, data, on_pull=say)
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
         try:
             result = run_oneshot(
-                engine, spec, data, on_pull=say,
+                engine, spec, data, exchange=xfer, on_pull=say,
                 on_interrupt=lambda cid, how, took: say(
                     f"dockmagic: interrupted; container {cid[:12]} stopped by {how} in "
                     f"{took:.1f} s and removed"))
@@ -294,6 +310,9 @@ class DockerMagics(Magics):
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
             print(gpus.describe_choice(self.gpus_value, snap, arg))
+            note = gpus.describe_no_driver(self.gpus_value, snap)
+            if note:
+                print(note)
             return None
         snap = gpus.query_with_containers(self.engine)
         print(gpus.describe_choice(self.gpus_value, snap))

@@ -6,6 +6,14 @@ kernel keeps ONE attach socket per session: requests go in on stdin as frames, t
 comes back on stdout/stderr as it is written, and each request ends with the agent's end marker
 on both streams. A warm cell costs no engine API call at all.
 
+Each request carries a fresh random token (sent on stdin, so nothing secret is in argv, the
+environment or /proc), and the kernel acts only on end markers carrying the token of the request
+in flight. A cell can still fake the end of its own request (it runs in the agent's process):
+that ends its display early, nothing more; the reply is read for its status and message only,
+and ``--out`` values come from files the kernel names itself, in that cell's own folder
+(``transfer``). Each session has a private exchange folder, mounted at ``agent.XFER_TARGET``
+in it alone, with a fresh sub-folder per cell.
+
 Spares (``spare.py``) use the same agent and attach stream for one-shot cells.
 
 Kernel shutdown (``close_all``, registered with ``kernel.on_shutdown``) removes the sessions
@@ -13,6 +21,7 @@ started with ``--rm``; other sessions keep running and are reattached by name.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -63,9 +72,19 @@ class SessionCellFailed(errors.CellFailed):
 
 
 # -- the attach stream: docker's frames -> per-stream bytes, end markers cut out --------------
+#: A reply's hex is at most this long; a longer "marker" is the cell's own output.
+_MAX_REPLY_HEX = 1 << 20
+_MARK = re.compile(rb"\x1b\]dm;([0-9a-f]{32});([0-9a-fo]{1,%d})\x07" % _MAX_REPLY_HEX)
+_MARK_PREFIX = re.compile(
+    rb"\x1b(?:\](?:d(?:m(?:;(?:[0-9a-f]{0,32}(?:;[0-9a-fo]{0,%d})?)?)?)?)?)?\Z" % _MAX_REPLY_HEX)
+
+
 class _Demux:
-    def __init__(self, mark: bytes):
-        self.mark = mark
+    """Cuts every well-formed end marker out of the streams; ``on_marker(kind, token, data)``
+    decides which (if any) it acts on."""
+
+    def __init__(self):
+        self.mark = agent.MARK_OPEN
         self.frames = FrameSplitter()
         self.held = {1: b"", 2: b""}
 
@@ -75,23 +94,26 @@ class _Demux:
 
     def _stream(self, kind, chunk, on_output, on_marker):
         data = self.held[kind] + chunk if self.held[kind] else chunk
-        mark, start = self.mark, 0
+        mark, start, pos = self.mark, 0, 0
         while True:
-            i = data.find(mark, start)
+            i = data.find(mark, pos)
             if i < 0:
                 break
-            j = data.find(agent.MARK_CLOSE, i + len(mark))
-            if j < 0:
-                if i > start:
-                    on_output(kind, data[start:i])
-                self.held[kind] = data[i:]
-                return
+            m = _MARK.match(data, i)
+            if m is None:
+                if _MARK_PREFIX.match(data, i):  # a marker cut off by the end of this piece
+                    if i > start:
+                        on_output(kind, data[start:i])
+                    self.held[kind] = data[i:]
+                    return
+                pos = i + 1  # not a marker: the cell's own text
+                continue
             if i > start:
                 on_output(kind, data[start:i])
-            on_marker(kind, data[i + len(mark):j])
-            start = j + 1
+            on_marker(kind, m.group(1).decode("ascii"), m.group(2))
+            start = pos = m.end()
         rest = data[start:] if start else data
-        # Hold back what may be the start of a marker split across frames (the mark has
+        # Hold back what may be the start of a marker split across frames (a marker has
         # exactly one ESC, at its start, so only the last ESC can begin one).
         keep = 0
         k = rest.rfind(b"\x1b", max(0, len(rest) - len(mark) + 1))
@@ -104,32 +126,28 @@ class _Demux:
 
 def strip_markers(text: str) -> str:
     """A session's `docker logs` without the agent's end markers (for `%docker logs`)."""
-    return re.sub(r"\x1b\]dm;[0-9a-f]+;[0-9]+;[0-9a-fo]*\x07", "", text)
+    return re.sub(r"\x1b\]dm;[0-9a-f]{32};[0-9a-fo]+\x07", "", text)
 
 
 # -- sessions -----------------------------------------------------------------------------------
 class Session:
     """One attached session container and its agent."""
 
-    def __init__(self, engine, name: str, container_id: str, image: str, nonce: str,
-                 auto_remove: bool, binds: list, user: Optional[str] = None,
-                 fast: Optional[str] = None):
+    def __init__(self, engine, name: str, container_id: str, image: str, auto_remove: bool,
+                 xroot: Optional[str], user: Optional[str] = None):
         self.engine = engine
         self.name = name
         self.user = user
-        self.fast = fast  # the host tmpfs folder mounted at transfer.FAST_TARGET, if any
+        self.xroot = xroot  # its private exchange folder (host path), mounted at XFER_TARGET
         self.id = container_id
         self.image = image
-        self.nonce = nonce
         self.auto_remove = auto_remove
-        self.binds = binds  # [(host source, container destination, rw)]
         self._att = None
         self._raw = None
-        self._demux = _Demux(agent.MARK_OPEN + nonce.encode("ascii") + b";")
-        # Request ids start anywhere: two kernels attached to one session see each other's
-        # markers, and must not take them for their own.
-        self._next = secrets.randbelow(1 << 30)
-        self._waiting = set()  # requests given up on after an interrupt; their ends still come
+        self._demux = _Demux()
+        self._next = secrets.randbelow(1 << 30)  # request ids, for interrupts
+        self._waiting = set()  # tokens given up on after an interrupt; their ends still come
+        self._finished = collections.deque(maxlen=8)  # tokens of the last requests answered
         self._lock = threading.Lock()
         self.info = {}
 
@@ -174,7 +192,8 @@ class Session:
             stdout = stdout or sys.stdout
             stderr = stderr or sys.stderr
             sinks = {1: runner.OutputSink(stdout), 2: runner.OutputSink(stderr)}
-            rid = self._send(kind, json.dumps(payload).encode("utf-8"))
+            token = secrets.token_hex(16)  # this request's alone: only its markers end it
+            rid = self._send(kind, json.dumps(dict(payload, token=token)).encode("utf-8"))
             state = {"out": False, "reply": None}
             if self._waiting:
                 print(f"dockmagic: session {self.name} is still finishing an interrupted cell; "
@@ -184,17 +203,21 @@ class Session:
             def on_output(k, data):
                 sinks[k].write(data)
 
-            def on_marker(k, body):
-                r, _, data = body.partition(b";")
-                r = int(r)
-                if r != rid:
+            def on_marker(k, tok, data):
+                if tok != token:  # another request's (an interrupted one's, another kernel's)
+                    if k == 2 and tok in self._finished and tok not in self._waiting:
+                        # A second end for a cell already answered: that cell printed a fake
+                        # end of its own, and what came since may be its output.
+                        print(f"dockmagic: session {self.name}: a cell before this one printed "
+                              "a fake end marker; output above may be that cell's",
+                              file=stderr, flush=True)
                     if k == 2:
-                        self._waiting.discard(r)
+                        self._waiting.discard(tok)
                     return
                 if k == 1:
                     state["out"] = True
-                else:
-                    state["reply"] = json.loads(bytes.fromhex(data.decode("ascii")))
+                elif state["reply"] is None:
+                    state["reply"] = _parse_reply(data)
 
             def done():
                 return state["out"] and state["reply"] is not None
@@ -203,11 +226,12 @@ class Session:
             try:
                 self._pump(done, on_output, on_marker, deadline)
             except KeyboardInterrupt:
-                self._interrupt(rid, done, on_output, on_marker)
+                self._interrupt(rid, token, done, on_output, on_marker)
                 raise
             finally:
                 for sink in sinks.values():
                     sink.write(b"", final=True)
+            self._finished.append(token)
             return state["reply"]
 
     def _pump(self, done, on_output, on_marker, deadline):
@@ -227,13 +251,13 @@ class Session:
                 self._gone("the container's output ended")
             self._demux.feed(data, on_output, on_marker)
 
-    def _interrupt(self, rid, done, on_output, on_marker):
+    def _interrupt(self, rid, token, done, on_output, on_marker):
         """KeyboardInterrupt in the kernel: the agent raises it inside the running cell."""
         try:
             self._raw.sendall(agent.HEADER.pack(agent.MAGIC, agent.INTERRUPT, rid, 0))
             self._pump(done, on_output, on_marker, time.monotonic() + INTERRUPT_WAIT_S)
         except (socket.timeout, KeyboardInterrupt):
-            self._waiting.add(rid)
+            self._waiting.add(token)
             print(f"dockmagic: session {self.name} is still busy with the interrupted cell "
                   "(code that does not check for KeyboardInterrupt); its output will show in "
                   "the next cell", file=sys.stderr, flush=True)
@@ -258,23 +282,32 @@ class Session:
 
     def run_python(self, code: str, *, inputs=(), outputs=(), user_ns=None, stdout=None,
                    stderr=None, raise_error: bool = True) -> dict:
-        """Run CODE in the session's interpreter; --in/--out via the mounted folder."""
+        """Run CODE in the session's interpreter; --in/--out through a fresh folder in the
+        session's own. OUTPUTS: ((dest, src, pickle_ok), ...) (or (dest, src): plain data)."""
         xchg = None
         payload = {"code": code}
+        outputs = tuple(o if len(o) == 3 else (o[0], o[1], False) for o in outputs)
         try:
             if inputs or outputs:
+                if not self.xroot:
+                    raise transfer.TransferError(
+                        f"--in/--out: session {self.name} has no exchange folder (it was "
+                        f"started by an older dockmagic); start it again with `%docker session "
+                        f"--stop {self.name}` and `%docker session {self.name} ... IMAGE`")
                 xchg = transfer.Exchange.create(
-                    self.binds, os.getcwd(), shared=transfer.container_user_is_other(self.user),
-                    fast=(self.fast, transfer.FAST_TARGET) if self.fast else None)
-                payload.update(xdirs=xchg.container_dirs, mapped=xchg.mapped,
+                    "c-", self.user, parent=self.xroot, container_parent=transfer.XFER_TARGET,
+                    tmpfs=transfer.exchange_root()[1])
+                payload.update(xdir=xchg.container_dir, mapped=xchg.mapped,
                                inputs=xchg.write_inputs(inputs, user_ns),
-                               outputs=[[d, s] for d, s in outputs])
+                               outputs=[list(o) for o in outputs])
             reply = self._exchange(agent.RUN, payload, stdout, stderr)
             status = reply.get("s")
             if status == "ok" and xchg is not None and outputs:
-                xchg.read_outputs(reply.get("out") or [], user_ns)
+                # The session lives on and could still change its files: copied first.
+                xchg.read_outputs(outputs, user_ns, writer_gone=False)
             elif status == "transfer":
-                raise transfer.TransferError(reply.get("msg", "transfer failed"))
+                raise transfer.TransferError(transfer.clean_text(reply.get("msg")
+                                                                 or "transfer failed"))
         finally:
             if xchg is not None:
                 xchg.close()
@@ -304,33 +337,49 @@ class Session:
         _SESSIONS.pop(self.name, None)
         if remove or self.auto_remove:
             self.engine.remove(self.id)
+            transfer.remove_dir(self.xroot)
+
+
+def _parse_reply(data: bytes) -> dict:
+    """A reply from the agent, as plain status fields (anything else in it is dropped)."""
+    try:
+        raw = json.loads(bytes.fromhex(data.decode("ascii")))
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        return {"s": "error", "msg": "the session sent a reply dockmagic cannot read"}
+    reply = {"s": str(raw.get("s", "error"))}
+    if isinstance(raw.get("code"), int) and not isinstance(raw.get("code"), bool):
+        reply["code"] = raw["code"] & 0xFF
+    if raw.get("msg") is not None:
+        reply["msg"] = transfer.clean_text(raw["msg"], 2000)
+    for key in ("version", "pid", "cells"):
+        if isinstance(raw.get(key), int):
+            reply[key] = raw[key]
+    if isinstance(raw.get("python"), str):
+        reply["python"] = transfer.clean_text(raw["python"], 40)
+    return reply
 
 
 _SESSIONS: dict = {}
 
 
-def _binds_from_inspect(info: dict) -> list:
-    return [(m["Source"], m["Destination"], bool(m.get("RW")))
-            for m in info.get("Mounts", ())
-            if m.get("Type") == "bind" and m["Destination"] != transfer.FAST_TARGET]
-
-
-def _fast_from_inspect(info: dict) -> Optional[str]:
-    for m in info.get("Mounts", ()):
-        if m.get("Destination") == transfer.FAST_TARGET and m.get("Source") == \
-                transfer.fast_root():
-            return m["Source"]
-    return None
+def _xroot_from_inspect(info: dict) -> Optional[str]:
+    """The session's private exchange folder, as the engine reports its mount: one of this
+    kernel user's session folders (``transfer.session_dirs``), or None."""
+    src = transfer.exchange_source(info.get("Mounts"))
+    return src if src and src in transfer.session_dirs() else None
 
 
 def _from_container(engine, name: str, info: dict) -> Session:
-    cmd = (info["Config"].get("Cmd") or [])[-2:]  # [..., "session", NONCE] (see for_session)
-    if len(cmd) != 2 or cmd[0] != "session":
+    cmd = (info["Config"].get("Cmd") or [])[-1:]  # [..., "session"] (see for_session)
+    if cmd != ["session"]:
         raise SessionUsage(f"container {name} is labelled a dockmagic session but does not run "
-                           f"the agent; remove it (`%docker rm -f {name}`) and start it again")
-    return Session(engine, name, info["Id"], info["Config"].get("Image", ""), cmd[1],
-                   bool(info["HostConfig"].get("AutoRemove")), _binds_from_inspect(info),
-                   info["Config"].get("User") or None, _fast_from_inspect(info))
+                           f"this dockmagic's agent; remove it (`%docker rm -f {name}`) and "
+                           "start it again")
+    return Session(engine, name, info["Id"], info["Config"].get("Image", ""),
+                   bool(info["HostConfig"].get("AutoRemove")), _xroot_from_inspect(info),
+                   info["Config"].get("User") or None)
 
 
 def _inspect(engine, name: str) -> Optional[dict]:
@@ -409,8 +458,11 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
     if not os.path.basename(python).startswith("python"):
         raise SessionUsage(f"a session runs dockmagic's Python agent; after the image name a "
                            f"Python interpreter (default python3), not {python!r}")
-    nonce = secrets.token_hex(8)
-    run_spec = for_session(spec, python, nonce, transfer.fast_root())
+    from . import binds
+    try:
+        binds.ensure_bind_sources(spec)  # missing -v sources: made as you, where you own
+    except binds.BindSourceError as exc:
+        raise SessionUsage(str(exc)) from None
     log_config = None
     # Everything a session prints also lands in its log, for as long as it lives: cap it
     # (docker's json-file default keeps all of it).
@@ -419,49 +471,70 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
             log_config = {"Type": "json-file", "Config": dict(SESSION_LOG_OPTS)}
     except errors.DockmagicError:
         pass
-    cid = None
+    _reap_session_dirs(engine)
+    # --in/--out go through a private folder of this session's alone (see transfer)
+    try:
+        xroot = transfer.make_private_dir(transfer.exchange_root()[0], f"s-{name}-", spec.user)
+    except OSError as exc:
+        raise transfer.TransferError(f"session {name}: cannot make its exchange folder: "
+                                     f"{exc.strerror}") from None
+    run_spec = for_session(spec, python, xroot)
+    cid, started = None, False
     try:
         cid = engine.create(run_spec, on_pull=say, wants_gpus=plan.wants_gpus,
                             log_config=log_config)
-        sess = Session(engine, name, cid, spec.image, nonce, bool(spec.auto_remove),
-                       transfer.binds_from_spec(spec), spec.user, run_spec_fast(run_spec))
+        sess = Session(engine, name, cid, spec.image, bool(spec.auto_remove), xroot, spec.user)
         sess._attach()
         engine.start(cid, image=spec.image, wants_gpus=plan.wants_gpus)
         sess.hello()
         _SESSIONS[name] = sess
         _register_atexit()
-        cid = None
+        started = True
         return sess
     finally:
-        if cid is not None:  # it never answered: take it away again
-            engine.remove(cid)
+        if not started:  # it never answered: take it away again
+            if cid is not None:
+                engine.remove(cid)
+            transfer.remove_dir(xroot)
 
 
-def for_session(spec, python: str, nonce: str, fast: Optional[str]):
-    """The session container's spec: the agent as its main process, stdin kept open past this
-    kernel's attach (detach: docker-py would otherwise set StdinOnce, and the session must
-    outlive the kernel and be reattached), tini as init, the kernel's tmpfs exchange folder
-    mounted, and reaped with its kernel when started with --rm."""
-    from . import translate
+#: A session folder younger than this may belong to a session being started right now.
+_ORPHAN_AGE_S = 300.0
 
-    mounts = spec.mounts
-    if fast:  # --in/--out go through the kernel's tmpfs folder (see transfer.fast_root)
-        mounts = mounts + (translate.Mount(type="bind", source=fast,
-                                           target=transfer.FAST_TARGET),)
+
+def _reap_session_dirs(engine):
+    """Remove the exchange folders of sessions that are gone (removed with `docker rm`, or by
+    a reaper): no session container mounts them any more."""
+    dirs = transfer.session_dirs()
+    if not dirs:
+        return
+    try:
+        live = {transfer.exchange_source(row.get("Mounts")) for row in query_sessions(engine)}
+    except errors.DockmagicError:
+        return
+    now = time.time()
+    for path in dirs:
+        try:
+            old = now - os.lstat(path).st_mtime > _ORPHAN_AGE_S
+        except OSError:
+            continue
+        if path not in live and old:
+            transfer.remove_dir(path)
+
+
+def for_session(spec, python: str, xroot: str):
+    """The session container's spec: the agent as its main process (no secret on its command
+    line: each request brings its own token), stdin kept open past this kernel's attach
+    (detach: docker-py would otherwise set StdinOnce, and the session must outlive the kernel
+    and be reattached), tini as init, its own private exchange folder XROOT mounted, and
+    reaped with its kernel when started with --rm."""
     run_labels = spec.labels
     if spec.auto_remove:
         run_labels = tuple(sorted(dict(spec.labels, **{L.REAP: "1"}).items()))
     return dataclasses.replace(
-        spec, interactive=True, detach=True, tty=False,
-        entrypoint=(python,), command=("-u", "-c", _agent_source(), "session", nonce),
-        init=True if spec.init is None else spec.init, mounts=mounts, labels=run_labels)
-
-
-def run_spec_fast(spec) -> Optional[str]:
-    for m in spec.mounts:
-        if m.target == transfer.FAST_TARGET:
-            return m.source
-    return None
+        transfer.exchange_spec(spec, xroot), interactive=True, detach=True, tty=False,
+        entrypoint=(python,), command=("-u", "-c", _agent_source(), "session"),
+        init=True if spec.init is None else spec.init, labels=run_labels)
 
 
 def stop(engine, name: str):
@@ -476,6 +549,7 @@ def stop(engine, name: str):
         return
     _check_session_container(name, info)
     engine.remove(info["Id"], quiet=False)
+    transfer.remove_dir(_xroot_from_inspect(info))
 
 
 def query_sessions(engine) -> list:
@@ -536,7 +610,8 @@ def command(engine, args, plan: Callable[[str], object], say: Callable[[str], No
 
 
 def parse_cell_line(line: str):
-    """`@NAME [--in X] [--out Y] [--no-raise-error] [INTERPRETER ...]` -> parts."""
+    """`@NAME [--in X] [--out Y] [--out-pickle Z] [--no-raise-error] [INTERPRETER ...]` ->
+    parts; outputs are ((dest, src, pickle_ok), ...)."""
     try:
         argv = shlex.split(line)
     except ValueError as exc:
@@ -544,29 +619,30 @@ def parse_cell_line(line: str):
     name = argv[0][1:]
     if not name:
         raise SessionUsage("%%docker @NAME: give the session's name, e.g. `%%docker @work`")
-    ins, outs, raise_error = [], [], True
+    ins, outs, pickled, raise_error = [], [], [], True
     i = 1
     while i < len(argv) and argv[i].startswith("-"):
         arg = argv[i]
         key, eq, value = arg.partition("=")
-        if key in ("--in", "--out"):
+        if key in ("--in", "--out", "--out-pickle"):
             if not eq:
                 i += 1
                 if i == len(argv):
                     raise SessionUsage(f"{key} needs a value, e.g. {key} x,y")
                 value = argv[i]
-            (ins if key == "--in" else outs).append(value)
+            {"--in": ins, "--out": outs, "--out-pickle": pickled}[key].append(value)
         elif arg == "--no-raise-error":
             raise_error = False
         else:
-            raise SessionUsage(f"%%docker @{name} takes --in, --out, --no-raise-error and an "
+            raise SessionUsage(f"%%docker @{name} takes --in, --out, --out-pickle, "
+                               f"--no-raise-error and an "
                                f"interpreter, not {arg!r}; container flags belong to "
                                f"`%docker session {name} ...`")
         i += 1
     interpreter = tuple(argv[i:])
     try:
         inputs = transfer.parse_transfers(ins, "--in")
-        outputs = transfer.parse_transfers(outs, "--out")
+        outputs = transfer.parse_outputs(outs, pickled)
     except transfer.TransferUsage as exc:
         raise SessionUsage(str(exc)) from None
     return name, interpreter, inputs, outputs, raise_error

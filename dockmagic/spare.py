@@ -7,6 +7,11 @@ reads the cell body from stdin as in a cold `docker run -i --rm`. So the cell ru
 brand-new container without paying for create + start. At most one spare is kept; it is removed
 when unused for a while, when the spec changes, and at kernel shutdown
 (``kernel.on_shutdown``).
+
+Each spare is made with its own private exchange folder (``transfer``), mounted at
+``agent.XFER_TARGET``: a cell with ``--in``/``--out`` that runs in it moves its inputs there,
+and the agent reports an interpreter it cannot start there too (``agent.SPAWN_FAILED_FILE``),
+never on the cell's stderr, which is the cell's own.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import threading
 import time
 from typing import Optional
 
-from . import agent, errors, runner
+from . import agent, errors, runner, transfer
 from . import labels as L
 from .agentsrc import agent_source
 from .kernel import on_shutdown
@@ -29,32 +34,36 @@ SPARE_IDLE_S = 600.0
 
 # -- the pool -------------------------------------------------------------------------------------
 class _Spare:
-    __slots__ = ("key", "id", "att", "image", "image_id", "engine", "made")
+    __slots__ = ("key", "id", "att", "image", "image_id", "engine", "made", "xdir")
 
-    def __init__(self, key, cid, att, image, image_id, engine):
+    def __init__(self, key, cid, att, image, image_id, engine, xdir=None):
         self.key, self.id, self.att, self.engine = key, cid, att, engine
         self.image, self.image_id = image, image_id
+        self.xdir = xdir  # its private exchange folder (host path); a cell may take it over
         self.made = time.monotonic()
 
 
 def spare_key(engine, spec) -> Optional[tuple]:
     """What must match for a spare to stand in for a cold start: the engine, and the spec with
     what is not fixed at create time left out: the environment (the agent applies the cell's
-    own when it runs) and the per-cell label. None: this cell never gets a spare."""
+    own when it runs), the per-cell label and the cell's exchange folder (a spare has its own).
+    None: this cell never gets a spare."""
     if (spec.name or spec.detach or spec.ports or spec.publish_all_ports or not spec.entrypoint
             or spec.tty):
         return None
     labels = tuple((k, v) for k, v in spec.labels if k != L.CELL)
-    return (id(engine), dataclasses.replace(spec, env=(), labels=labels, auto_remove=False))
+    return (id(engine), dataclasses.replace(transfer.without_exchange(spec), env=(),
+                                            labels=labels, auto_remove=False))
 
 
-def for_spare(spec):
-    """The spare's own spec: the cell's, running the agent in spare mode, labelled a spare that
-    dies with its kernel."""
+def for_spare(spec, xdir: str):
+    """The spare's own spec: the cell's, running the agent in spare mode, with its own private
+    exchange folder XDIR mounted, labelled a spare that dies with its kernel."""
     labels = {k: v for k, v in spec.labels if k != L.CELL}
     labels.update({L.KIND: "spare", L.REAP: "1"})
     return dataclasses.replace(
-        spec, env=(), labels=tuple(sorted(labels.items())), interactive=True, detach=False,
+        transfer.exchange_spec(spec, xdir), env=(), labels=tuple(sorted(labels.items())),
+        interactive=True, detach=False,
         tty=False, auto_remove=False, entrypoint=("python3",),
         command=("-I", "-c", agent_source(), "spare"))
 
@@ -76,17 +85,28 @@ class SparePool:
         self.used = 0                       # cells that ran in a spare (for tests and %docker)
 
     # cell side
-    def run_oneshot(self, engine, spec, body: bytes, **kw) -> runner.CellResult:
-        """`runner.run_oneshot`, in a spare when one with the same spec is ready."""
+    def run_oneshot(self, engine, spec, body: bytes, *, exchange=None,
+                    **kw) -> runner.CellResult:
+        """`runner.run_oneshot`, in a spare when one with the same spec is ready. EXCHANGE (a
+        ``transfer.OneshotTransfer``): the cell's inputs, moved into the spare's own folder."""
         key = spare_key(engine, spec)
         if key is None or key in self._never:
-            return runner.run_oneshot(engine, spec, body, **kw)
+            return run_cold(engine, spec, body, exchange=exchange, **kw)
         spare = self._take(key)
         result = None
         if spare is not None:
-            result = self._run_in(spare, spec, body, **kw)
+            xdir = spare.xdir
+            if exchange is not None:
+                try:
+                    exchange.move_to(xdir)
+                    spare.xdir = None  # the cell's now: it removes it when it is done
+                except (OSError, TypeError):
+                    self._discard(spare)
+                    spare = None
+            if spare is not None:
+                result = self._run_in(spare, spec, body, xdir=xdir, **kw)
         if result is None:
-            result = runner.run_oneshot(engine, spec, body, **kw)
+            result = run_cold(engine, spec, body, exchange=exchange, **kw)
         self._want(key, engine, spec)  # only after a cell that ran (not interrupted, not refused)
         return result
 
@@ -123,7 +143,7 @@ class SparePool:
         except errors.DockmagicError:
             return False
 
-    def _run_in(self, spare: _Spare, spec, body, *, stdout=None, stderr=None,
+    def _run_in(self, spare: _Spare, spec, body, *, xdir=None, stdout=None, stderr=None,
                 on_pull=None, on_interrupt=None, remove=True):
         """The cold path's stream/wait/remove, minus create/attach/start."""
         engine = spare.engine
@@ -137,21 +157,16 @@ class SparePool:
         self.used += 1
         cid, removed = spare.id, False
         try:
-            failed = []
-
-            def claim_exec_failure(kind, data):
-                if kind == 2 and not failed and data.startswith(agent.SPARE_EXEC_FAILED.encode()):
-                    failed.append(data.decode("utf-8", "replace"))
-                    return True
-                return False
-
             result = runner.finish_cell(engine, cid, spare.att, body, stdout=stdout,
-                                        stderr=stderr, on_interrupt=on_interrupt,
-                                        intercept=claim_exec_failure)
-            if failed:
-                text = failed[0][len(agent.SPARE_EXEC_FAILED):].strip()
-                raise errors.EngineError(errors.describe_api_error(
-                    f"OCI runtime create failed: {text}", spec.image, bool(spec.gpus)))
+                                        stderr=stderr, on_interrupt=on_interrupt)
+            if result.exit_code in (126, 127) and xdir:
+                # Out of band: only the agent writes this, before the interpreter exists.
+                text = transfer.Exchange(xdir).read_small(agent.SPAWN_FAILED_FILE, 4096)
+                if text is not None:
+                    raise errors.EngineError(errors.describe_api_error(
+                        "OCI runtime create failed: "
+                        + transfer.clean_text(text.decode("utf-8", "replace")),
+                        spec.image, bool(spec.gpus)))
             if remove:  # the cell is over; the engine's clean-up need not hold the kernel
                 self._discard(spare)
                 removed = True
@@ -230,9 +245,14 @@ class SparePool:
                         self._cond.notify_all()
 
     def _make(self, key, engine, spec) -> Optional[_Spare]:
+        try:
+            xdir = transfer.make_private_dir(transfer.exchange_root()[0],
+                                             transfer.cell_dir_prefix(), spec.user)
+        except (OSError, errors.DockmagicError):
+            return None
         cid = None
         try:
-            cid = engine.create(for_spare(spec))
+            cid = engine.create(for_spare(spec, xdir))
             att = engine.attach(cid)
             try:
                 engine.start(cid, image=spec.image)
@@ -240,7 +260,8 @@ class SparePool:
             except BaseException:
                 att.close()
                 raise
-            spare, cid = _Spare(key, cid, att, spec.image, image_id, engine), None
+            spare = _Spare(key, cid, att, spec.image, image_id, engine, xdir)
+            cid = xdir = None
             return spare
         except errors.EngineUnavailable:
             return None
@@ -252,6 +273,7 @@ class SparePool:
         finally:
             if cid is not None:
                 engine.remove(cid)
+            transfer.remove_dir(xdir)
 
     # lifecycle
     def ready(self, timeout: float = 30.0) -> bool:
@@ -311,6 +333,15 @@ class SparePool:
 def _remove_spare(spare: _Spare):
     spare.att.close()
     spare.engine.remove(spare.id)
+    xdir, spare.xdir = spare.xdir, None
+    transfer.remove_dir(xdir)
+
+
+def run_cold(engine, spec, body: bytes, *, exchange=None, **kw) -> runner.CellResult:
+    """`runner.run_oneshot` in a new container; EXCHANGE's private folder mounted in it."""
+    if exchange is not None:
+        spec = exchange.amend(spec)
+    return runner.run_oneshot(engine, spec, body, **kw)
 
 
 SPARES = SparePool()
@@ -320,7 +351,7 @@ def runner_for(spec, enabled: bool = True):
     """The one-shot runner for SPEC, ``(engine, spec, body, **kw) -> CellResult``: through the
     spare pool where spares apply."""
     if (not enabled or spec.detach or spec.name or spec.ports or spec.publish_all_ports):
-        return runner.run_oneshot
+        return run_cold
     return SPARES.run_oneshot
 
 

@@ -1,13 +1,28 @@
 """`--in` / `--out`: notebook variables into a cell's container and back.
 
-Values travel as files in a hidden folder (``.dockmagic-xfer-*``) made inside a host folder the
-container has mounted (the notebook folder by default), removed when the cell ends, whatever
-happens. Plain numpy arrays go as ``.npy`` (no pickle; readable by numpy 1.x and 2.x alike),
-written straight from the array's memory and read straight into the new array: one copy into
-the page cache on one side, one copy out on the other, never to disk on the way. Everything
-else goes by pickle, protocol 4 (any Python 3.8+ reads it), with numpy's module rename between
-1.x and 2.x (``numpy.core`` / ``numpy._core``) bridged on load. What cannot travel fails with one
-line naming the variable, before the cell runs (``--in``) or instead of assigning anything
+**Private exchange.** Each container gets its own fresh folder, made by the kernel and mounted
+into that container only, at ``agent.XFER_TARGET``: a one-shot cell's container (cold or spare)
+gets ``k-<kernel>-<random>``, a session ``s-<name>-<random>`` (with a fresh ``c-<random>``
+inside per cell). Mode 0700 and the kernel's own uid when the container runs as that uid (or as
+root); chowned to the container's numeric uid when the kernel is root; 0777 otherwise (its name
+is random and its parent is not listable). The folders live in the kernel's exchange root,
+``/dev/shm/dockmagic-<uid>`` (a tmpfs: never written back to disk; see ``exchange_root``), and
+are removed after the cell or with their container; ``exchange_dirs_of(kernel_id)`` finds a dead
+kernel's, ``session_dirs()`` the sessions'.
+
+**The kernel decides what comes back.** The I-th name of ``--out`` is read from ``out-I.npy``
+or ``out-I.pkl`` in that cell's folder and nowhere else, opened without following links, and
+assigned to the name the kernel asked for. ``.npy`` loads with ``allow_pickle=False``; ``.pkl``
+with an unpickler that can build plain data only (None, bool, int, float, complex, str, bytes,
+list, tuple, dict, set, frozenset, numpy arrays, scalars and dtypes) and can call nothing else.
+Only the names given to ``--out-pickle`` are unpickled in full, which runs code the container
+chose, in this kernel. Nothing the container writes picks a path, a decoder or a name.
+
+Plain numpy arrays go as ``.npy`` (readable by numpy 1.x and 2.x alike), written straight from
+the array's memory and read straight into the new array. Everything else goes by pickle,
+protocol 4 (any Python 3.8+ reads it), with numpy's module rename between 1.x and 2.x
+(``numpy.core`` / ``numpy._core``) bridged on load. What cannot travel fails with one line
+naming the variable, before the cell runs (``--in``) or instead of assigning anything
 (``--out``): the notebook gets all outputs or none.
 
 ``--in a,b --in c=d.e``: ``a``, ``b`` as themselves, the notebook's ``d.e`` as ``c``.
@@ -19,15 +34,21 @@ from __future__ import annotations
 import json
 import keyword
 import os
+import pickle
 import posixpath
+import re
 import secrets
 import shutil
 import stat
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+import tempfile
+from typing import Iterable, List, Mapping, Optional, Tuple
 
 from . import agent, errors
 
-XFER_PREFIX = ".dockmagic-xfer-"
+#: Where a container's private exchange folder appears in it.
+XFER_TARGET = agent.XFER_TARGET
+_TMPFS = "/dev/shm"
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 class TransferUsage(ValueError):
@@ -47,8 +68,10 @@ def _check_name(name: str, flag: str, item: str) -> str:
     return name
 
 
-def parse_transfers(values: Iterable[str], flag: str) -> Tuple[Tuple[str, str], ...]:
-    """`--in`/`--out` values -> ((dest, src), ...); repeated flags and commas both add."""
+def parse_transfers(values: Iterable[str], flag: str,
+                    seen: Iterable[str] = ()) -> Tuple[Tuple[str, str], ...]:
+    """`--in`/`--out` values -> ((dest, src), ...); repeated flags and commas both add.
+    SEEN: destinations already named (by ``--out`` for ``--out-pickle``)."""
     pairs = []
     for value in values:
         for item in str(value).split(","):
@@ -60,58 +83,23 @@ def parse_transfers(values: Iterable[str], flag: str) -> Tuple[Tuple[str, str], 
                 src = dest
                 dest = src.rsplit(".", 1)[-1]
             pairs.append((_check_name(dest, flag, item), _check_name(src, flag, item)))
-    seen = set()
+    seen = set(seen)
     for dest, _ in pairs:
         if dest in seen:
-            raise TransferUsage(f"{flag}: {dest} is named twice")
+            raise TransferUsage(f"{flag}: {dest} is named twice (a name goes to --out or to "
+                                f"--out-pickle, once)" if seen else f"{flag}: {dest} is named twice")
         seen.add(dest)
     return tuple(pairs)
 
 
-def binds_from_spec(spec) -> list:
-    """[(host source, container target, writable)] of a RunSpec's bind mounts."""
-    from . import translate
-
-    binds = []
-    for vol in spec.volumes:
-        src, tgt, opts = translate.split_volume(vol)
-        if src.startswith("/"):
-            binds.append((src, tgt, "ro" not in opts.split(",")))
-    for m in spec.mounts:
-        if m.type == "bind":
-            binds.append((m.source, m.target, not m.read_only))
-    return binds
+def parse_outputs(outs: Iterable[str], pickled: Iterable[str] = ()):
+    """`--out` and `--out-pickle` values -> ((dest, src, pickle_ok), ...)."""
+    plain = parse_transfers(outs, "--out")
+    full = parse_transfers(pickled, "--out-pickle", seen=[d for d, _ in plain])
+    return tuple((d, s, False) for d, s in plain) + tuple((d, s, True) for d, s in full)
 
 
-def pick_exchange_dir(binds: Sequence[Tuple[str, str, bool]], cwd: str) -> Tuple[str, str]:
-    """(host folder, the same folder's path in the container) to exchange files through:
-    the notebook folder where it is mounted, else the first writable bind mount."""
-    best = None
-    for src, dst, rw in binds:
-        if not rw:
-            continue
-        root = src.rstrip("/") or "/"
-        if cwd == root or cwd.startswith(root.rstrip("/") + "/"):
-            rel = os.path.relpath(cwd, root)
-            cand = (len(root), cwd, posixpath.normpath(posixpath.join(dst, rel)))
-            if best is None or cand[0] > best[0]:
-                best = cand
-    if best is not None:
-        return best[1], best[2]
-    for src, dst, rw in binds:
-        if rw and os.path.isdir(src):
-            return src, dst
-    raise TransferError("--in/--out pass variables through a host folder the container mounts, "
-                        "and this one mounts none writable: drop --no-mount (the notebook "
-                        "folder is mounted by default) or add -v HOST_DIR:DIR")
-
-
-# -- the fast folder: a host tmpfs ------------------------------------------------------------
-#: Where the kernel's tmpfs exchange root appears in a container.
-FAST_TARGET = "/.dockmagic-xfer"
-_TMPFS = "/dev/shm"
-
-
+# -- the exchange root and its folders ---------------------------------------------------------
 def _is_tmpfs(path: str) -> bool:
     try:
         with open("/proc/mounts") as f:
@@ -121,124 +109,366 @@ def _is_tmpfs(path: str) -> bool:
         return False
 
 
-def fast_root() -> Optional[str]:
-    """The kernel's exchange root on a host tmpfs, or None.
-
-    Why not the notebook folder: files written there are dirty page cache of the disk that
-    usually also holds /var/lib/docker, and creating or removing *any* container syncs that
-    filesystem (overlayfs unmount), so a 1 GB input would be flushed to disk while the cell
-    waits (seconds). tmpfs pages are never written back. Mode 0711: other users may pass
-    through to a per-cell folder opened for them, not list it.
-    """
-    if not _is_tmpfs(_TMPFS):
-        return None
-    root = os.path.join(_TMPFS, f"dockmagic-{os.getuid()}")
+def _own_dir(path: str, mode: int) -> bool:
+    """PATH is (now) a real folder of ours with MODE (never a planted link or someone else's)."""
     try:
-        os.mkdir(root, 0o711)
+        os.mkdir(path, mode)
     except FileExistsError:
         pass
     except OSError:
-        return None
+        return False
     try:
-        st = os.lstat(root)
+        st = os.lstat(path)
     except OSError:
-        return None
+        return False
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        return None  # not ours (or a symlink planted in the shared /dev/shm): do not use it
-    if stat.S_IMODE(st.st_mode) != 0o711:
-        os.chmod(root, 0o711)
-    return root
+        return False
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+    return True
 
 
-def exchange_spec(spec, fast: Optional[str] = "auto"):
-    """SPEC with the kernel's tmpfs exchange root mounted, where there is one (a fixed target,
-    so that repeated cells keep one spec and their spare). Idempotent."""
+def exchange_root() -> Tuple[str, bool]:
+    """(the kernel's exchange root, whether it is a tmpfs).
+
+    ``/dev/shm/dockmagic-<uid>``: files written to the notebook's disk are dirty page cache of
+    the disk that usually also holds /var/lib/docker, and creating or removing *any* container
+    syncs that filesystem, so a 1 GB input would be flushed to disk while the cell waits; tmpfs
+    pages are never written back. Without a tmpfs there: ``<tempdir>/dockmagic-<uid>``.
+    ``$DOCKMAGIC_XFER_ROOT`` names another parent (for inputs larger than /dev/shm holds).
+    Mode 0711: other users may pass through to a folder opened for them, not list it.
+    """
+    parent = os.environ.get("DOCKMAGIC_XFER_ROOT")
+    tmpfs = False
+    if not parent:
+        tmpfs = _is_tmpfs(_TMPFS)
+        parent = _TMPFS if tmpfs else tempfile.gettempdir()
+    root = os.path.join(parent, f"dockmagic-{os.getuid()}")
+    if not _own_dir(root, 0o711):
+        raise TransferError(f"--in/--out: cannot use {root} for the exchange (it must be a "
+                            f"folder of uid {os.getuid()}); remove it, or set "
+                            "DOCKMAGIC_XFER_ROOT to another folder")
+    return root, tmpfs or _is_tmpfs(parent)
+
+
+def kernel_tag(kernel_id: str) -> str:
+    """KERNEL_ID (the ``dockmagic.kernel`` label) as it appears in exchange folder names."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", kernel_id or "")[:120]
+
+
+def cell_dir_prefix() -> str:
+    """The name prefix of this kernel's one-shot and spare exchange folders."""
+    from .kernel import kernel_id
+    return f"k-{kernel_tag(kernel_id())}-"
+
+
+def exchange_dirs_of(kernel_id: str, root: Optional[str] = None) -> List[str]:
+    """The exchange folders of the one-shot cells and spares of kernel KERNEL_ID (the
+    ``dockmagic.kernel`` label), for a reaper to remove once that kernel is dead. Session
+    folders (``session_dirs``) belong to their session container, not to a kernel."""
+    if root is None:
+        try:
+            root = exchange_root()[0]
+        except TransferError:
+            return []
+    prefix = f"k-{kernel_tag(kernel_id)}-"
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    return sorted(os.path.join(root, n) for n in names
+                  if n.startswith(prefix) and re.fullmatch(r"[0-9a-f]{32}", n[len(prefix):]))
+
+
+def session_dirs(root: Optional[str] = None) -> List[str]:
+    """Every session's exchange folder (``s-<name>-<random>``); each is mounted at XFER_TARGET
+    in its session container, so one no container mounts any more is an orphan."""
+    if root is None:
+        try:
+            root = exchange_root()[0]
+        except TransferError:
+            return []
+    try:
+        return sorted(os.path.join(root, n) for n in os.listdir(root) if n.startswith("s-"))
+    except OSError:
+        return []
+
+
+def _numeric_user(user: Optional[str]):
+    """-u UID[:GID] -> (uid, gid or None); a name (known only inside the image) -> None."""
+    name, _, group = (user or "").partition(":")
+    if not name.isdigit() or (group and not group.isdigit()):
+        return None
+    return int(name), int(group) if group else None
+
+
+def make_private_dir(parent: str, prefix: str, user: Optional[str]) -> str:
+    """A fresh folder PARENT/PREFIX<random> only the container's user (USER: its `-u`, None for
+    the image's own) can use: see the module docstring."""
+    path = os.path.join(parent, prefix + secrets.token_hex(16))
+    os.mkdir(path, 0o700)
+    try:
+        me = os.getuid()
+        numeric = _numeric_user(user)
+        if numeric is not None and numeric[0] in (me, 0):
+            pass  # the kernel's own uid, or root (which passes any mode)
+        elif numeric is not None and me == 0:
+            os.chown(path, numeric[0], numeric[1] if numeric[1] is not None else -1)
+        else:
+            os.chmod(path, 0o777)  # another (or unknown) user and no right to chown
+    except BaseException:
+        remove_dir(path)
+        raise
+    return path
+
+
+def remove_dir(path: Optional[str]):
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def without_exchange(spec):
+    """SPEC without a private exchange folder mounted (what a spare's key compares)."""
+    import dataclasses
+
+    if not any(m.target == XFER_TARGET for m in spec.mounts):
+        return spec
+    return dataclasses.replace(spec, mounts=tuple(m for m in spec.mounts
+                                                  if m.target != XFER_TARGET))
+
+
+def exchange_spec(spec, host_dir: str):
+    """SPEC with HOST_DIR (and nothing else of the exchange root) mounted at XFER_TARGET."""
     import dataclasses
 
     from . import translate
-    fast = fast_root() if fast == "auto" else fast
-    if not fast or any(m.target == FAST_TARGET for m in spec.mounts):
-        return spec
+    spec = without_exchange(spec)
     return dataclasses.replace(spec, mounts=spec.mounts + (
-        translate.Mount(type="bind", source=fast, target=FAST_TARGET),))
+        translate.Mount(type="bind", source=host_dir, target=XFER_TARGET),))
+
+
+def exchange_source(mounts) -> Optional[str]:
+    """The host folder a container's inspected ``Mounts`` show at XFER_TARGET, or None."""
+    for m in mounts or ():
+        if m.get("Destination") == XFER_TARGET and m.get("Type") == "bind":
+            return m.get("Source")
+    return None
+
+
+# -- what the kernel reads back: safe decoders only ---------------------------------------------
+class _Refused(Exception):
+    def __init__(self, what):
+        Exception.__init__(self, what)
+        self.what = what
+
+
+_PLAIN_BUILTINS = {"complex": complex, "set": set, "frozenset": frozenset}
+_NUMPY_MODULES = ("numpy._core.multiarray", "numpy.core.multiarray")
+
+
+def _safe_global(module: str, name: str):
+    """The few callables plain data needs: none of them can run code of the container's."""
+    if module == "builtins":
+        return _PLAIN_BUILTINS.get(name)
+    if module == "numpy" and name in ("ndarray", "dtype"):
+        import numpy
+        return getattr(numpy, name)
+    if module in _NUMPY_MODULES and name in ("_reconstruct", "scalar"):
+        import importlib
+        for candidate in _NUMPY_MODULES:  # numpy 2's own name first (its `core` shim warns)
+            try:
+                return getattr(importlib.import_module(candidate), name)
+            except (ImportError, AttributeError):
+                continue
+    return None
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        found = _safe_global(module, name)
+        if found is None:
+            raise _Refused(f"{module}.{name}")
+        return found
+
+    def persistent_load(self, pid):
+        raise _Refused("a persistent id")
+
+
+def clean_text(text: str, limit: int = 500) -> str:
+    """Text from the container, as one printable line."""
+    text = " ".join(str(text).split())
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _private_copy(fd: int, size: int) -> int:
+    """A memfd holding the first SIZE bytes of FD: a copy made in the kernel (no page faults
+    in this process, no huge-page compaction), that nobody else holds a descriptor of."""
+    mfd = os.memfd_create("dockmagic-out", getattr(os, "MFD_CLOEXEC", 0))
+    try:
+        done = 0
+        while done < size:
+            n = os.sendfile(mfd, fd, done, size - done)
+            if n == 0:
+                raise ValueError("the file is shorter than its header says")
+            done += n
+    except BaseException:
+        os.close(mfd)
+        raise
+    return mfd
+
+
+def _read_npy(f, how: str):
+    """An array from a .npy file, never unpickling. HOW: "map" (the writer is gone: large
+    arrays are mapped copy-on-write straight from the file), "copy" (the writer may still
+    write: large arrays are copied into a private memfd first, then mapped), "read"."""
+    import numpy as np
+
+    size = os.fstat(f.fileno()).st_size
+    if how in ("map", "copy") and size >= agent.MAP_MIN_BYTES:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is not None:
+            shape, fortran, dtype = reader(f)
+            if dtype.hasobject:
+                raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+            offset = f.tell()
+            count = 1
+            for n in shape:
+                count *= n
+            need = offset + count * dtype.itemsize
+            if size < need:
+                raise ValueError("the file is shorter than its header says")
+            src = f
+            if how == "copy":
+                src = os.fdopen(_private_copy(f.fileno(), need), "rb")
+            try:
+                return np.memmap(src, dtype=dtype, mode="c", offset=offset, shape=shape,
+                                 order="F" if fortran else "C").view(np.ndarray)
+            except (ValueError, OSError):
+                pass
+            finally:
+                if src is not f:
+                    src.close()  # the mapping keeps the memfd's pages
+        f.seek(0)
+    return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def load_output(dir_fd: int, index: int, dest: str, pickle_ok: bool, how: str = "read"):
+    """The I-th output of a cell from its own folder: ``out-I.npy`` (no pickle), else
+    ``out-I.pkl`` (plain data only, unless PICKLE_OK). Raises KeyError when neither is there."""
+    for ext in (".npy", ".pkl"):
+        try:
+            fd = os.open(f"out-{index}{ext}", _OPEN_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise TransferError(f"--out {dest}: what the container left cannot be opened "
+                                f"({exc.strerror}); nothing was assigned") from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise TransferError(f"--out {dest}: what the container left is not a file; "
+                                    "nothing was assigned")
+            os.set_blocking(fd, True)
+            if ext == ".npy":
+                return _read_npy(f, how)
+            if pickle_ok:
+                return agent.load_pickle_file(f)
+            return _PlainUnpickler(f).load()
+    raise KeyError(index)
 
 
 # -- one exchange -------------------------------------------------------------------------------
 class Exchange:
-    """One hidden folder per place, primary first (the tmpfs, then the mounted notebook
-    folder), each seen by the kernel at its host path and by the container at its own.
-    A value goes to the first place with room; ``close()`` removes them all."""
+    """One cell's private folder: at ``host_dir`` for the kernel, at ``container_dir`` in the
+    container; ``close()`` removes it. MAPPED: on a tmpfs (large arrays are mapped there)."""
 
-    def __init__(self, dirs, mapped=()):
-        self.dirs = list(dirs)  # [(host dir, container dir)]
-        # per dir: on a tmpfs, so large arrays are mapped, not read (agent.load_value)
-        self.mapped = list(mapped) or [False] * len(self.dirs)
-
-    @property
-    def host_dirs(self):
-        return [h for h, _ in self.dirs]
-
-    @property
-    def container_dirs(self):
-        return [c for _, c in self.dirs]
+    def __init__(self, host_dir: str, container_dir: str = XFER_TARGET, mapped: bool = False):
+        self.host_dir = host_dir
+        self.container_dir = container_dir
+        self.mapped = mapped
 
     @classmethod
-    def create(cls, binds, cwd: str, shared: bool = False,
-               fast: Optional[Tuple[str, str]] = None) -> "Exchange":
-        places = [fast] if fast else []
+    def create(cls, prefix: str, user: Optional[str], parent: Optional[str] = None,
+               container_parent: Optional[str] = None, tmpfs: bool = False) -> "Exchange":
+        """A fresh private folder PREFIX<random> in PARENT (default: the exchange root), seen
+        in the container as CONTAINER_PARENT/<its name> (default: it is XFER_TARGET)."""
+        if parent is None:
+            parent, tmpfs = exchange_root()
         try:
-            places.append(pick_exchange_dir(binds, cwd))
-        except TransferError:
-            if not places:
-                raise
-        name = XFER_PREFIX + secrets.token_hex(6)
-        made, mapped, error = [], [], None
-        for host_parent, container_parent in places:
-            host_dir = os.path.join(host_parent, name)
-            try:
-                os.mkdir(host_dir, 0o700)
-                if shared:  # the container runs as another (non-root) user: it must write here
-                    os.chmod(host_dir, 0o777)
-            except OSError as exc:
-                error = f"--in/--out: cannot make {host_dir}: {exc.strerror}"
-                continue
-            made.append((host_dir, posixpath.join(container_parent, name)))
-            mapped.append(bool(fast) and host_parent == fast[0])
-        if not made:
-            raise TransferError(error or "--in/--out: no folder to exchange through")
-        return cls(made, mapped)
+            host_dir = make_private_dir(parent, prefix, user)
+        except OSError as exc:
+            raise TransferError(f"--in/--out: cannot make a folder in {parent}: "
+                                f"{exc.strerror}") from None
+        inside = XFER_TARGET if container_parent is None else posixpath.join(
+            container_parent, os.path.basename(host_dir))
+        return cls(host_dir, inside, tmpfs)
 
     def write_inputs(self, pairs, user_ns: Mapping) -> List[list]:
-        """Write each (dest, src) notebook value; returns the manifest for the container."""
+        """Write each (dest, src) notebook value as ``in-I``; returns the container's list."""
         manifest = []
         for i, (dest, src) in enumerate(pairs):
             try:
                 value = agent.resolve(user_ns, src, "in the notebook")
             except agent.TransferFailed as exc:
                 raise TransferError(f"--in {src}: {exc}") from None
+            base = os.path.join(self.host_dir, f"in-{i}")
             try:
-                idx, name, kind = agent.save_into(self.host_dirs, value, f"in-{i}")
+                path, kind = agent.save_value(value, base)
             except Exception as exc:
+                for ext in (".npy", ".pkl"):
+                    agent.unlink_quietly(base + ext)
                 raise TransferError(
                     f"--in {src}: a {type(value).__name__} cannot travel to the container "
                     f"({agent.one_line(exc)}); pass the data it holds instead") from None
-            manifest.append([dest, idx, name, kind])
+            manifest.append([dest, os.path.basename(path), kind])
         return manifest
 
-    def read_outputs(self, manifest, user_ns: dict):
-        """Load every output the container wrote, then assign them all (or none)."""
+    def move_to(self, host_dir: str):
+        """Hand the inputs over to another fresh folder in the same root (a spare's)."""
+        for name in os.listdir(self.host_dir):
+            os.rename(os.path.join(self.host_dir, name), os.path.join(host_dir, name))
+        remove_dir(self.host_dir)
+        self.host_dir = host_dir
+
+    def read_outputs(self, outputs, user_ns: dict, writer_gone: bool = False):
+        """Load every requested output (``(dest, src, pickle_ok)``, in request order) from this
+        folder, then assign them all (or none). WRITER_GONE: no process can write this folder
+        any more (the container exited), so large arrays on a tmpfs are mapped from it; else
+        they are copied into private memory first (then mapped)."""
+        how = ("map" if writer_gone else "copy") if self.mapped else "read"
         loaded = []
-        for dest, idx, name, kind in manifest:
-            try:
-                value = agent.load_value(os.path.join(self.host_dirs[idx], name), kind,
-                                         self.mapped[idx])
-            except ImportError as exc:
-                raise TransferError(f"--out {dest}: the kernel cannot load it "
-                                    f"({agent.one_line(exc)}); install that module here") from None
-            except Exception as exc:
-                raise TransferError(f"--out {dest}: the kernel cannot load it: "
-                                    f"{agent.one_line(exc)}") from None
-            loaded.append((dest, value))
+        try:
+            dir_fd = os.open(self.host_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise TransferError(f"--out: the exchange folder is gone ({exc.strerror})") from None
+        try:
+            for i, (dest, _src, pickle_ok) in enumerate(outputs):
+                try:
+                    value = load_output(dir_fd, i, dest, pickle_ok, how)
+                except KeyError:
+                    raise TransferError(f"--out {dest}: the cell ended before handing its "
+                                        "variables back (sys.exit or os._exit in the cell?)"
+                                        ) from None
+                except _Refused as exc:
+                    raise TransferError(
+                        f"--out {dest}: the container sent a {clean_text(exc.what, 120)}, which is "
+                        f"not plain data; loading it would run code from the container in your "
+                        f"kernel. If you trust the image: --out-pickle {dest}") from None
+                except TransferError:
+                    raise
+                except ImportError as exc:
+                    raise TransferError(f"--out {dest}: the kernel cannot load it "
+                                        f"({clean_text(agent.one_line(exc))}); install that module "
+                                        "here") from None
+                except Exception as exc:
+                    raise TransferError(f"--out {dest}: the kernel cannot load what the "
+                                        f"container wrote: {clean_text(agent.one_line(exc))}"
+                                        ) from None
+                loaded.append((dest, value))
+        finally:
+            os.close(dir_fd)
         for dest, _ in loaded:
             parent = dest.rpartition(".")[0]
             if parent:
@@ -252,28 +482,32 @@ class Exchange:
             except agent.TransferFailed as exc:
                 raise TransferError(f"--out {dest}: {exc}") from None
 
+    def read_small(self, name: str, limit: int = 1 << 16) -> Optional[bytes]:
+        """A small regular file the container may have left here (never through a link)."""
+        try:
+            fd = os.open(os.path.join(self.host_dir, name), _OPEN_FLAGS)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return os.read(fd, limit)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def result(self) -> Optional[dict]:
-        for host_dir in self.host_dirs:
-            try:
-                with open(os.path.join(host_dir, agent.RESULT_FILE)) as f:
-                    return json.load(f)
-            except (OSError, ValueError):
-                continue
-        return None
+        """The container's own word on the transfer (advisory: only its message is shown)."""
+        data = self.read_small(agent.RESULT_FILE)
+        try:
+            res = json.loads(data) if data else None
+        except ValueError:
+            return None
+        return res if isinstance(res, dict) else None
 
     def close(self):
-        for host_dir in self.host_dirs:
-            shutil.rmtree(host_dir, ignore_errors=True)
-
-
-def container_user_is_other(user: Optional[str]) -> bool:
-    """Whether files in the exchange folder must be writable by someone other than us."""
-    if not user:
-        return True  # the image's own user: unknown
-    name = user.split(":")[0]
-    if name in ("0", "root"):
-        return False
-    return name != str(os.getuid())
+        remove_dir(self.host_dir)
 
 
 # -- one-shot cells ----------------------------------------------------------------------------
@@ -286,22 +520,25 @@ _ONESHOT = (
 
 class OneshotTransfer:
     """--in/--out around one one-shot cell: the body becomes a small program that loads the
-    inputs, runs the cell as `python3 -u` would, and saves the outputs."""
+    inputs, runs the cell as `python3 -u` would, and saves the outputs. The inputs are written
+    at once into a fresh folder; the cell's container gets that folder mounted (``amend``), or,
+    when a spare runs the cell, the inputs move into the spare's own folder (``move_to``)."""
 
-    def __init__(self, exchange: Exchange, inputs: list, outputs, fast: Optional[str]):
+    def __init__(self, exchange: Exchange, inputs: list, outputs):
         self.exchange = exchange
         self.inputs = inputs
-        self.outputs = outputs
-        self.fast = fast
+        self.outputs = outputs  # ((dest, src, pickle_ok), ...)
 
     def amend(self, spec):
-        """SPEC with the tmpfs exchange root mounted (see `exchange_spec`)."""
-        return exchange_spec(spec, self.fast)
+        """SPEC with this cell's private folder mounted."""
+        return exchange_spec(spec, self.exchange.host_dir)
+
+    def move_to(self, host_dir: str):
+        self.exchange.move_to(host_dir)
 
     def body(self, body: str) -> bytes:
-        config = {"xdirs": self.exchange.container_dirs, "mapped": self.exchange.mapped,
-                  "inputs": self.inputs,
-                  "outputs": [[d, s] for d, s in self.outputs]}
+        config = {"xdir": XFER_TARGET, "mapped": self.exchange.mapped, "inputs": self.inputs,
+                  "outputs": [list(o) for o in self.outputs]}
         from .agentsrc import agent_source
 
         return _ONESHOT.format(source=agent_source(), config=config, body=body).encode("utf-8")
@@ -310,21 +547,19 @@ class OneshotTransfer:
         """After the container exited: a transfer failure raises; on success, outputs land."""
         res = self.exchange.result()
         if res is not None and res.get("s") == "transfer":
-            raise TransferError(res.get("msg", "transfer failed"))
+            raise TransferError(clean_text(res.get("msg") or "transfer failed"))
         if exit_code != 0 or not self.outputs:
             return
-        if res is None or res.get("s") != "ok":
-            raise TransferError("--out: the cell ended before handing its variables back "
-                                "(sys.exit or os._exit in the cell?)")
-        self.exchange.read_outputs(res.get("out") or [], user_ns)
+        # The container has exited: nobody writes its folder any more, so arrays may be mapped.
+        self.exchange.read_outputs(self.outputs, user_ns, writer_gone=True)
 
     def close(self):
         self.exchange.close()
 
 
-def prepare_oneshot(plan, user_ns: Mapping, cwd: Optional[str] = None) -> OneshotTransfer:
-    """Check and write a one-shot cell's --in values; the caller closes what it gets and
-    creates the container with ``amend(kwargs)``."""
+def prepare_oneshot(plan, user_ns: Mapping) -> OneshotTransfer:
+    """Check and write a one-shot cell's --in values; the caller closes what it gets and runs
+    the cell with it (``spare.run_cold`` / ``SPARES.run_oneshot``)."""
     spec = plan.spec
     if spec.detach:
         raise TransferUsage("--in/--out need a cell that waits for its container: drop -d")
@@ -333,14 +568,11 @@ def prepare_oneshot(plan, user_ns: Mapping, cwd: Optional[str] = None) -> Onesho
         raise TransferUsage(f"--in/--out move Python variables: they work with a Python "
                             f"interpreter, not {interpreter!r}")
     inputs = parse_transfers(plan.inputs, "--in")
-    outputs = parse_transfers(plan.outputs, "--out")
-    fast = fast_root()
-    exchange = Exchange.create(binds_from_spec(spec), cwd or os.getcwd(),
-                               shared=container_user_is_other(spec.user),
-                               fast=(fast, FAST_TARGET) if fast else None)
+    outputs = parse_outputs(plan.outputs, getattr(plan, "pickle_outputs", ()))
+    exchange = Exchange.create(cell_dir_prefix(), spec.user)
     try:
         manifest = exchange.write_inputs(inputs, user_ns)
     except BaseException:
         exchange.close()
         raise
-    return OneshotTransfer(exchange, manifest, outputs, fast)
+    return OneshotTransfer(exchange, manifest, outputs)

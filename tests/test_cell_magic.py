@@ -246,7 +246,8 @@ def test_dry_run_prints_the_equivalent_command_and_runs_nothing(shell, workdir, 
     out = capsys.readouterr().out
     assert out.startswith("docker run ")
     assert "'\"device=0,1\"'" in out or '"device=0,1"' in out
-    assert f"{workdir}:{workdir}" in out and "dockmagic.managed=1" in out
+    assert f"--mount type=bind,source={workdir},target={workdir}" in out
+    assert "dockmagic.managed=1" in out
     assert managed(docker_client, **{"test.case": "dry"}) == []
 
 

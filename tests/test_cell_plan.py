@@ -20,7 +20,9 @@ def env(spec):
 def test_defaults_mount_workdir_user_env_labels_entrypoint():
     s = plan("python:3.12").spec
     assert s.image == "python:3.12"
-    assert "/home/ada/proj:/home/ada/proj" in s.volumes and s.workdir == "/home/ada/proj"
+    assert [(m.type, m.source, m.target) for m in s.mounts] == [
+        ("bind", "/home/ada/proj", "/home/ada/proj")] and s.workdir == "/home/ada/proj"
+    assert s.volumes == ()
     assert s.user == "1000:1000"
     e = env(s)
     assert e["HOME"] == "/tmp" and e["USER"] == "ada" and e["PYTHONUNBUFFERED"] == "1"
@@ -39,14 +41,15 @@ def test_interpreter_after_the_image():
 def test_users_flags_win():
     s = plan("-w /work -u 0 -e HOME=/root -e CUDA_DEVICE_ORDER=FASTEST_FIRST img").spec
     assert s.workdir == "/work" and s.user == "0"
-    assert not any(v.startswith("/home/ada/proj:") for v in s.volumes)  # -w: no auto mount
+    assert s.mounts == () and s.volumes == ()  # -w: no auto mount
     assert env(s)["HOME"] == "/root" and env(s)["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
 
 
 def test_explicit_volume_or_no_mount_turns_the_mount_off():
-    assert plan("-v /data:/data img").spec.volumes == ("/data:/data",)
+    s = plan("-v /data:/data img").spec
+    assert s.volumes == ("/data:/data",) and s.mounts == ()
     s = plan("--no-mount img").spec
-    assert s.volumes == () and s.workdir is None
+    assert s.volumes == () and s.mounts == () and s.workdir is None
 
 
 def test_a_user_named_with_u_keeps_the_images_home():
@@ -117,3 +120,18 @@ def test_plan_round_trips_through_the_cli_form():
     s = plan("--gpus all --shm-size 8g -v /data:/data:ro -e X=1 img").spec
     assert translate.parse_run_args(s.to_cli(), cwd="/home/ada/proj") == s
     assert cell.describe_plan(plan("img")).startswith("docker run ")
+
+
+@pytest.mark.parametrize("folder", ["/home/ada/a:b", "/home/ada/a,b", '/home/ada/a"b', "/home/ada/a b"])
+def test_the_notebook_folder_is_one_bind_mount_whatever_its_path_holds(folder):
+    """`-v CWD:CWD` broke on `:`; the default mount is a CSV-quoted --mount, and --dry-run
+    prints a line that parses back to the same spec."""
+    from dockmagic.cell import describe_plan
+    import shlex
+
+    p = cell.plan_cell("img", cwd=folder, identity=ME, labels={})
+    assert [(m.type, m.source, m.target) for m in p.spec.mounts] == [("bind", folder, folder)]
+    assert p.spec.workdir == folder
+    argv = shlex.split(describe_plan(p).split("  < cell-body")[0])
+    assert argv[:2] == ["docker", "run"]
+    assert translate.parse_run_args(argv[2:], cwd=folder) == p.spec

@@ -48,10 +48,13 @@ def observed(shell, monkeypatch):
     return seen
 
 
-def dry_run(shell, capsys, line):
+def dry_run(shell, capsys, line, notes=None):
     capsys.readouterr()
     shell.run_cell_magic("docker", f"--dry-run {line}", "print(1)")
-    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    printed = [ln for ln in lines if ln.startswith("docker run ")][-1]
+    if notes is not None:
+        notes.extend(ln for ln in lines if ln.startswith("#"))
     command = printed.split("  < cell-body")[0]
     argv = shlex.split(command)
     assert argv[:2] == ["docker", "run"], printed
@@ -81,9 +84,19 @@ def baselines(engine, image):
     return cli_inspect(["-l", LABEL, image]), sdk
 
 
+def without_exchange(inspect):
+    """The inspect without the cell's private exchange mount (a fresh folder per cell, so the
+    printed line names it by its target and a placeholder; see the --in/--out test)."""
+    from dockmagic.transfer import XFER_TARGET
+    out = dict(inspect, HostConfig=dict(inspect["HostConfig"]))
+    out["HostConfig"]["Mounts"] = [m for m in inspect["HostConfig"].get("Mounts") or []
+                                   if m.get("Target") != XFER_TARGET] or None
+    return out
+
+
 def compare(engine, cell_inspect, cli, allowed):
     cli_base, sdk_base = baselines(engine, BASE_IMAGE)
-    a, b = _fields(cli), _fields(cell_inspect)
+    a, b = _fields(without_exchange(cli)), _fields(without_exchange(cell_inspect))
     for f in (a, b):
         labels = dict(f.get("Config.Labels") or {})
         labels.pop("dockmagic.token", None)  # set by the engine at create (interrupt safety)
@@ -114,38 +127,54 @@ def test_dry_run_line_makes_the_cells_container(shell, workdir, capsys, observed
 
 def test_dry_run_of_an_in_out_cell_shows_the_exchange_mount(shell, workdir, capsys, observed):
     from dockmagic import spare
+    from dockmagic.transfer import XFER_TARGET
     spare.SPARES.discard()
     shell.run_line_magic("docker", "config --spare off")
     shell.user_ns["x_in"] = 41
     line = f"-l {LABEL} --in x_in --out y_out {BASE_IMAGE}"
+    notes = []
     try:
-        argv = dry_run(shell, capsys, line)
+        argv = dry_run(shell, capsys, line, notes)
         shell.run_cell_magic("docker", line, "y_out = x_in + 1")
     finally:
         shell.run_line_magic("docker", "config --spare on")
     assert shell.user_ns["y_out"] == 42
     cell = observed[0]
-    exchange = [m for m in cell["Mounts"] if "xfer" in m["Destination"]]
-    assert exchange, "the cell's container mounts no exchange folder"
-    assert any(exchange[0]["Destination"] in a for a in argv), argv
-    diffs = compare(engine_of(shell), cell, cli_inspect(argv), ONESHOT_ONLY)
-    assert not diffs, "\n".join([shlex.join(argv)] + diffs)
+    exchange = [m for m in cell["HostConfig"]["Mounts"] if m.get("Target") == XFER_TARGET]
+    assert len(exchange) == 1, cell["HostConfig"]["Mounts"]
+    # the printed note names that mount: its type and target, with the fresh folder as a
+    # placeholder (it is made for the cell, with a random name, when the cell runs)
+    assert any("--mount type=bind,source=FOLDER" in n and f"target={XFER_TARGET}" in n
+               for n in notes), notes
+    # and the line, with that mount added (its folder is gone with the cell: a stand-in), is
+    # the cell's container
+    stand_in = workdir / "exchange-stand-in"
+    stand_in.mkdir()
+    with_mount = argv[:-2] + ["--mount", f"type=bind,source={stand_in},"
+                                         f"target={XFER_TARGET}"] + argv[-2:]
+    cli = cli_inspect(with_mount)
+    assert [m["Target"] for m in cli["HostConfig"]["Mounts"]].count(XFER_TARGET) == 1
+    diffs = compare(engine_of(shell), cell, cli, ONESHOT_ONLY)
+    assert not diffs, "\n".join([shlex.join(with_mount)] + diffs)
 
 
 def test_dry_run_matches_a_spares_container_but_what_is_applied_at_exec(
         shell, workdir, capsys, observed):
     from dockmagic import spare
     line = f"-l {LABEL} -e FOO=from-the-line {BASE_IMAGE}"
-    argv = dry_run(shell, capsys, line)
-    shell.run_cell_magic("docker", line, "print(1)")   # cold; a spare is made after it
-    assert spare.SPARES.ready(60)
-    used = spare.SPARES.used
-    capsys.readouterr()
-    shell.run_cell_magic("docker", line, "import os; print('FOO=' + os.environ['FOO'])")
-    assert spare.SPARES.used == used + 1, "the second cell did not run in the spare"
-    assert "FOO=from-the-line" in capsys.readouterr().out   # the env applied at exec
-    spare_inspect = [o for o in observed
-                     if o["Config"]["Labels"].get("dockmagic.kind") == "spare"][0]
-    diffs = compare(engine_of(shell), spare_inspect, cli_inspect(argv), SPARE_ONLY)
-    assert not diffs, "\n".join([shlex.join(argv)] + diffs)
-    spare.SPARES.discard()
+    try:
+        argv = dry_run(shell, capsys, line)
+        shell.run_cell_magic("docker", line, "print(1)")   # cold; a spare is made after it
+        assert spare.SPARES.ready(60)
+        used = spare.SPARES.used
+        capsys.readouterr()
+        shell.run_cell_magic("docker", line, "import os; print('FOO=' + os.environ['FOO'])")
+        assert spare.SPARES.used == used + 1, "the second cell did not run in the spare"
+        assert "FOO=from-the-line" in capsys.readouterr().out   # the env applied at exec
+        spare_inspect = [o for o in observed
+                         if o["Config"]["Labels"].get("dockmagic.kind") == "spare"][0]
+        # (a spare also mounts its own private exchange folder, for a cell with --in/--out)
+        diffs = compare(engine_of(shell), spare_inspect, cli_inspect(argv), SPARE_ONLY)
+        assert not diffs, "\n".join([shlex.join(argv)] + diffs)
+    finally:
+        spare.SPARES.discard()

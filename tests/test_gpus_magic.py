@@ -54,6 +54,22 @@ def test_without_a_driver_one_clear_line(shell, capsys):
     assert "all GPUs" in capsys.readouterr().out
 
 
+def test_a_device_choice_without_a_driver_is_recorded_and_says_so_in_one_line(shell, capsys):
+    """A notebook prepared on a laptop for a GPU server: `%gpus 0,1` is kept, with one line
+    saying no driver is visible here (it used to be silent and fail at the next cell)."""
+    if not nvml.query_snapshot().error:
+        pytest.skip("this machine has an NVIDIA driver")
+    shell.run_line_magic("gpus", "0,1")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ["next %%docker cells get: GPUs 0 and 1", lines[1]] and len(lines) == 2
+    assert lines[1].startswith("no NVIDIA driver is visible here") and "recorded" in lines[1]
+    magics = shell.magics_manager.registry["DockerMagics"]
+    plan = magics.plan("img")
+    assert [g.device_ids for g in plan.spec.gpus] == [("0", "1")]
+    shell.run_line_magic("gpus", "none")
+    assert "no NVIDIA driver" not in capsys.readouterr().out  # nothing to warn about
+
+
 def test_fixture_renders_every_column(shell, recorded):
     recorded("nvml-h200.json", "under_load")
     snap = shell.run_line_magic("gpus", "")

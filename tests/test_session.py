@@ -317,23 +317,36 @@ def test_a_stopped_session_says_so(shell, workdir, docker_client):
 
 
 def test_marker_split_across_frames_is_found():
-    mark = agent.MARK_OPEN + b"abcd;"
-    demux = session._Demux(mark)
+    tok = "ab" * 16
+    mark = agent.MARK_OPEN + tok.encode() + b";"
+    demux = session._Demux()
     got, marks = [], []
 
     def frame(kind, data):
         return bytes([kind, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
 
     stream = frame(1, b"hello \x1b[1mbold\x1b[0m") + frame(1, b"tail\x1b]d") + \
-        frame(1, b"m;abcd;7;o\x07after") + frame(2, b"err" + mark + b"7;00\x07")
+        frame(1, b"m;" + tok.encode() + b";o\x07after") + frame(2, b"err" + mark + b"00\x07")
     for i in range(0, len(stream), 3):  # split everywhere
-        demux.feed(stream[i:i + 3], lambda k, d: got.append((k, d)), lambda k, b: marks.append(
-            (k, b)))
+        demux.feed(stream[i:i + 3], lambda k, d: got.append((k, d)),
+                   lambda k, t, b: marks.append((k, t, b)))
     out = b"".join(d for k, d in got if k == 1)
     assert out == b"hello \x1b[1mbold\x1b[0mtailafter"
     assert b"".join(d for k, d in got if k == 2) == b"err"
-    assert marks == [(1, b"7;o"), (2, b"7;00")]
-    assert session.strip_markers("a\x1b]dm;abcd;7;o\x07b") == "ab"
+    assert marks == [(1, tok, b"o"), (2, tok, b"00")]
+    assert session.strip_markers(f"a\x1b]dm;{tok};o\x07b") == "ab"
+
+
+def test_what_only_looks_like_a_marker_is_the_cells_own_output():
+    demux = session._Demux()
+    got, marks = [], []
+    text = (b"\x1b]dm;nothex;o\x07 \x1b]dm;" + b"a" * 31 + b";o\x07 \x1b]dm;" + b"a" * 32
+            + b";ZZ\x07 \x1b]dm;")
+    data = bytes([1, 0, 0, 0]) + len(text).to_bytes(4, "big") + text
+    demux.feed(data, lambda k, d: got.append(d), lambda k, t, b: marks.append(t))
+    demux.feed(bytes([1, 0, 0, 0, 0, 0, 0, 3]) + b"end", lambda k, d: got.append(d),
+               lambda k, t, b: marks.append(t))
+    assert marks == [] and b"".join(got) == text + b"end"
 
 
 # -- spares ---------------------------------------------------------------------------------------

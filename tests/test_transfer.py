@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 
 from conftest import BASE_IMAGE, as_kernel_user, remove_labelled
 from dockmagic import session, transfer
-from dockmagic.transfer import TransferError, TransferUsage, parse_transfers, pick_exchange_dir
+from dockmagic.transfer import TransferError, TransferUsage, parse_transfers
 
 
 # -- pure -----------------------------------------------------------------------------------------
@@ -36,33 +36,152 @@ def test_parse_transfers_rejects_a_destination_named_twice():
         parse_transfers(["a", "b=c", "a=d"], "--in")
 
 
-def test_exchange_dir_is_the_notebook_folder_where_it_is_mounted(tmp_path):
-    nb = str(tmp_path / "proj" / "nb")
-    binds = [("/data", "/data", False), (str(tmp_path), "/work", True),
-             (str(tmp_path / "proj"), "/proj", True)]
-    assert pick_exchange_dir(binds, nb) == (nb, "/proj/nb")  # the deepest mount wins
-    assert pick_exchange_dir([(nb, nb, True)], nb) == (nb, nb)
-
-
-def test_exchange_dir_falls_back_to_a_writable_mount_or_says_what_to_do(tmp_path):
-    assert pick_exchange_dir([(str(tmp_path), "/w", True)], "/elsewhere") == (str(tmp_path), "/w")
-    with pytest.raises(TransferError) as info:
-        pick_exchange_dir([(str(tmp_path), "/w", False)], "/elsewhere")
-    assert "--no-mount" in str(info.value) and "-v" in str(info.value)
+def _as_container(ex, outputs, ns):
+    """What the agent does in the container: write OUTPUTS of NS into the cell's folder."""
+    from dockmagic import agent
+    agent.save_outputs(ex.host_dir, [list(o) for o in outputs], ns)
 
 
 def test_values_round_trip_through_the_file_formats(tmp_path):
-    ex = transfer.Exchange([(str(tmp_path), str(tmp_path))])
+    ex = transfer.Exchange(str(tmp_path))
     ns = {"i": 3, "d": {"k": [1, 2.5, None]}, "s": "é✓", "a": np.arange(6).reshape(2, 3),
-          "f": np.asfortranarray(np.ones((3, 2), np.float32)), "nested": {"arr": np.arange(3)}}
+          "f": np.asfortranarray(np.ones((3, 2), np.float32)), "nested": {"arr": np.arange(3)},
+          "c": 1 + 2j, "b": b"\x00x", "st": {1, 2}, "fs": frozenset("ab"), "t": (1, (2,)),
+          "sc": np.float32(1.5), "dt": np.dtype([("x", "<f8"), ("y", "<i4")]),
+          "obj": np.array([1, "two", None], dtype=object), "big": 10 ** 40}
     manifest = ex.write_inputs(tuple((k, k) for k in ns), ns)
-    kinds = {dest: kind for dest, _, _, kind in manifest}
+    kinds = {dest: kind for dest, _, kind in manifest}
     assert kinds["a"] == kinds["f"] == "npy" and kinds["d"] == kinds["nested"] == "pkl"
+    outputs = tuple((k, k, False) for k in ns)
+    _as_container(ex, outputs, ns)
     out = {}
-    ex.read_outputs(manifest, out)
+    ex.read_outputs(outputs, out)
     assert out["i"] == 3 and out["d"] == ns["d"] and out["s"] == "é✓"
     assert np.array_equal(out["a"], ns["a"]) and out["f"].dtype == np.float32
     assert np.array_equal(out["nested"]["arr"], np.arange(3))
+    for k in ("c", "b", "st", "fs", "t", "sc", "dt", "big"):
+        assert out[k] == ns[k] and type(out[k]) is type(ns[k]), k
+    assert list(out["obj"]) == [1, "two", None]
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /nonexistent-evil",))
+
+
+def test_parse_outputs_marks_the_pickle_opt_in_and_refuses_a_name_given_twice():
+    assert transfer.parse_outputs(["a,b=c"], ["m"]) == (
+        ("a", "a", False), ("b", "c", False), ("m", "m", True))
+    with pytest.raises(TransferUsage, match="--out-pickle"):
+        transfer.parse_outputs(["a"], ["a"])
+
+
+def test_the_container_side_refuses_what_is_not_plain_data_naming_out_pickle(tmp_path):
+    from dockmagic import agent
+    for value, what in [(Evil(), "Evil"), ({"k": [Evil()]}, "Evil"),
+                        (uuid.UUID(int=1), "UUID"), (os.system, "system")]:
+        with pytest.raises(agent.TransferFailed) as info:
+            agent.save_outputs(str(tmp_path), [["o", "o", False]], {"o": value})
+        msg = str(info.value)
+        assert "--out-pickle o" in msg and what in msg and "\n" not in msg
+        assert os.listdir(tmp_path) == []
+
+
+def _rogue_pickle(tmp_path, name, payload):
+    (tmp_path / name).write_bytes(payload)
+
+
+@pytest.mark.parametrize("payload", [
+    pytest.param(lambda: __import__("pickle").dumps(Evil()), id="reduce-os-system"),
+    pytest.param(lambda: b"cos\nsystem\n(S'touch /nonexistent-evil'\ntR.", id="protocol-0"),
+    pytest.param(lambda: b"\x80\x04cbuiltins\neval\n(S'1'\ntR.", id="builtins-eval"),
+    pytest.param(lambda: b"\x80\x04cnumpy\nload\n(S'x'\ntR.", id="numpy-other-name"),
+    pytest.param(lambda: b"\x80\x04P0\n.", id="persistent-id"),
+    pytest.param(lambda: __import__("pickle").dumps(uuid.UUID(int=1)), id="stdlib-class"),
+])
+def test_the_kernel_loads_plain_data_only_without_the_opt_in(tmp_path, payload):
+    ex = transfer.Exchange(str(tmp_path))
+    _rogue_pickle(tmp_path, "out-0.pkl", payload())
+    ns = {"keep": 1}
+    with pytest.raises(TransferError) as info:
+        ex.read_outputs((("x", "x", False),), ns)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("--out x:")
+    assert ns == {"keep": 1}
+    assert not os.path.exists("/nonexistent-evil")
+
+
+def test_the_kernel_never_follows_what_the_container_links_or_reads_another_path(tmp_path):
+    secret = tmp_path / "host-secret.npy"
+    np.save(secret, np.arange(3))
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    ex = transfer.Exchange(str(cell))
+    os.symlink(secret, cell / "out-0.npy")
+    os.mkfifo(cell / "out-1.pkl")  # a reader that blocked here would hang the kernel
+    (cell / "result.json").write_text('{"s": "ok", "out": [["keep", 0, "../host-secret.npy", '
+                                      '"pkl"]]}')
+    ns = {"keep": "mine"}
+    for outputs in [(("x", "x", False),), (("a", "a", False), ("y", "y", False))]:
+        with pytest.raises(TransferError, match="cannot be opened|not a file"):
+            ex.read_outputs(outputs, ns)
+    assert ns == {"keep": "mine"}
+
+
+def test_object_npy_is_refused_and_the_opt_in_unpickles_in_full(tmp_path):
+    import pickle
+    ex = transfer.Exchange(str(tmp_path))
+    with open(tmp_path / "out-0.npy", "wb") as f:
+        np.lib.format.write_array(f, np.array([Evil()], dtype=object), allow_pickle=True)
+    with pytest.raises(TransferError, match="allow_pickle"):
+        ex.read_outputs((("x", "x", True),), {})
+    os.unlink(tmp_path / "out-0.npy")
+    (tmp_path / "out-0.pkl").write_bytes(pickle.dumps(uuid.UUID(int=7)))
+    ns = {}
+    ex.read_outputs((("u", "u", True),), ns)  # --out-pickle u: the user trusts this image
+    assert ns["u"] == uuid.UUID(int=7)
+
+
+@pytest.mark.parametrize("writer_gone", [False, True])
+def test_large_arrays_are_mapped_only_from_files_nobody_can_change_any_more(tmp_path,
+                                                                           writer_gone):
+    """A session lives on after its cell and could rewrite or truncate its output file under
+    a mapping: its arrays are first copied into a private memfd. A one-shot cell's container
+    has exited, so its files are mapped as they are."""
+    ex = transfer.Exchange(str(tmp_path), mapped=True)
+    big = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: above agent.MAP_MIN_BYTES
+    path = tmp_path / "out-0.npy"
+    np.save(path, big)
+    out = {}
+    ex.read_outputs((("y", "y", False),), out, writer_gone=writer_gone)
+    assert type(out["y"]) is np.ndarray and out["y"].flags.writeable
+    with open(path, "r+b") as f:  # what a live container could still do
+        f.seek(-8, 2)
+        f.write(np.float64(-1).tobytes())
+    assert out["y"][-1] == (-1 if writer_gone else big[-1])
+    with open(path, "r+b") as f:
+        f.truncate(1 << 20)
+    with pytest.raises(TransferError, match="shorter than its header"):
+        ex.read_outputs((("z", "z", False),), out, writer_gone=writer_gone)
+    assert "z" not in out
+
+
+def test_exchange_folders_are_private_fresh_and_found_by_kernel_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKMAGIC_XFER_ROOT", str(tmp_path))
+    kid = "host.example:123:456"
+    a = transfer.Exchange.create(f"k-{transfer.kernel_tag(kid)}-", f"{os.getuid()}:{os.getgid()}")
+    b = transfer.Exchange.create(f"k-{transfer.kernel_tag(kid)}-", None)
+    other = transfer.Exchange.create(f"k-{transfer.kernel_tag('host.example:12:456')}-", None)
+    root = os.path.dirname(a.host_dir)
+    assert root == str(tmp_path / f"dockmagic-{os.getuid()}")
+    assert os.stat(root).st_mode & 0o777 == 0o711
+    assert os.stat(a.host_dir).st_mode & 0o777 == 0o700
+    assert a.host_dir != b.host_dir and a.container_dir == transfer.XFER_TARGET
+    assert transfer.exchange_dirs_of(kid) == sorted([a.host_dir, b.host_dir])
+    assert transfer.exchange_dirs_of("host.example:12:456") == [other.host_dir]
+    for ex in (a, b, other):
+        ex.close()
+    assert os.listdir(root) == []
 
 
 # -- through containers ---------------------------------------------------------------------------
@@ -77,9 +196,20 @@ def shell(shell, docker_client):
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # (folders from before the test, e.g. a session another module left running, are theirs)
+    before = set(transfer.exchange_dirs_of(kernel.kernel_id()))
     yield tmp_path
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(transfer.XFER_PREFIX)]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".dockmagic")]
     assert leftovers == [], "an exchange folder was left behind"
+    assert not [p for p in transfer.exchange_dirs_of(kernel.kernel_id())
+                if os.path.basename(p) not in _spare_dirs() and p not in before]
+
+
+def _spare_dirs():
+    from dockmagic import spare
+    spare.SPARES.ready()  # a spare being made has its folder already
+    s = spare.SPARES._spare
+    return {os.path.basename(s.xdir)} if s is not None and s.xdir else set()
 
 
 @pytest.fixture(scope="module")
@@ -202,28 +332,35 @@ def test_transfer_usage_errors(shell, workdir):
 
 
 @pytest.mark.engine
-def test_no_mount_works_through_the_tmpfs_and_says_what_to_do_without_one(shell, workdir,
-                                                                         monkeypatch, capsys):
+def test_no_mount_works_and_without_a_tmpfs_the_exchange_is_a_private_folder_in_tmp(
+        shell, workdir, monkeypatch, tmp_path_factory):
     shell.user_ns["n"] = 1
     shell.run_cell_magic("docker", f"--no-mount --in n --out m {BASE_IMAGE}", "m = n + 1")
     assert shell.user_ns["m"] == 2
-    monkeypatch.setattr(transfer, "fast_root", lambda: None)
-    with pytest.raises(TransferError, match="--no-mount"):
-        shell.run_cell_magic("docker", f"--no-mount --in n {BASE_IMAGE}", "print(n)")
-    shell.run_cell_magic("docker", f"--in n --out m {BASE_IMAGE}", "m = n + 2")  # notebook folder
-    assert shell.user_ns["m"] == 3
+    monkeypatch.setattr(transfer, "_is_tmpfs", lambda path: False)
+    tmp = str(tmp_path_factory.mktemp("no-tmpfs"))
+    monkeypatch.setattr(transfer.tempfile, "gettempdir", lambda: tmp)
+    shell.run_cell_magic("docker", f"--no-mount --in n --out m {BASE_IMAGE}",
+                         "import os\nm = (n + 2, os.listdir('/.dockmagic-xfer'))")
+    assert shell.user_ns["m"] == (3, ["in-0.pkl"])
+    root = transfer.exchange_root()[0]
+    assert root == os.path.join(tmp, f"dockmagic-{os.getuid()}")
+    shell.run_line_magic("docker", "config --spare off")  # spares and their folders go
+    shell.run_line_magic("docker", "config --spare on")
+    assert os.listdir(root) == []
 
 
 @pytest.mark.engine
 def test_large_outputs_are_plain_writable_arrays(shell, workdir):
+    before = set(transfer.exchange_dirs_of(kernel.kernel_id()))
     shell.run_cell_magic("docker", f"--out big {BASE_IMAGE}",
                          "import numpy\nbig = numpy.arange(1 << 20, dtype=numpy.float64)")
     big = shell.user_ns["big"]
     assert type(big) is np.ndarray and big.flags.writeable
     big[0] = -1  # copy-on-write: changes only the notebook's array
     assert big[0] == -1 and big[1] == 1 and big.sum() == (1 << 20) * ((1 << 20) - 1) / 2 - 1
-    assert not [p for p in os.listdir(transfer.fast_root() or "/nonexistent")
-                if p.startswith(transfer.XFER_PREFIX)]
+    assert not [p for p in transfer.exchange_dirs_of(kernel.kernel_id())
+                if os.path.basename(p) not in _spare_dirs() and p not in before]
     del shell.user_ns["big"]
 
 
@@ -242,7 +379,9 @@ def test_session_in_and_out_keep_state(shell, sess, monkeypatch):
     with pytest.raises(TransferError, match="nothere"):
         shell.run_cell_magic("docker", f"@{name} --out nothere", "pass")
     shell.run_cell_magic("docker", f"@{name}", "assert acc == 15, acc")  # still alive, state intact
-    assert not [p for p in folder.iterdir() if p.name.startswith(transfer.XFER_PREFIX)]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".dockmagic")]
+    (sdir,) = [d for d in transfer.session_dirs() if os.path.basename(d).startswith(f"s-{name}-")]
+    assert os.listdir(sdir) == []  # each cell's own folder is gone
 
 
 @pytest.mark.engine
@@ -295,7 +434,7 @@ def test_a_non_root_kernel_exchanges_with_any_container_user(docker_client, base
     assert [ln for ln in lines if ln.endswith(str(float(1 << 18)))] == [
         f"1000 {float(1 << 18)}", f"0 {float(1 << 18)}", f"1234 {float(1 << 18)}"]
     assert "{'k': 1, 's': 1}" in proc.stdout
-    leftovers = [p for p in os.listdir(tmp_path) if p.startswith(transfer.XFER_PREFIX)]
+    leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".dockmagic")]
     if os.path.isdir("/dev/shm/dockmagic-1000"):
         leftovers += os.listdir("/dev/shm/dockmagic-1000")
     assert leftovers == []
