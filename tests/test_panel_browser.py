@@ -239,10 +239,13 @@ def open_and_run_all(lab, browser, name, width=1280, height=900):
     return page
 
 
-def wait_idle(page, timeout=120_000):
+def wait_ran(page, index, timeout=120_000):
+    """Until code cell ``index`` (among all cells) has run: its prompt shows its number, not
+    ``[*]`` or nothing (the kernel may still read Idle just after Run All was clicked)."""
     from playwright.sync_api import expect
 
-    # a kernel that is still busy from Run All says so first; then Idle again
+    prompt = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt")
+    expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=timeout)
     expect(page.locator(".jp-StatusBar-Widget")).to_contain_text("| Idle", timeout=timeout)
 
 
@@ -386,7 +389,7 @@ def view_page(lab, browser, docker_client, base_image):
         page = open_and_run_all(lab, browser, name, width, height)
         pages.append(page)
         job = wait_containers(docker_client, VIEW)[0]
-        wait_idle(page)
+        wait_ran(page, len(VIEW_CELLS) - 1)
         return page, job
 
     try:
@@ -611,7 +614,7 @@ def test_interrupted_cell_shows_at_most_three_lines_of_its_own(cells_page, docke
     cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
     expect(cell.locator(".jp-OutputArea")).to_contain_text("tick 5", timeout=90_000)
     page.locator('[data-command="notebook:interrupt-kernel"]').first.click()
-    wait_idle(page, timeout=60_000)
+    wait_ran(page, 1, timeout=60_000)
     text = cell.locator(".jp-OutputArea").inner_text()
     # the container's own text: its ticks (each whole) and its own Python traceback
     own = re.sub(r"(?ms)^Traceback \(most recent call last\):\n.*?^KeyboardInterrupt\s*$", "",
@@ -632,7 +635,7 @@ def test_failing_cell_shows_its_traceback_once(cells_page):
                        "    return a / b\n"
                        "print('before')\n"
                        "divide(1, 0)"])
-    wait_idle(page)
+    wait_ran(page, 1)
     text = cell_output_text(page, 1)
     assert "before" in text
     assert text.count("Traceback (most recent call last)") == 1, text
