@@ -361,8 +361,9 @@ def _exit_code(exc):
 
 # -- one-shot cells with --in/--out ------------------------------------------------------------
 def run_oneshot(config, body):
-    """Run BODY as `python3 -u` would (a fresh __main__, `<stdin>` in tracebacks, exit codes
-    1 / 130 / sys.exit's), with inputs loaded before and outputs saved after."""
+    """Run BODY as `python3 -u` would (a fresh __main__, exit codes 1 / 130 / sys.exit's; its
+    frames named as the notebook's cell, with source lines), with inputs loaded before and
+    outputs saved after."""
     import json
     import types
 
@@ -387,8 +388,12 @@ def run_oneshot(config, body):
         report({"s": "transfer", "msg": str(exc)})
         sys.stderr.write("dockmagic: %s\n" % exc)
         sys.exit(1)
+    name = config.get("name") or "<stdin>"
+    if name != "<stdin>":  # the notebook's cell: its lines show in tracebacks
+        import linecache
+        linecache.cache[name] = (len(body), None, body.splitlines(True), name)
     try:
-        exec(compile(body, "<stdin>", "exec"), ns)
+        exec(compile(body, name, "exec"), ns)
     except SystemExit:
         raise
     except BaseException as exc:
@@ -568,6 +573,8 @@ class Session:
                 stream.flush()
             except Exception:
                 pass
+        if _is_cell_reply(reply):
+            reply["maxrss"] = _maxrss()
         head = MARK_OPEN + token.encode("ascii") + b";"
         _write_all(1, head + b"o" + MARK_CLOSE)
         _write_all(2, head + json.dumps(reply).encode("utf-8").hex().encode("ascii")
@@ -579,7 +586,13 @@ class Session:
         code = req.get("code", "")
         self.cells += 1
         name = req.get("name") or "<cell %d>" % self.cells
-        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        lines = code.splitlines(True)
+        held = linecache.cache.get(name)
+        if held is not None and held[2] != lines:
+            # The same name for other code (a cell run outside a notebook, where the number
+            # does not advance): the earlier cell's functions keep their own source lines.
+            name = "%s #%d>" % (name[:-1], self.cells)
+        linecache.cache[name] = (len(code), None, lines, name)
         ns = self.module.__dict__
         with self.lock:
             self.current = rid
@@ -661,6 +674,21 @@ def _status(returncode):
     if returncode is None:
         return 137
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _is_cell_reply(reply):
+    return "version" not in reply  # HELLO/QUIT replies carry the version; cells do not
+
+
+def _maxrss():
+    """Peak resident memory (bytes) of the largest process this session ran so far: the
+    interpreter itself, or a child (a `bash` cell) that has been waited for."""
+    try:
+        import resource
+        return 1024 * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    except Exception:
+        return None
 
 
 def _future_flags():

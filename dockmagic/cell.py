@@ -15,6 +15,8 @@ from . import labels as L
 from . import translate
 
 DEFAULT_INTERPRETER = ("python3", "-u")
+#: Interpreters that read a Python program on stdin, as `python3 -u` does.
+PYTHON_STDIN = {("python",), ("python3",), ("python", "-u"), ("python3", "-u")}
 
 #: dockmagic's own flags (long form only: docker owns the short letters), -> takes a value.
 OWN_FLAGS = {
@@ -87,6 +89,10 @@ def plan_cell(line: str, *, cwd: str, identity: Identity, default_flags: Sequenc
     user_argv = list(default_flags) + list(docker_argv)
     try:
         user = translate.parse_run_args(user_argv, cwd=cwd, environ=environ)
+    except translate.UnknownFlag as exc:  # a misspelt flag: docker's, or dockmagic's own
+        hint = translate.suggest_flag(exc.flag, [f[2:] for f in OWN_FLAGS])
+        raise CellUsageError(f"unknown flag: '--{exc.flag}'{hint} (see docker run --help, "
+                             "and `%docker --help` for dockmagic's own)") from None
     except translate.TranslateError as exc:
         # `%docker config --image X` lets a cell give flags only.
         if not default_image:
@@ -169,3 +175,44 @@ def describe_plan(plan: CellPlan) -> str:
     """The equivalent `docker run` command line, for --dry-run / --show-cmd."""
     return (translate.format_cli(plan.spec)
             + "  < cell-body   # the cell's text reaches the container on stdin")
+
+
+# -- the cell's text as the interpreter gets it --------------------------------------------------
+# Python reads its program from stdin as `<stdin>`, with no source lines in tracebacks. A cell
+# in the notebook has a number: the prelude compiles the body under `<cell [6]>`, puts its
+# lines in linecache, and prints an uncaught exception with the traceback module without the
+# prelude's own frame. Everything else stays `python3 -u`'s: one __main__, the exit codes
+# (1, 130 for KeyboardInterrupt, sys.exit's), stdin at EOF for the program.
+_PRELUDE = (
+    "import sys as _dm_sys, linecache as _dm_lc\n"
+    "_dm_lc.cache[{name!r}] = ({size}, None, {lines!r}, {name!r})\n"
+    "def _dm_hook(t, v, tb):\n"
+    "    while tb is not None and tb.tb_frame.f_code.co_filename == '<stdin>':\n"
+    "        tb = tb.tb_next\n"
+    "    import traceback\n"
+    "    traceback.print_exception(t, v, tb)\n"
+    "_dm_sys.excepthook = _dm_hook\n"
+    "del _dm_sys, _dm_lc, _dm_hook\n"
+    "exec(compile({body!r}, {name!r}, 'exec'))\n"
+)
+
+
+def reads_python_stdin(spec) -> bool:
+    """Whether the container's command is a plain Python reading its program on stdin."""
+    argv = tuple(spec.entrypoint or ()) + tuple(spec.command or ())
+    return argv in PYTHON_STDIN
+
+
+def to_python_stdin(body: str, filename: str) -> str:
+    """BODY as a program for `python3 -u` on stdin whose frames read FILENAME, with source,
+    numbered as the notebook numbers the cell's lines (see `as_cell_source`)."""
+    source = as_cell_source(body)
+    return _PRELUDE.format(name=filename, size=len(source), lines=source.splitlines(True),
+                           body=source)
+
+
+def as_cell_source(body: str) -> str:
+    """The body with the magic line's place kept: line 1 of the notebook's cell is
+    `%%docker ...`, so the body's first line is the cell's line 2, and a traceback's
+    `line 6` is the line the notebook shows as 6."""
+    return "\n" + body

@@ -1,8 +1,11 @@
-"""`%docker SUBCOMMAND ...` and `%%dockerfile`: parse the line, call lifecycle, display. Thin.
+"""`%docker SUBCOMMAND ...` for the engine's containers and images, and `%%dockerfile`: call
+lifecycle, display. Thin.
 
-Flags keep docker's spellings and meanings; flags only dockmagic has are long-form
-(`--all-containers`, `--orphans`). Every mistake is a `UsageError` naming the fix; engine
-errors arrive as one-line `errors.DockmagicError`s from lifecycle.
+Each subcommand is one function registered with ``@cli.subcommand`` (see cli.py for how to add
+one); its ``@cli.argument`` lines are its parser and its `--help`. Flags keep docker's spellings
+and meanings; flags only dockmagic has are long-form (`--all-containers`, `--orphans`). Every
+mistake is a `UsageError` naming the fix; engine errors arrive as one-line
+`errors.DockmagicError`s from lifecycle.
 """
 from __future__ import annotations
 
@@ -17,66 +20,11 @@ from IPython.core.error import StdinNotImplementedError, UsageError
 
 from . import errors, lifecycle, panelstate
 
-SUMMARY = """\
-Lifecycle subcommands (`%docker SUB --help` for each):
-  %docker ps [-a] [--all-containers]    dockmagic's containers; -a: stopped too;
-                                        --all-containers: every container on the engine
-  %docker images [-a] [REPO[:TAG]]      local images
-  %docker logs [-f] [--tail N] [-t] NAME
-                                        output; -f follows until it stops or you interrupt
-  %docker exec [-u USER] [-w DIR] [-e K=V] NAME CMD...
-                                        run a command in a running container
-  %docker stop|restart [-t SECONDS] NAME...  /  %docker start NAME...
-  %docker rm [-f] NAME...  /  %docker rmi [-f] IMAGE...
-  %docker prune [-f] [--orphans] [--filter label=K[=V]]
-                                        remove dockmagic's stopped containers (asks first);
-                                        --orphans: also those of kernels that are gone
-  %docker commit [-m MSG] [-a AUTHOR] [-c CHANGE] NAME [REPO[:TAG]]
-  %docker tag SOURCE TARGET  /  %docker push REPO[:TAG]  /  %docker pull IMAGE
-  %%dockerfile -t NAME:TAG [-f NAME] [--build-arg K=V] [--no-cache] [--target STAGE] [CONTEXT]
-"""
+from .cli import HelpShown, UsageParser, argument, subcommand
 
-
-# -- parsing -------------------------------------------------------------------------------------
-class _HelpShown(Exception):
-    """`--help` was printed; the subcommand does nothing else."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports mistakes as one-line UsageErrors instead of exiting."""
-
-    def __init__(self, prog: str, description: str, **kwargs):
-        super().__init__(prog=prog, description=description, allow_abbrev=False,
-                         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
-
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
-
-    def exit(self, status=0, message=None):
-        raise _HelpShown()
-
-    def print_help(self, file=None):
-        super().print_help(file or sys.stdout)
-
-    def parse(self, argv: Sequence[str]):
-        return self.parse_args(list(argv))
-
-
-def _parser(name: str, description: str) -> _Parser:
-    return _Parser(f"%docker {name}", description)
-
-
-def _subcommand(fn: Callable) -> Callable:
-    """Wrap a `cmd_*` so that `--help` returns quietly."""
-
-    def run(magics, argv):
-        try:
-            return fn(magics, argv)
-        except _HelpShown:
-            return None
-
-    run.__name__, run.__doc__ = fn.__name__, fn.__doc__
-    return run
+#: `%docker logs NAME` shows this many lines unless --tail says otherwise (the magics' traitlet
+#: `DockerMagics.logs_tail` sets it).
+LOGS_TAIL = 200
 
 
 def _positive_int(text: str) -> int:
@@ -180,8 +128,15 @@ class _Streams:
         self.sinks = {1: OutputSink(sys.stdout, keep_tail=True, text_filter=text_filter),
                       2: OutputSink(sys.stderr, keep_tail=True, text_filter=text_filter)}
 
+        self.newlines = 0
+
     def __call__(self, kind: int, data: bytes, final: bool = False):
+        self.newlines += data.count(b"\n")
         self.sinks[2 if kind == 2 else 1].write(data, final)
+
+    def lines(self) -> int:
+        """How many lines went through (both streams)."""
+        return self.newlines
 
     def finish(self):
         for sink in self.sinks.values():
@@ -211,16 +166,13 @@ def _each(names: Sequence[str], action: Callable[[str], None]):
 
 
 # -- containers ----------------------------------------------------------------------------------
-_PS = _parser("ps", "dockmagic's containers, newest first: running ones, or all with -a.")
-_PS.add_argument("-a", "--all", action="store_true", help="include stopped containers")
-_PS.add_argument("--all-containers", action="store_true",
-                 help="every container on the engine, not only dockmagic's")
-
-
-@_subcommand
-def cmd_ps(magics, argv):
+@subcommand("ps", "dockmagic's containers (-a: stopped too; --all-containers: every one)",
+            description="dockmagic's containers, newest first: running ones, or all with -a.")
+@argument("-a", "--all", action="store_true", help="include stopped containers")
+@argument("--all-containers", action="store_true",
+          help="every container on the engine, not only dockmagic's")
+def cmd_ps(magics, args):
     """`%docker ps [-a] [--all-containers]`."""
-    args = _PS.parse(argv)
     entries = lifecycle.query_containers(all=args.all, managed_only=not args.all_containers)
     rows = container_rows(entries, inspect=True, everyone=args.all_containers)
     return to_container_table(rows, all_states=args.all, everyone=args.all_containers)
@@ -262,16 +214,12 @@ def to_container_table(rows, all_states: bool = False, everyone: bool = False) -
                  empty=f"no {which}{whose}{hint}", titles=tips)
 
 
-_IMAGES = _parser("images", "Local images, one row per tag (like `docker images`).")
-_IMAGES.add_argument("-a", "--all", action="store_true", help="include intermediate images")
-_IMAGES.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]",
-                     help="only images matching this")
-
-
-@_subcommand
-def cmd_images(magics, argv):
+@subcommand("images", "local images [REPOSITORY[:TAG]]", group="images",
+            description="Local images, one row per tag (like `docker images`).")
+@argument("-a", "--all", action="store_true", help="include intermediate images")
+@argument("reference", nargs="?", metavar="REPOSITORY[:TAG]", help="only images matching this")
+def cmd_images(magics, args):
     """`%docker images [-a] [REPOSITORY[:TAG]]`."""
-    args = _IMAGES.parse(argv)
     rows = lifecycle.build_image_rows(lifecycle.query_images(args.reference, all=args.all))
     now = time.time()
     return Table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"),
@@ -280,24 +228,30 @@ def cmd_images(magics, argv):
                  empty=f"no images{' matching ' + args.reference if args.reference else ''}")
 
 
-_LOGS = _parser("logs", "A container's output, stdout and stderr apart. With -f, follow it live "
-                        "until the container stops; interrupting the kernel stops following "
-                        "(the container keeps running).")
-_LOGS.add_argument("-f", "--follow", action="store_true", help="follow the output live")
-_LOGS.add_argument("-n", "--tail", type=_positive_int, metavar="N",
-                   help="only the last N lines (default: all)")
-_LOGS.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with its time")
-_LOGS.add_argument("name", metavar="NAME")
+def _tail(text: str):
+    if text == "all":
+        return None
+    return _positive_int(text)
 
 
-@_subcommand
-def cmd_logs(magics, argv):
-    """`%docker logs [-f] [--tail N] [-t] NAME`."""
-    args = _LOGS.parse(argv)
+@subcommand("logs", "a container's output: the last lines, or -f to follow it live",
+            description="A container's output, stdout and stderr apart: the last "
+                        f"{LOGS_TAIL} lines unless --tail says otherwise. With -f, follow it "
+                        "live until the container stops; interrupting the kernel stops "
+                        "following (the container keeps running).")
+@argument("-f", "--follow", action="store_true", help="follow the output live")
+@argument("-n", "--tail", type=_tail, metavar="N", default=argparse.SUPPRESS,
+          help=f"only the last N lines, or `all` (default {LOGS_TAIL}, then -f follows)")
+@argument("-t", "--timestamps", action="store_true", help="prefix each line with its time")
+@argument("name", metavar="NAME")
+def cmd_logs(magics, args):
+    """`%docker logs [-f] [--tail N|all] [-t] NAME`: by default the last LOGS_TAIL lines."""
     from .session import strip_markers  # a session's log holds the agent's end-of-cell markers
+    default = not hasattr(args, "tail")
+    tail = LOGS_TAIL if default else args.tail
     out = _Streams(text_filter=strip_markers)
     try:
-        lifecycle.stream_logs(args.name, out, follow=args.follow, tail=args.tail,
+        lifecycle.stream_logs(args.name, out, follow=args.follow, tail=tail,
                               timestamps=args.timestamps)
     except KeyboardInterrupt:
         out.finish()
@@ -305,39 +259,25 @@ def cmd_logs(magics, argv):
               flush=True)
         return None
     out.finish()
+    if default and not args.follow and out.lines() >= LOGS_TAIL:
+        from . import status
+        status.note(magics.shell, f"(the last {LOGS_TAIL} lines; `%docker logs --tail all "
+                                  f"{args.name}` shows all, `%docker logs -f {args.name}` follows)")
     return None
 
 
-_EXEC = _parser("exec", "Run CMD in a running container, output streamed; a non-zero exit "
+@subcommand("exec", "run a command in a running container: exec NAME CMD...",
+            description="Run CMD in a running container, output streamed; a non-zero exit "
                         "raises. Everything after NAME is the command.")
-_EXEC.add_argument("-u", "--user", metavar="USER", help="user[:group] to run as")
-_EXEC.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
-_EXEC.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="set an environment variable (repeatable)")
-_EXEC.add_argument("name", metavar="NAME")
-_EXEC_VALUED = {"-u", "--user", "-w", "--workdir", "-e", "--env"}
-
-
-def split_exec_argv(argv: Sequence[str]) -> tuple:
-    """`[OPTIONS] NAME CMD...` -> (options + NAME, CMD): options stop at NAME, as docker's do."""
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in _EXEC_VALUED:
-            i += 2
-            continue
-        if arg.startswith("-") and arg != "-":
-            i += 1
-            continue
-        return list(argv[:i + 1]), list(argv[i + 1:])
-    return list(argv), []
-
-
-@_subcommand
-def cmd_exec(magics, argv):
+@argument("-u", "--user", metavar="USER", help="user[:group] to run as")
+@argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+@argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+          help="set an environment variable (repeatable)")
+@argument("name", metavar="NAME")
+@argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
+def cmd_exec(magics, args):
     """`%docker exec [-u USER] [-w DIR] [-e KEY=VALUE] NAME CMD...`."""
-    head, cmd = split_exec_argv(argv)
-    args = _EXEC.parse(head)
+    cmd = list(args.cmd)
     if not cmd:
         raise UsageError(f"%docker exec: name the command to run after {args.name}, e.g. "
                          f"`%docker exec {args.name} ls -l`")
@@ -350,9 +290,8 @@ def cmd_exec(magics, argv):
                                   environment=args.env)
     except KeyboardInterrupt:
         out.finish()
-        print(f"\ninterrupted; `{' '.join(cmd)}` may still be running in {args.name}",
-              file=sys.stderr, flush=True)
-        raise
+        raise errors.CellInterrupted(f"interrupted; `{' '.join(cmd)}` may still be running "
+                                     f"in {args.name}") from None
     out.finish()
     if code != 0:
         # The engine reports a missing command on stdout ("OCI runtime exec failed: ...").
@@ -361,67 +300,54 @@ def cmd_exec(magics, argv):
     return None
 
 
-def _names_parser(name: str, description: str, timeout: bool = False, force: str = ""):
-    p = _parser(name, description)
-    if timeout:
-        p.add_argument("-t", "--time", type=_positive_int, default=10, metavar="SECONDS",
-                       help="seconds to wait after SIGTERM before SIGKILL (default 10)")
-    if force:
-        p.add_argument("-f", "--force", action="store_true", help=force)
-    p.add_argument("names", nargs="+", metavar="NAME")
-    return p
+def _names(fn):
+    return argument("names", nargs="+", metavar="NAME")(fn)
 
 
-_STOP = _names_parser("stop", "Stop running containers: SIGTERM, then SIGKILL after -t seconds.",
-                      timeout=True)
-_START = _names_parser("start", "Start stopped containers (running ones are left as they are). "
-                                "A dockmagic cell container starts again with an empty stdin.")
-_RESTART = _names_parser("restart", "Stop containers (SIGTERM, SIGKILL after -t seconds) and "
-                                    "start them again; stopped ones are just started.",
-                         timeout=True)
-_RM = _names_parser("rm", "Remove containers.", force="remove running ones too (SIGKILL first)")
-_RMI = _names_parser("rmi", "Remove images (untag; delete once no tag is left).",
-                     force="remove even if containers or other tags use it")
+def _time(fn):
+    return argument("-t", "--time", type=_positive_int, default=10, metavar="SECONDS",
+                    help="seconds to wait after SIGTERM before SIGKILL (default 10)")(fn)
 
 
-@_subcommand
-def cmd_stop(magics, argv):
-    args = _STOP.parse(argv)
+@subcommand("stop", "stop containers (SIGTERM, then SIGKILL after -t seconds)",
+            description="Stop running containers: SIGTERM, then SIGKILL after -t seconds.")
+@_time
+@_names
+def cmd_stop(magics, args):
     _each(args.names, lambda n: lifecycle.stop_container(n, timeout=args.time))
 
 
-@_subcommand
-def cmd_start(magics, argv):
-    args = _START.parse(argv)
+@subcommand("start", "start stopped containers",
+            description="Start stopped containers (running ones are left as they are). "
+                        "A dockmagic cell container starts again with an empty stdin.")
+@_names
+def cmd_start(magics, args):
     _each(args.names, lifecycle.start_container)
 
 
-@_subcommand
-def cmd_restart(magics, argv):
-    args = _RESTART.parse(argv)
+@subcommand("restart", "stop and start containers again",
+            description="Stop containers (SIGTERM, SIGKILL after -t seconds) and start them "
+                        "again; stopped ones are just started.")
+@_time
+@_names
+def cmd_restart(magics, args):
     _each(args.names, lambda n: lifecycle.restart_container(n, timeout=args.time))
 
 
-@_subcommand
-def cmd_rm(magics, argv):
-    args = _RM.parse(argv)
+@subcommand("rm", "remove containers (-f: running ones too)", description="Remove containers.")
+@argument("-f", "--force", action="store_true", help="remove running ones too (SIGKILL first)")
+@_names
+def cmd_rm(magics, args):
     _each(args.names, lambda n: lifecycle.remove_container(n, force=args.force))
 
 
-@_subcommand
-def cmd_rmi(magics, argv):
-    args = _RMI.parse(argv)
+@subcommand("rmi", "remove images (-f: even if in use)", group="images",
+            description="Remove images (untag; delete once no tag is left).")
+@argument("-f", "--force", action="store_true",
+          help="remove even if containers or other tags use it")
+@_names
+def cmd_rmi(magics, args):
     _each(args.names, lambda n: lifecycle.remove_image(n, force=args.force))
-
-
-_PRUNE = _parser("prune", "Remove dockmagic's stopped containers, after asking. With --orphans, "
-                          "also its containers (running or not) whose kernel on this host is "
-                          "gone. Other containers are never touched.")
-_PRUNE.add_argument("-f", "--force", action="store_true", help="do not ask")
-_PRUNE.add_argument("--orphans", action="store_true",
-                    help="also remove containers left by kernels that no longer run")
-_PRUNE.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]",
-                    help="only containers with this label (repeatable; docker's prune filter)")
 
 
 def parse_label_filters(filters: Sequence[str]) -> list:
@@ -445,10 +371,17 @@ def _confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-@_subcommand
-def cmd_prune(magics, argv):
+@subcommand("prune", "remove dockmagic's stopped containers (asks first; --orphans)",
+            description="Remove dockmagic's stopped containers, after asking. With --orphans, "
+                        "also its containers (running or not) whose kernel on this host is "
+                        "gone. Other containers are never touched.")
+@argument("-f", "--force", action="store_true", help="do not ask")
+@argument("--orphans", action="store_true",
+          help="also remove containers left by kernels that no longer run")
+@argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]",
+          help="only containers with this label (repeatable; docker's prune filter)")
+def cmd_prune(magics, args):
     """`%docker prune [-f] [--orphans]`."""
-    args = _PRUNE.parse(argv)
     rows = container_rows(lifecycle.query_prunable(orphans=args.orphans,
                                                    labels=parse_label_filters(args.filter)))
     if not rows:
@@ -470,75 +403,70 @@ def cmd_prune(magics, argv):
 
 
 # -- images --------------------------------------------------------------------------------------
-_COMMIT = _parser("commit", "Save a container's filesystem as an image. For dockmagic's "
-                            "containers the image keeps the source image's ENTRYPOINT, CMD, USER "
-                            "and WORKDIR (not the interpreter dockmagic fed the cell to), and "
-                            "blanks the dockmagic.* labels.")
-_COMMIT.add_argument("-m", "--message", help="commit message")
-_COMMIT.add_argument("-a", "--author", help='author, e.g. "Ada <ada@example.org>"')
-_COMMIT.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
-                     help="a Dockerfile instruction to apply, e.g. 'ENV A=1' (repeatable)")
-_COMMIT.add_argument("name", metavar="NAME")
-_COMMIT.add_argument("reference", nargs="?", metavar="REPO[:TAG]")
-
-
-@_subcommand
-def cmd_commit(magics, argv):
-    args = _COMMIT.parse(argv)
+@subcommand("commit", "save a container as an image: commit NAME [REPO[:TAG]]", group="images",
+            description="Save a container's filesystem as an image. For dockmagic's "
+                        "containers the image keeps the source image's ENTRYPOINT, CMD, USER "
+                        "and WORKDIR (not the interpreter dockmagic fed the cell to), and "
+                        "blanks the dockmagic.* labels.")
+@argument("-m", "--message", help="commit message")
+@argument("-a", "--author", help='author, e.g. "Ada <ada@example.org>"')
+@argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+          help="a Dockerfile instruction to apply, e.g. 'ENV A=1' (repeatable)")
+@argument("name", metavar="NAME")
+@argument("reference", nargs="?", metavar="REPO[:TAG]")
+def cmd_commit(magics, args):
     image_id = lifecycle.commit_container(args.name, args.reference, message=args.message,
                                           author=args.author, changes=args.change)
     _say(f"{args.reference or 'untagged image'}: {image_id}")
     return None
 
 
-_TAG = _parser("tag", "Give an image another name: `%docker tag SOURCE TARGET` (TARGET "
-                      "REGISTRY/REPO:TAG to push it there).")
-_TAG.add_argument("source", metavar="SOURCE")
-_TAG.add_argument("target", metavar="TARGET")
-
-
-@_subcommand
-def cmd_tag(magics, argv):
-    args = _TAG.parse(argv)
+@subcommand("tag", "give an image another name: tag SOURCE TARGET", group="images",
+            description="Give an image another name: `%docker tag SOURCE TARGET` (TARGET "
+                        "REGISTRY/REPO:TAG to push it there).")
+@argument("source", metavar="SOURCE")
+@argument("target", metavar="TARGET")
+def cmd_tag(magics, args):
     lifecycle.tag_image(args.source, args.target)
     _say(f"tagged {args.source} as {args.target}")
 
 
-_PUSH = _parser("push", "Push an image to its registry (the REGISTRY/ part of its name), with "
+@subcommand("push", "push an image to its registry, with progress", group="images",
+            description="Push an image to its registry (the REGISTRY/ part of its name), with "
                         "progress. Without :TAG every tag of REPO is pushed.")
-_PUSH.add_argument("reference", metavar="REPO[:TAG]")
-_PULL = _parser("pull", "Pull an image (`:latest` when no tag), with progress.")
-_PULL.add_argument("reference", metavar="IMAGE")
-
-
-@_subcommand
-def cmd_push(magics, argv):
-    args = _PUSH.parse(argv)
+@argument("reference", metavar="REPO[:TAG]")
+def cmd_push(magics, args):
     digest = lifecycle.push_image(args.reference, _say)
     _say(f"pushed {args.reference}" + (f" ({digest})" if digest else ""))
 
 
-@_subcommand
-def cmd_pull(magics, argv):
-    args = _PULL.parse(argv)
-    info = lifecycle.pull_image(args.reference, _say)
-    _say(f"pulled {args.reference} ({info['Id']})")
+@subcommand("pull", "pull an image, with progress", group="images",
+            description="Pull an image (`:latest` when no tag), with progress.")
+@argument("reference", metavar="IMAGE")
+def cmd_pull(magics, args):
+    from . import status
 
-
-COMMANDS = {
-    "ps": cmd_ps, "images": cmd_images, "logs": cmd_logs, "exec": cmd_exec,
-    "stop": cmd_stop, "start": cmd_start, "restart": cmd_restart, "rm": cmd_rm, "rmi": cmd_rmi,
-    "prune": cmd_prune, "commit": cmd_commit, "tag": cmd_tag, "push": cmd_push, "pull": cmd_pull,
-}
+    if not status.frontend_updates_in_place(magics.shell):
+        info = lifecycle.pull_image(args.reference, _say)
+        _say(f"pulled {args.reference} ({info['Id']})")
+        return
+    view = status.PullView(args.reference)  # a notebook: one progress line, updated in place
+    try:
+        info = magics.engine.pull(args.reference, on_progress=view, on_event=view.pull_event)
+    except BaseException as exc:
+        view.failed(exc)
+        raise
+    view.done(info["Id"])
 
 
 # -- %%dockerfile --------------------------------------------------------------------------------
-_BUILD = _Parser("%%dockerfile", "Build an image from the cell: the body is the Dockerfile. Uses "
-                                 "the classic builder (no BuildKit); the log streams live, and a "
-                                 "failing step raises one line naming it.\n\nCONTEXT is the folder "
-                                 "sent for COPY/ADD (its .dockerignore is honoured); without one "
-                                 "the context is empty, so nothing is uploaded: write "
-                                 "`%%dockerfile -t NAME:TAG .` to send the notebook's folder.")
+_BUILD = UsageParser("%%dockerfile",
+                     "Build an image from the cell: the body is the Dockerfile. Uses the "
+                     "classic builder (no BuildKit); the log streams live, and a failing step "
+                     "raises one line naming it.\n\nCONTEXT is the folder sent for COPY/ADD "
+                     "(its .dockerignore is honoured); without one the context is empty, so "
+                     "nothing is uploaded: write `%%dockerfile -t NAME:TAG .` to send the "
+                     "notebook's folder.")
 _BUILD.add_argument("-t", "--tag", required=True, metavar="NAME:TAG", help="the image's name")
 _BUILD.add_argument("-f", "--file", default="Dockerfile", metavar="NAME",
                     help="the name the body gets inside the context (default Dockerfile; it "
@@ -560,7 +488,7 @@ def dockerfile_cell(magics, line, cell):
         raise UsageError(str(exc)) from None
     try:
         args = _BUILD.parse(argv)
-    except _HelpShown:
+    except HelpShown:
         return None
     if not (cell or "").strip():
         raise UsageError("%%dockerfile: the cell is empty; write the Dockerfile in it "

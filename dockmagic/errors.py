@@ -7,7 +7,7 @@ through docker-py's internals.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Iterable, Optional, Sequence
 
 GPU_RUNTIME_HELP = (
     "the engine has no NVIDIA runtime for --gpus: install nvidia-container-toolkit on the Docker "
@@ -48,20 +48,39 @@ class CellFailed(DockmagicError):
     """A cell's container exited non-zero."""
 
     def __init__(self, exit_code: int, image: str, stderr_tail: str = "", oom: bool = False,
-                 name: str = ""):
+                 name: str = "", memory_limit: Optional[int] = None):
         self.exit_code = exit_code
         self.image = image
         self.stderr_tail = stderr_tail
         self.oom = oom
         self.name = name
-        super().__init__(describe_exit(exit_code, image, oom))
+        self.memory_limit = memory_limit
+        super().__init__(describe_exit(exit_code, image, oom, memory_limit))
+
+    #: Whether the stderr tail was already shown to the user (a cell streams it live).
+    streamed = True
 
     def _render_traceback_(self):
         lines = [f"{type(self).__name__}: {self}"]
-        if self.stderr_tail.strip():
+        if self.stderr_tail.strip() and not self.streamed:
             lines.append("last lines of stderr:")
             lines.extend("  " + ln for ln in self.stderr_tail.rstrip("\n").splitlines()[-10:])
         return lines
+
+
+class CellInterrupted(KeyboardInterrupt):
+    """The kernel was interrupted while a cell ran. Still a KeyboardInterrupt (Run All stops;
+    code that catches Ctrl-C still does), shown as the one line that says what became of the
+    container: no frames of dockmagic's own."""
+
+    def _render_traceback_(self):
+        return [str(self)]
+
+
+def describe_interrupt(container: str, how: str, seconds: float, removed: bool = True) -> str:
+    """`interrupted; container X stopped by SIGINT in 0.4 s and removed`."""
+    end = " and removed" if removed else ""
+    return f"interrupted; container {container} stopped by {how} in {seconds:.1f} s{end}"
 
 
 class BuildFailed(EngineError):
@@ -109,12 +128,24 @@ def describe_no_engine(reason: str = "", where: str = "") -> str:
     )
 
 
-def describe_exit(code: int, image: str, oom: bool = False) -> str:
+def to_bytes_text(n: int) -> str:
+    """2 GiB, 512 MiB, 1.5 GiB: binary units, as -m reads them."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
+
+
+def describe_exit(code: int, image: str, oom: bool = False,
+                  memory_limit: Optional[int] = None) -> str:
     """One line explaining a container's exit status the way a user needs it."""
     base = f"container ({image}) exited with code {code}"
+    if code == 137 and oom and memory_limit:
+        return (f"{base}: killed for running out of memory (OOMKilled) at its limit of "
+                f"{to_bytes_text(memory_limit)} (-m/--memory); raise -m or use less memory")
     if code == 137 and oom:
-        return (f"{base}: killed for running out of memory (OOMKilled); raise -m/--memory "
-                "or use less memory")
+        return (f"{base}: killed for running out of memory (OOMKilled) with no -m limit set: "
+                "the host ran short; set -m/--memory to bound it, or use less memory")
     if code == 137:
         return f"{base}: killed by SIGKILL (stopped, or out of memory outside its own limit)"
     if code == 139:
@@ -133,10 +164,48 @@ def describe_exit(code: int, image: str, oom: bool = False) -> str:
     return base
 
 
-def describe_pull_failure(image: str, reason: str) -> str:
+def describe_pull_failure(image: str, reason: str, hint: str = "") -> str:
     registry = registry_of(image)
-    return (f"image {image!r} is neither local nor pullable from {registry}: {reason}. "
-            "Build it (`docker build -t ...`), load it (`docker load`), or check the name and tag")
+    return (f"image {image!r} is neither local nor pullable from {registry}: {reason}"
+            f"{hint}. Build it (`docker build -t ...`), load it (`docker load`), or check the "
+            "name and tag")
+
+
+def suggest_local_image(image: str, local: Iterable[str]) -> str:
+    """` (did you mean dockmagic-base:bookworm, which is local?)` when IMAGE, not local, is a
+    typo or two away from a local reference (`bookwrom`), or names a local repository without
+    its tag (docker then means `:latest`); otherwise ""."""
+    local = [ref for ref in local if ref and ref != "<none>:<none>"]
+    last = image.rsplit("/", 1)[-1]
+    repo, tag = (image.rpartition(":")[0], image.rpartition(":")[2]) if ":" in last \
+        else (image, "")
+    if not tag:
+        same_repo = sorted(ref for ref in local if ref.rpartition(":")[0] == repo)
+        if same_repo:
+            return f" (did you mean {same_repo[0]}, which is local?)"
+    best, found = None, None
+    for ref in local:
+        d = typo_distance(image, ref)
+        if d <= 2 and d * 3 < len(tag or image) and (best is None or d < best):
+            best, found = d, ref
+    return f" (did you mean {found}, which is local?)" if found else ""
+
+
+def typo_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) from A to B."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev2, prev = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if (prev2 is not None and i > 1 and j > 1 and a[i - 1] == b[j - 2]
+                    and a[i - 2] == b[j - 1]):
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[len(b)]
 
 
 def registry_of(image: str) -> str:

@@ -8,10 +8,10 @@ import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+from traitlets import Bool, Float, Int, observe
 
 from . import cell as cellplan
-from . import errors
-from . import translate
+from . import errors, translate
 from .kernel import kernel_id, notebook_path
 
 
@@ -41,11 +41,62 @@ class NotebookConfig:
         ])
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
+
+
 @magics_class
 class DockerMagics(Magics):
-    def __init__(self, shell):
-        super().__init__(shell)
+    """`%%docker`, `%docker`, `%gpus`. Timeouts and intervals are traitlets: set them with
+    `%config DockerMagics.interrupt_grace = 5` or in ipython_config.py
+    (`c.DockerMagics.interrupt_grace = 5`)."""
+
+    interrupt_grace = Float(2.0, help="seconds an interrupted one-shot cell's container gets "
+                                      "after SIGINT before SIGKILL").tag(config=True)
+    session_interrupt_wait = Float(3.0, help="seconds an interrupted session cell gets to stop "
+                                             "before the kernel stops waiting").tag(config=True)
+    session_hello_timeout = Float(30.0, help="seconds a new or reattached session gets to "
+                                             "answer").tag(config=True)
+    spare_idle = Float(600.0, help="seconds an unused spare container is kept").tag(config=True)
+    panel_interval = Float(2.0, help="seconds between panel refreshes").tag(config=True)
+    logs_tail = Int(200, help="lines `%docker logs NAME` shows without --tail").tag(config=True)
+    status_line = Bool(True, help="show a live status line (container, image, engine, "
+                                  "elapsed) above a one-shot cell's output in a notebook, and "
+                                  "a summary at the end").tag(config=True)
+    status_interval = Float(1.0, help="seconds between updates of the live status "
+                                      "line").tag(config=True)
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell, **kwargs)
         self.config_ = NotebookConfig()
+
+    #: trait -> (module, attribute) it sets.
+    _SETTINGS = {
+        "interrupt_grace": ("dockmagic.runner", "INTERRUPT_GRACE_S"),
+        "session_interrupt_wait": ("dockmagic.session", "INTERRUPT_WAIT_S"),
+        "session_hello_timeout": ("dockmagic.session", "HELLO_TIMEOUT_S"),
+        "spare_idle": ("dockmagic.spare", "SPARE_IDLE_S"),
+        "logs_tail": ("dockmagic.commands", "LOGS_TAIL"),
+    }
+
+    @observe(*_SETTINGS)
+    def _setting_changed(self, change):
+        self.__dict__.setdefault("_settings_set", set()).add(change["name"])
+
+    def _push_settings(self):
+        """Hand the settings a user set (`%config`, ipython_config.py) to the modules that
+        read them; the modules' own defaults stand for the rest. Modules not imported yet get
+        theirs at a later use (loading the extension imports none of them)."""
+        names = self.__dict__.get("_settings_set")
+        if not names:
+            return
+        mods = sys.modules
+        for name in names:
+            module, attr = self._SETTINGS[name]
+            m = mods.get(module)
+            if m is not None:
+                setattr(m, attr, getattr(self, name))
 
     def close(self):
         """Stop what this notebook started in the background: spares, sessions started with
@@ -72,13 +123,33 @@ class DockerMagics(Magics):
     def _notebook(self) -> str:
         return notebook_path(self.shell)
 
+    def cell_number(self):
+        """The prompt number of the cell that is running, as the notebook shows it (`[6]`).
+
+        IPython (>= 9) advances `execution_count` before the cell runs, so during a cell it
+        names the *next* one. The running cell's own number is on the ExecutionResult the
+        display hook holds while the cell runs (IPython 8 and 9, terminal and ipykernel alike).
+        Outside a running cell (a direct `run_cell_magic` call) there is none: the count the
+        next cell would get stands in."""
+        shell = self.shell
+        if shell is None:
+            return None
+        result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+        count = getattr(result, "execution_count", None)
+        return count if count is not None else getattr(shell, "execution_count", None)
+
+    def cell_name(self) -> str:
+        """The file name a cell's Python frames carry in tracebacks: `<cell [6]>`."""
+        n = self.cell_number()
+        return f"<cell [{n}]>" if n is not None else "<cell>"
+
     def _labels(self) -> dict:
-        count = getattr(self.shell, "execution_count", 0) if self.shell is not None else 0
+        count = self.cell_number()
         return {
             "dockmagic.managed": "1",
             "dockmagic.kernel": kernel_id(),
             "dockmagic.notebook": self._notebook(),
-            "dockmagic.cell": str(count),
+            "dockmagic.cell": "" if count is None else str(count),
         }
 
     def _expand(self, line: str) -> str:
@@ -92,18 +163,20 @@ class DockerMagics(Magics):
             return
         self._orphans_reported = True
         from . import lifecycle
-        message = lifecycle.report_orphans(engine=self.engine)
+        message = lifecycle.report_orphans()
         if message:
             print(message, file=sys.stderr)
 
     def plan(self, line: str, oneshot: bool = True) -> cellplan.CellPlan:
         try:
-            return cellplan.plan_cell(
+            plan = cellplan.plan_cell(
                 self._expand(line), cwd=os.getcwd(), identity=self._identity(),
                 default_flags=self.config_.flags, default_image=self.config_.image,
                 default_gpus=self.config_.gpus, labels=self._labels(), oneshot=oneshot)
         except cellplan.CellUsageError as exc:
             raise UsageError(str(exc)) from None
+        from . import recording
+        return recording.PINS.apply(self.engine, plan) if recording.PINS.on else plan  # (#12)
 
     # -- %%docker / %docker ------------------------------------------------------------------
     @line_cell_magic
@@ -154,11 +227,7 @@ class DockerMagics(Magics):
         [--spare on|off] [--reset]`, and the subcommands listed by `%docker --help`.
         """
         if cell is not None and line.lstrip().startswith("@"):  # `%%docker @NAME`: a session
-            from . import session
-            try:
-                return session.run_cell(self.engine, line, cell, self.shell.user_ns)
-            except session.SessionUsage as exc:
-                raise UsageError(str(exc)) from None
+            return self._session_cell(line, cell)
         self._report_orphans_once()
         if cell is None:
             return self._line(line)
@@ -174,11 +243,15 @@ class DockerMagics(Magics):
         return self.run_plan(plan, cell)
 
     def run_plan(self, plan: cellplan.CellPlan, body: str):
-        from . import runner
+        from . import recording, runner
 
+        self._push_settings()
         engine = self.engine
+        rec = recording.begin(engine, plan, body)  # provenance record (#12): finished below
         spec = plan.spec
-        data = body.encode("utf-8")
+        python = cellplan.reads_python_stdin(spec)
+        text = cellplan.to_python_stdin(body, self.cell_name()) if python else body
+        data = text.encode("utf-8")
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         xfer = None
         if plan.inputs or plan.outputs or plan.pickle_outputs:
@@ -189,7 +262,7 @@ class DockerMagics(Magics):
                 xfer = transfer.prepare_oneshot(plan, self.shell.user_ns)
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
-            data = xfer.body(body)
+            data = xfer.body(cellplan.as_cell_source(body), self.cell_name())
         from . import binds
         try:
             binds.ensure_bind_sources(spec)  # missing -v sources: made as you, where you own
@@ -198,90 +271,95 @@ class DockerMagics(Magics):
                 xfer.close()
             raise UsageError(str(exc)) from None
         if spec.detach:
-            return runner.run_detached(engine, spec, data, on_pull=say)
+            name = runner.run_detached(engine, spec, data, on_pull=say)
+            rec.finish(name=name)
+            from . import status
+            try:
+                cid = engine.inspect(name)["Id"]
+            except errors.DockmagicError:
+                cid = ""
+            return status.Started(name, spec.image, cid)
         from . import spare  # a ready spare with the same spec skips create + start
         run_oneshot = spare.runner_for(spec, self.config_.spare)
+        live = None
+        if self.status_line:
+            from . import status
+            if status.frontend_updates_in_place(self.shell):
+                live = status.CellStatus(engine, spec.image, self.cell_number(),
+                                         self.status_interval)
+        started = []
+        result = None
+
+        def on_started(cid):
+            started.append(cid)
+            if live is not None:
+                live.started(cid)
+
         try:
-            result = run_oneshot(
-                engine, spec, data, exchange=xfer, on_pull=say,
-                on_interrupt=lambda cid, how, took: say(
-                    f"dockmagic: interrupted; container {cid[:12]} stopped by {how} in "
-                    f"{took:.1f} s and removed"))
+            result = run_oneshot(engine, spec, data, exchange=xfer,
+                                 on_pull=live if live is not None else say,
+                                 on_pull_event=live.pull_event if live is not None else None,
+                                 on_started=on_started)
             if xfer is not None:
                 xfer.finish(result.exit_code, self.shell.user_ns)
+        except KeyboardInterrupt as exc:
+            if live is not None:
+                live.finish(interrupted=True)
+            if isinstance(exc, errors.CellInterrupted):
+                raise
+            # before the container ran (create, pull, start), or once it had ended
+            raise errors.CellInterrupted(
+                f"interrupted; container {started[0][:12]} removed" if started else
+                "interrupted before the cell's container ran; nothing is left of it") from None
+        except BaseException as exc:
+            if live is not None:
+                live.finish(failed=_first_line(exc))
+            raise
         finally:
+            rec.finish(result, xfer=xfer)
             if xfer is not None:
                 xfer.close()
+        if live is not None:
+            live.finish(result.exit_code)
         if result.exit_code != 0 and plan.raise_error:
             raise errors.CellFailed(result.exit_code, spec.image, result.stderr_tail, result.oom,
-                                    result.name)
+                                    result.name, memory_limit=spec.mem_limit)
         return None
 
-    def _line(self, line: str):
-        argv = cellplan.split_line(line) if line.strip() else []
-        if not argv or argv[0] in ("--help", "-h", "help"):
-            from . import commands
-            print(self.docker.__doc__)
-            print(commands.SUMMARY)
+    def _session_cell(self, line: str, cell: str):
+        from . import cli, session
+
+        parsed = cli.parse_session_cell(line)
+        if parsed is None:  # --help
             return None
-        handler = getattr(self, f"_cmd_{argv[0].replace('-', '_')}", None)
-        if handler is None:
-            from . import commands  # the lifecycle subcommands: ps, logs, stop, commit, ...
-            handler = commands.COMMANDS.get(argv[0])
-            if handler is not None:
-                return handler(self, argv[1:])
-        if handler is None:
-            raise UsageError(f"%docker has no subcommand {argv[0]!r}; see `%docker --help` "
-                             "(to run code, use the cell form `%%docker IMAGE`)")
-        return handler(argv[1:])
-
-    def _cmd_config(self, args):
-        """`%docker config [--image IMAGE] [--flags "FLAGS"] [--reset]`: per-notebook defaults."""
-        it = iter(args)
-        for arg in it:
-            key, eq, value = arg.partition("=")
-            if key in ("--image", "--flags", "--spare") and not eq:
-                value = next(it, None)
-                if value is None:
-                    raise UsageError(f"%docker config {key} needs a value")
-            if key == "--image":
-                self.config_.image = value or None
-            elif key == "--flags":
-                flags = cellplan.split_line(value)
-                try:  # check them now, with a placeholder image, rather than at the next cell
-                    translate.parse_run_args(flags + ["image"])
-                except translate.TranslateError as exc:
-                    raise UsageError(f"%docker config --flags: {exc}") from None
-                self.config_.flags = flags
-            elif key == "--reset":
-                self.config_.image, self.config_.flags = None, []
-            elif key == "--spare":
-                if value not in ("on", "off"):
-                    raise UsageError("%docker config --spare takes on or off")
-                self.config_.spare = value == "on"
-                if not self.config_.spare:
-                    from . import spare
-                    spare.SPARES.discard()
-            else:
-                raise UsageError(f"%docker config takes --image IMAGE, --flags \"FLAGS\", "
-                                 f"--spare on|off or --reset, not {arg!r}")
-        print(self.config_.describe())
-
-    def _cmd_panel(self, args):
-        """`%docker panel [--scope notebook|dockmagic|all] [--interval S]`: the live panel."""
-        from . import panel
-        return panel.show_panel(self, args)
-
-    def _cmd_session(self, args):
-        """`%docker session NAME [docker-run flags] IMAGE [PYTHON]`: start (or reattach to) a
-        long-lived container running one Python interpreter; `%%docker @NAME` cells run in it
-        and keep its variables. `%docker session` lists sessions; `--stop NAME` removes one."""
-        from . import session
+        name, args = parsed
+        self._push_settings()
+        from . import recording
+        engine = self.engine
         try:
-            return session.command(self.engine, args,
-                                   plan=lambda line: self.plan(line, oneshot=False))
+            with recording.session_cell(engine, name, args, line, cell):  # provenance (#12)
+                return session.run_cell(engine, name, cellplan.as_cell_source(cell),
+                                        self.shell.user_ns,
+                                        interpreter=args.interpreter, inputs=args.inputs,
+                                        outputs=args.outputs, pickle_outputs=args.pickle_outputs,
+                                        raise_error=not args.no_raise_error,
+                                        cell_name=self.cell_name())
         except session.SessionUsage as exc:
             raise UsageError(str(exc)) from None
+
+    def _line(self, line: str):
+        from . import cli
+
+        try:
+            argv = cellplan.split_line(line) if line.strip() else []
+        except cellplan.CellUsageError as exc:
+            raise UsageError(str(exc)) from None
+        if not argv or argv[0] in ("--help", "-h", "help"):
+            cli.show_help()
+            return None
+        cli.load()
+        self._push_settings()
+        return cli.dispatch(self, argv)
 
     @cell_magic
     def dockerfile(self, line, cell):
@@ -299,9 +377,16 @@ class DockerMagics(Magics):
         `%gpus 0,2` or `%gpus device=0,2`, `%gpus none`, `%gpus auto:2` (the two least-loaded
         GPUs, pinned by UUID). A cell's own `--gpus` wins over the choice.
         """
-        from . import gpus
+        from . import cli, gpus
 
-        arg = line.strip()
+        try:
+            argv = cellplan.split_line(line)
+        except cellplan.CellUsageError as exc:
+            raise UsageError(str(exc)) from None
+        args = cli.parse(cli.GPUS, argv)
+        if args is None:  # --help
+            return None
+        arg = args.choice or ""
         if arg:
             try:
                 snap = gpus.snapshot_for_choice(arg)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from . import errors
+from .engine.frames import FrameSplitter
 
 #: How long an interrupted container gets after SIGINT before it is killed.
 INTERRUPT_GRACE_S = 2.0
@@ -39,6 +41,15 @@ class OutputSink:
         self.tail = deque() if keep_tail else None
         self.tail_len = 0
         self.text_filter = text_filter
+        self.open_line = False  # the last text written did not end its line
+
+    def end_line(self):
+        """End a line the program left open, so that what dockmagic says next starts on its
+        own line (after an interrupt, `tick` then the message, not `tickinterrupted`)."""
+        if self.open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open_line = False
 
     def write(self, data: bytes, final: bool = False):
         text = self.decoder.decode(data, final)
@@ -52,6 +63,7 @@ class OutputSink:
         if text:
             self.stream.write(text)
             self.stream.flush()
+            self.open_line = not text.endswith("\n")
 
     def tail_text(self) -> str:
         if not self.tail:
@@ -68,7 +80,8 @@ def for_oneshot(spec):
 
 
 def run_oneshot(engine, spec, body: bytes, *, stdout=None, stderr=None, on_pull=None,
-                on_interrupt=None, remove: bool = True) -> CellResult:
+                on_pull_event=None, on_interrupt=None, remove: bool = True,
+                on_started: Optional[Callable[[str], None]] = None) -> CellResult:
     """Run one cell: the container gets BODY on stdin and is removed afterwards, whatever happens.
 
     Output is streamed to ``stdout``/``stderr`` as it arrives. KeyboardInterrupt stops the
@@ -78,11 +91,11 @@ def run_oneshot(engine, spec, body: bytes, *, stdout=None, stderr=None, on_pull=
     cid = None
     att = None
     try:
-        cid = engine.create(run_spec, on_pull=on_pull)
+        cid = engine.create(run_spec, on_pull=on_pull, on_pull_event=on_pull_event)
         att = engine.attach(cid)
         engine.start(cid, image=spec.image, wants_gpus=bool(spec.gpus))
         return finish_cell(engine, cid, att, body, stdout=stdout, stderr=stderr,
-                           on_interrupt=on_interrupt)
+                           on_interrupt=on_interrupt, on_started=on_started)
     finally:
         if att is not None:
             att.close()
@@ -91,12 +104,15 @@ def run_oneshot(engine, spec, body: bytes, *, stdout=None, stderr=None, on_pull=
 
 
 def finish_cell(engine, cid: str, att, body: bytes, *, stdout=None, stderr=None,
-                on_interrupt=None, intercept: Optional[Callable[[int, bytes], bool]] = None
-                ) -> CellResult:
+                on_interrupt=None, intercept: Optional[Callable[[int, bytes], bool]] = None,
+                on_started: Optional[Callable[[str], None]] = None) -> CellResult:
     """A one-shot cell once its container runs with ATT attached: BODY on stdin, half-close,
     stdout/stderr streamed until EOF, wait. ``intercept(kind, data)`` may claim a chunk before
-    it is shown. KeyboardInterrupt stops the container (SIGINT, grace, SIGKILL), calls
-    ``on_interrupt(cid, signal, seconds)`` and is re-raised."""
+    it is shown. KeyboardInterrupt stops the container (SIGINT, grace, SIGKILL) while its output
+    keeps streaming (the rest of its last line, its own traceback), calls
+    ``on_interrupt(cid, signal, seconds)`` and raises `errors.CellInterrupted`: one line."""
+    if on_started is not None:
+        on_started(cid)
     try:
         if body:
             att.send(body)
@@ -110,22 +126,58 @@ def finish_cell(engine, cid: str, att, body: bytes, *, stdout=None, stderr=None,
         if intercept is None or not intercept(kind, data):
             (err if kind == 2 else out).write(data)
 
+    frames = FrameSplitter()  # kept across the interrupt: a frame may be cut in two
     try:
         try:
-            att.read_frames(on_frame)
+            att.read_frames(on_frame, frames)
+        except KeyboardInterrupt:
+            how, took = stop_after_interrupt(engine, cid, att, frames, on_frame)
+            out.write(b"", final=True)
+            err.write(b"", final=True)
+            out.end_line()
+            err.end_line()
+            if on_interrupt:
+                on_interrupt(cid, how, took)
+            raise errors.CellInterrupted(
+                errors.describe_interrupt(cid[:12], how, took)) from None
         finally:
             out.write(b"", final=True)
             err.write(b"", final=True)
-    except KeyboardInterrupt:
-        how, took = engine.interrupt(cid, INTERRUPT_GRACE_S)
-        if on_interrupt:
-            on_interrupt(cid, how, took)
-        raise
     except OSError as exc:  # the connection broke: the engine went away mid-cell
         raise engine_lost(engine, exc) from None
     code = engine.wait(cid)
     oom = code == 137 and bool(engine.inspect(cid)["State"].get("OOMKilled"))
     return CellResult(code, cid[:12], oom, err.tail_text())
+
+
+def stop_after_interrupt(engine, cid: str, att, frames: FrameSplitter, on_frame,
+                         grace: Optional[float] = None) -> tuple:
+    """Ctrl-C as `docker run` does it: SIGINT, then SIGKILL if the container has not ended
+    within GRACE seconds (or at a second interrupt). Its output keeps streaming through
+    ON_FRAME until it ends. Returns (the signal that ended it, seconds it took)."""
+    grace = INTERRUPT_GRACE_S if grace is None else grace
+    t0 = time.monotonic()
+    how = "SIGINT"
+    try:
+        try:
+            engine.kill(cid, signal="SIGINT")
+        except errors.DockmagicError:
+            pass  # it ended on its own meanwhile; the stream says so
+        if not att.read_frames_until(on_frame, frames, t0 + grace):
+            how = "SIGKILL"
+            _kill_quietly(engine, cid)
+            att.read_frames_until(on_frame, frames, time.monotonic() + 5.0)
+    except KeyboardInterrupt:  # a second interrupt: no more waiting
+        how = "SIGKILL"
+        _kill_quietly(engine, cid)
+    return how, time.monotonic() - t0
+
+
+def _kill_quietly(engine, cid: str):
+    try:
+        engine.kill(cid)
+    except errors.DockmagicError:
+        pass
 
 
 def engine_lost(engine, exc) -> errors.EngineUnavailable:

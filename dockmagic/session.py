@@ -150,6 +150,8 @@ class Session:
         self._finished = collections.deque(maxlen=8)  # tokens of the last requests answered
         self._lock = threading.Lock()
         self.info = {}
+        self.last_reply = None
+        self.last_moved = None
 
     # plumbing
     def _attach(self):
@@ -226,8 +228,11 @@ class Session:
             try:
                 self._pump(done, on_output, on_marker, deadline)
             except KeyboardInterrupt:
-                self._interrupt(rid, token, done, on_output, on_marker)
-                raise
+                message = self._interrupt(rid, token, done, on_output, on_marker)
+                for sink in sinks.values():
+                    sink.write(b"", final=True)
+                    sink.end_line()
+                raise errors.CellInterrupted(message) from None
             finally:
                 for sink in sinks.values():
                     sink.write(b"", final=True)
@@ -251,18 +256,21 @@ class Session:
                 self._gone("the container's output ended")
             self._demux.feed(data, on_output, on_marker)
 
-    def _interrupt(self, rid, token, done, on_output, on_marker):
-        """KeyboardInterrupt in the kernel: the agent raises it inside the running cell."""
+    def _interrupt(self, rid, token, done, on_output, on_marker) -> str:
+        """KeyboardInterrupt in the kernel: the agent raises it inside the running cell; its
+        traceback streams as the cell's own. Returns the one line that says what happened."""
+        t0 = time.monotonic()
         try:
             self._raw.sendall(agent.HEADER.pack(agent.MAGIC, agent.INTERRUPT, rid, 0))
             self._pump(done, on_output, on_marker, time.monotonic() + INTERRUPT_WAIT_S)
         except (socket.timeout, KeyboardInterrupt):
             self._waiting.add(token)
-            print(f"dockmagic: session {self.name} is still busy with the interrupted cell "
-                  "(code that does not check for KeyboardInterrupt); its output will show in "
-                  "the next cell", file=sys.stderr, flush=True)
+            return (f"interrupted; session {self.name} is still busy with the cell (code that "
+                    "does not check for KeyboardInterrupt); its output shows in the next cell")
         except (OSError, SessionError):
-            pass
+            return f"interrupted; session {self.name} did not answer"
+        return (f"interrupted; the cell stopped in {time.monotonic() - t0:.1f} s; session "
+                f"{self.name} keeps its variables")
 
     # the public side
     def hello(self, timeout: float = HELLO_TIMEOUT_S) -> dict:
@@ -281,11 +289,14 @@ class Session:
         return self.info
 
     def run_python(self, code: str, *, inputs=(), outputs=(), user_ns=None, stdout=None,
-                   stderr=None, raise_error: bool = True) -> dict:
+                   stderr=None, raise_error: bool = True, name: Optional[str] = None) -> dict:
         """Run CODE in the session's interpreter; --in/--out through a fresh folder in the
-        session's own. OUTPUTS: ((dest, src, pickle_ok), ...) (or (dest, src): plain data)."""
+        session's own. OUTPUTS: ((dest, src, pickle_ok), ...) (or (dest, src): plain data).
+        NAME is what its frames are called in tracebacks (the notebook's `<cell [6]>`)."""
         xchg = None
         payload = {"code": code}
+        if name:
+            payload["name"] = name
         outputs = tuple(o if len(o) == 3 else (o[0], o[1], False) for o in outputs)
         try:
             if inputs or outputs:
@@ -301,6 +312,8 @@ class Session:
                                inputs=xchg.write_inputs(inputs, user_ns),
                                outputs=[list(o) for o in outputs])
             reply = self._exchange(agent.RUN, payload, stdout, stderr)
+            if xchg is not None:  # names and sizes, for the cell's provenance record
+                self.last_moved = transfer.measure(xchg, payload["inputs"], outputs)
             status = reply.get("s")
             if status == "ok" and xchg is not None and outputs:
                 # The session lives on and could still change its files: copied first.
@@ -323,14 +336,16 @@ class Session:
         return reply
 
     def _check(self, reply: dict, raise_error: bool):
+        self.last_reply = reply  # the cell's outcome, for its provenance record
         status = reply.get("s")
         if status == "interrupted":
-            raise KeyboardInterrupt
+            raise errors.CellInterrupted(f"interrupted; session {self.name} keeps its variables")
         if status in ("error", "exit") and raise_error:
             code = reply.get("code", 1)
-            raise SessionCellFailed(self.name, code,
-                                    reply.get("msg") or errors.describe_exit(code, self.image),
-                                    self.image)
+            msg = reply.get("msg") or errors.describe_exit(code, self.image)
+            if status == "error":  # its traceback was just shown: name it, do not repeat it
+                msg = f"the cell raised {msg.partition(':')[0]}"
+            raise SessionCellFailed(self.name, code, msg, self.image)
 
     def close(self, remove: bool = False):
         self.close_socket()
@@ -353,8 +368,8 @@ def _parse_reply(data: bytes) -> dict:
         reply["code"] = raw["code"] & 0xFF
     if raw.get("msg") is not None:
         reply["msg"] = transfer.clean_text(raw["msg"], 2000)
-    for key in ("version", "pid", "cells"):
-        if isinstance(raw.get(key), int):
+    for key in ("version", "pid", "cells", "maxrss"):  # maxrss: for the provenance record
+        if isinstance(raw.get(key), int) and not isinstance(raw.get(key), bool):
             reply[key] = raw[key]
     if isinstance(raw.get("python"), str):
         reply["python"] = transfer.clean_text(raw["python"], 40)
@@ -362,6 +377,11 @@ def _parse_reply(data: bytes) -> dict:
 
 
 _SESSIONS: dict = {}
+
+
+def attached(name: str) -> Optional[Session]:
+    """Session NAME if this kernel is attached to it (no engine call), else None."""
+    return _SESSIONS.get(name)
 
 
 def _xroot_from_inspect(info: dict) -> Optional[str]:
@@ -609,52 +629,22 @@ def command(engine, args, plan: Callable[[str], object], say: Callable[[str], No
     return None
 
 
-def parse_cell_line(line: str):
-    """`@NAME [--in X] [--out Y] [--out-pickle Z] [--no-raise-error] [INTERPRETER ...]` ->
-    parts; outputs are ((dest, src, pickle_ok), ...)."""
+def run_cell(engine, name: str, body: str, user_ns: dict, *, interpreter=(), inputs=(),
+             outputs=(), pickle_outputs=(), raise_error: bool = True,
+             cell_name: Optional[str] = None):
+    """`%%docker @NAME ...` (parsed by cli.parse_session_cell): the cell runs in session NAME.
+    INPUTS/OUTPUTS/PICKLE_OUTPUTS: the `--in`/`--out`/`--out-pickle` values as written
+    (``x,cfg``, ``dest=src``)."""
+    interpreter = tuple(interpreter)
     try:
-        argv = shlex.split(line)
-    except ValueError as exc:
-        raise SessionUsage(f"cannot split the magic line: {exc}; check its quotes") from None
-    name = argv[0][1:]
-    if not name:
-        raise SessionUsage("%%docker @NAME: give the session's name, e.g. `%%docker @work`")
-    ins, outs, pickled, raise_error = [], [], [], True
-    i = 1
-    while i < len(argv) and argv[i].startswith("-"):
-        arg = argv[i]
-        key, eq, value = arg.partition("=")
-        if key in ("--in", "--out", "--out-pickle"):
-            if not eq:
-                i += 1
-                if i == len(argv):
-                    raise SessionUsage(f"{key} needs a value, e.g. {key} x,y")
-                value = argv[i]
-            {"--in": ins, "--out": outs, "--out-pickle": pickled}[key].append(value)
-        elif arg == "--no-raise-error":
-            raise_error = False
-        else:
-            raise SessionUsage(f"%%docker @{name} takes --in, --out, --out-pickle, "
-                               f"--no-raise-error and an "
-                               f"interpreter, not {arg!r}; container flags belong to "
-                               f"`%docker session {name} ...`")
-        i += 1
-    interpreter = tuple(argv[i:])
-    try:
-        inputs = transfer.parse_transfers(ins, "--in")
-        outputs = transfer.parse_outputs(outs, pickled)
+        inputs = transfer.parse_transfers(inputs, "--in")
+        outputs = transfer.parse_outputs(outputs, pickle_outputs)
     except transfer.TransferUsage as exc:
         raise SessionUsage(str(exc)) from None
-    return name, interpreter, inputs, outputs, raise_error
-
-
-def run_cell(engine, line: str, body: str, user_ns: dict):
-    """`%%docker @NAME ...`: the cell runs in session NAME."""
-    name, interpreter, inputs, outputs, raise_error = parse_cell_line(line)
     sess = get(engine, name)
     if not interpreter or interpreter in _PYTHON_CELL:
         sess.run_python(body, inputs=inputs, outputs=outputs, user_ns=user_ns,
-                        raise_error=raise_error)
+                        raise_error=raise_error, name=cell_name)
         return None
     if inputs or outputs:
         raise SessionUsage("--in/--out move Python variables; they work in Python session "

@@ -144,7 +144,8 @@ class SparePool:
             return False
 
     def _run_in(self, spare: _Spare, spec, body, *, xdir=None, stdout=None, stderr=None,
-                on_pull=None, on_interrupt=None, remove=True):
+                on_pull=None, on_pull_event=None, on_interrupt=None, remove=True,
+                on_started=None):
         """The cold path's stream/wait/remove, minus create/attach/start."""
         engine = spare.engine
         argv = list(spec.entrypoint or ()) + list(spec.command or ())
@@ -158,7 +159,8 @@ class SparePool:
         cid, removed = spare.id, False
         try:
             result = runner.finish_cell(engine, cid, spare.att, body, stdout=stdout,
-                                        stderr=stderr, on_interrupt=on_interrupt)
+                                        stderr=stderr, on_interrupt=on_interrupt,
+                                        on_started=on_started)
             if result.exit_code in (126, 127) and xdir:
                 # Out of band: only the agent writes this, before the interpreter exists.
                 text = transfer.Exchange(xdir).read_small(agent.SPAWN_FAILED_FILE, 4096)
@@ -176,6 +178,8 @@ class SparePool:
                 spare.att.close()
                 if remove:
                     engine.remove(cid)
+                    xdir_left, spare.xdir = spare.xdir, None  # (unless a cell took it over)
+                    transfer.remove_dir(xdir_left)
 
     # worker side
     def _want(self, key, engine, spec):

@@ -510,6 +510,28 @@ class Exchange:
         remove_dir(self.host_dir)
 
 
+def measure(exchange: "Exchange", inputs, outputs) -> dict:
+    """Names and sizes (bytes in the cell's exchange folder) of what one cell moved, for its
+    record; call before ``close``. INPUTS: the manifest ``write_inputs`` made ([dest, file,
+    kind]); OUTPUTS: the requested ``(dest, src, pickle_ok)``, whose files are ``out-I.npy`` or
+    ``out-I.pkl``. Only those names are looked at, with lstat (a link the container left is not
+    followed): a size is None where no regular file is there."""
+    def size(name):
+        try:
+            st = os.lstat(os.path.join(exchange.host_dir, name))
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    moved_in = [{"name": dest, "bytes": size(os.path.basename(fname))}
+                for dest, fname, _kind in (inputs or ())]
+    moved_out = []
+    for i, out in enumerate(outputs or ()):
+        found = [n for n in (size(f"out-{i}.npy"), size(f"out-{i}.pkl")) if n is not None]
+        moved_out.append({"name": out[0], "bytes": found[0] if found else None})
+    return {"in": moved_in, "out": moved_out}
+
+
 # -- one-shot cells ----------------------------------------------------------------------------
 _ONESHOT = (
     "_dm_g = {{'__name__': 'dockmagic_agent', '__builtins__': __builtins__}}\n"
@@ -536,9 +558,9 @@ class OneshotTransfer:
     def move_to(self, host_dir: str):
         self.exchange.move_to(host_dir)
 
-    def body(self, body: str) -> bytes:
+    def body(self, body: str, filename: str = "<stdin>") -> bytes:
         config = {"xdir": XFER_TARGET, "mapped": self.exchange.mapped, "inputs": self.inputs,
-                  "outputs": [list(o) for o in self.outputs]}
+                  "name": filename, "outputs": [list(o) for o in self.outputs]}
         from .agentsrc import agent_source
 
         return _ONESHOT.format(source=agent_source(), config=config, body=body).encode("utf-8")

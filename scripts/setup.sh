@@ -10,6 +10,7 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)   # the local registry push/pull tests use
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)  # `%docker export compose.yaml` is checked with it
 if [ "$want_browser" = 1 ]; then command -v chromium >/dev/null 2>&1 || need+=(chromium); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need[*]}"

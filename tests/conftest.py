@@ -73,6 +73,16 @@ def remove_labelled(client, label):
             pass
 
 
+def _owned_by_another_live_kernel(entry) -> bool:
+    """A container whose kernel still runs, and is not this process: another test run's (on a
+    shared engine), not this run's to judge or remove. This run's own kernels are gone by now."""
+    from dockmagic.lifecycle import kernel_alive, parse_kernel_label
+
+    label = (entry.get("Labels") or {}).get("dockmagic.kernel", "")
+    parsed = parse_kernel_label(label)
+    return bool(parsed) and parsed[1] != os.getpid() and kernel_alive(label) is True
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_dockmagic_leftovers():
     """After the whole suite, no dockmagic.managed container this run created may be left.
@@ -89,7 +99,7 @@ def _no_dockmagic_leftovers():
     client = docker.from_env()
     try:
         left = [c for c in client.api.containers(all=True, filters={"label": "dockmagic.managed"})
-                if c.get("Created", 0) >= started]
+                if c.get("Created", 0) >= started and not _owned_by_another_live_kernel(c)]
     finally:
         client.close()
     if left:

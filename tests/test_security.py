@@ -291,8 +291,10 @@ def test_forged_session_markers_cannot_inject(kernels, marker):
         print(open('/proc/1/cmdline', 'rb').read().split(b'\\0')[-2:])
         raise ValueError('the real outcome')
         """)
-    _out, _err, error = k.run(cell_at("secforge", "", forge))
-    assert error is not None and "the real outcome" in error
+    _out, err, error = k.run(cell_at("secforge", "", forge))
+    # the real outcome: the cell's own exception, its traceback streamed once as the cell's
+    assert error is not None and "ValueError" in error
+    assert "the real outcome" in err + error
     assert k.value("keep") == "'untouched'"
     # 2. the cell finds its own request's token in the agent's frames and fakes its own end:
     #    "ok" with a manifest naming another variable and a pickle payload it planted
@@ -314,15 +316,17 @@ def test_forged_session_markers_cannot_inject(kernels, marker):
         sys.stderr.flush()
         raise ValueError('never seen')
         """)
-    _out, _err, error = k.run(cell_at("secforge", "--out x", own))
+    _out, forged_err, error = k.run(cell_at("secforge", "--out x", own))
     assert error is not None and error.startswith("TransferError: --out x:")
     assert "--out-pickle x" in error
     assert k.value("keep") == "'untouched'" and k.value("'x' in dir()") == "False"
     out, err, error = k.run(cell_at("secforge", "", "import time\ntime.sleep(1)\n"
                                                     "print('alive')"))
     assert error is None and "alive" in out
-    # the forged cell's real end came after its fake one: at worst display, and said so
-    assert "never seen" in err and "printed a fake end marker" in err
+    # the forged cell's real end came after its fake one: it shows in the forged cell when it
+    # arrived while that cell was still being read, else at worst in the next one, said so
+    assert ("never seen" in forged_err
+            or ("never seen" in err and "printed a fake end marker" in err)), (forged_err, err)
     k.run("%docker session --stop secforge")
 
 

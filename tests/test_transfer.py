@@ -316,7 +316,8 @@ def test_cell_errors_still_raise_cellfailed_with_transfers(shell, workdir):
     with pytest.raises(errors.CellFailed) as info:
         shell.run_cell_magic("docker", f"--in n --out m {BASE_IMAGE}", "m = n / 0")
     assert info.value.exit_code == 1 and "ZeroDivisionError" in info.value.stderr_tail
-    assert "File \"<stdin>\", line 1" in info.value.stderr_tail
+    assert "File \"<cell [" in info.value.stderr_tail and "line 2, in <module>\n    m = n / 0" \
+        in info.value.stderr_tail
     assert "<dockmagic>" not in info.value.stderr_tail
 
 

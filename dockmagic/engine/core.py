@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence
 from .. import errors, labels
 from . import sdk
 from .endpoint import Endpoint, resolve_endpoint
-from .frames import HEADER_SIZE, STDERR, STDOUT, parse_header, read_frames
+from .frames import HEADER_SIZE, STDERR, STDOUT, parse_header, read_frames, read_frames_until
 from .sdkerrors import is_engine_failure, map_error, mapped
 
 OnOutput = Callable[[int, bytes], None]  # (1 = stdout | 2 = stderr, raw bytes)
@@ -42,8 +42,12 @@ class Attached:
     def close_stdin(self):
         self.raw.shutdown(socket.SHUT_WR)
 
-    def read_frames(self, on_frame: OnOutput):
-        read_frames(self.raw, on_frame)
+    def read_frames(self, on_frame: OnOutput, frames=None):
+        read_frames(self.raw, on_frame, frames)
+
+    def read_frames_until(self, on_frame: OnOutput, frames, deadline: float) -> bool:
+        """Go on reading (after an interrupt) until EOF (True) or DEADLINE (False)."""
+        return read_frames_until(self.raw, on_frame, frames, deadline)
 
     def fileno(self) -> int:
         return self.raw.fileno()
@@ -395,9 +399,10 @@ class Engine:
             tag = tag or "latest"  # the API pulls every tag when none is given; the CLI does not
             full = f"{repo}:{tag}"
         say = on_progress or (lambda line: None)
-        if implicit:
-            say(f"{ref} is not local; pulling it from {registry_of(ref)} ...")
-            describe, error = (lambda text: errors.describe_pull_failure(ref, text),
+        if implicit:  # a typo of a local tag (`bookwrom`) is named before anything is pulled
+            hint = errors.suggest_local_image(ref, self._local_tags())
+            say(f"{ref} is not local{hint}; pulling it from {registry_of(ref)} ...")
+            describe, error = (lambda text: errors.describe_pull_failure(ref, text, hint),
                                errors.ImageUnavailable)
         else:
             describe, error = (lambda text: errors.describe_registry_error("pull", ref, text),
@@ -406,6 +411,12 @@ class Engine:
                                                                      decode=True),
                               say, on_event, describe, error)
         return self.inspect_image(full)
+
+    def _local_tags(self) -> list:
+        try:
+            return [t for entry in self.api.images() for t in entry.get("RepoTags") or ()]
+        except Exception:
+            return []
 
     def push(self, ref: str, *, on_progress: Optional[Callable[[str], None]] = None,
              on_event: Optional[Callable[[dict], None]] = None) -> Optional[str]:

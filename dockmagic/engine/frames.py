@@ -51,12 +51,43 @@ def parse_header(header: bytes):
     return _HEADER.unpack(header)
 
 
-def read_frames(raw, on_frame: Callable[[int, bytes], None]):
-    """Read docker's multiplexed stream from the OS socket RAW to EOF (see FrameSplitter)."""
-    frames = FrameSplitter()
+def read_frames(raw, on_frame: Callable[[int, bytes], None], frames=None):
+    """Read docker's multiplexed stream from the OS socket RAW to EOF (see FrameSplitter).
+    FRAMES: the caller's splitter, to go on reading after an interrupt without losing a frame
+    cut in two."""
+    frames = frames if frames is not None else FrameSplitter()
     recv = raw.recv
     while True:
         chunk = recv(READ_SIZE)
         if not chunk:
             break
         frames.feed(chunk, on_frame)
+
+
+def read_frames_until(raw, on_frame: Callable[[int, bytes], None], frames: FrameSplitter,
+                      deadline: float) -> bool:
+    """Go on reading RAW through FRAMES until EOF (True) or the monotonic DEADLINE (False): a
+    container's last output while it stops after an interrupt."""
+    import socket
+    import time
+
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            raw.settimeout(left)
+            try:
+                chunk = raw.recv(READ_SIZE)
+            except socket.timeout:
+                return False
+            except OSError:
+                return True
+            if not chunk:
+                return True
+            frames.feed(chunk, on_frame)
+    finally:
+        try:
+            raw.settimeout(None)
+        except OSError:
+            pass

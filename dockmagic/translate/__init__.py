@@ -39,13 +39,14 @@ Layout (each module names the flags it owns): ``argv`` the flag table, the pflag
 ``RunSpec`` and its parts, ``to_create_kwargs``, ``to_cli``, ``format_cli``; the value parsers
 ``gpus``, ``volumes``, ``mounts``, ``devices``, ``network``, ``quantities``, ``limits``,
 ``security``, ``kvfiles``, ``image``; ``gocompat`` the Go parsing rules they share; ``errors``
-``TranslateError``.
+``TranslateError`` (``UnknownFlag`` for a flag docker run lacks, with a "did you mean" from
+``argv.suggest_flag``).
 """
 
 # Re-exported so ``from dockmagic.translate import X`` and ``translate.X`` keep working; the
 # private names are the ones the magics and tests reach for.
-from .argv import _LONG, _SHORT, split_run_args  # noqa: F401
-from .errors import TranslateError
+from .argv import _LONG, _SHORT, split_run_args, suggest_flag  # noqa: F401
+from .errors import TranslateError, UnknownFlag
 from .gocompat import INT64_MAX, INT64_MIN, _csv_join  # noqa: F401
 from .gpus import parse_gpus
 from .limits import _ULIMITS  # noqa: F401
@@ -57,6 +58,6 @@ from .volumes import _split_volume  # noqa: F401
 from .volumes import _split_volume as split_volume
 
 __all__ = [
-    "TranslateError", "GpuRequest", "Mount", "DeviceMapping", "PortBinding", "Ulimit", "RunSpec",
+    "TranslateError", "UnknownFlag", "suggest_flag", "GpuRequest", "Mount", "DeviceMapping", "PortBinding", "Ulimit", "RunSpec",
     "parse_run_args", "parse_gpus", "parse_size", "split_run_args", "split_volume", "format_cli",
 ]

@@ -2,11 +2,12 @@
 and pflag-style argv walking, including ``split_run_args`` for the magics' own flags."""
 from __future__ import annotations
 
+import difflib
 import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Tuple, Union
 
-from .errors import TranslateError
+from .errors import TranslateError, UnknownFlag
 from .gocompat import _go_bool
 
 
@@ -74,6 +75,13 @@ def _as_argv(args) -> List[str]:
     return argv
 
 
+def suggest_flag(name: str, extra=()) -> str:
+    """`; did you mean --gpus?` for a misspelt long flag (`--gpu`), or ""; EXTRA: more long
+    flags to consider (the magics' own, without their dashes)."""
+    close = difflib.get_close_matches(name, [*_LONG, *extra], n=1, cutoff=0.6)
+    return f"; did you mean --{close[0]}?" if close else ""
+
+
 def _walk(argv: List[str]):
     """pflag's parse loop for `docker run`: yields ("flag", _Flag, value, spelling) for each
     option, then ("args", [IMAGE, COMMAND...]) once."""
@@ -94,7 +102,8 @@ def _walk(argv: List[str]):
             name, eq, val = name.partition("=")
             flag = _LONG.get(name)
             if flag is None:
-                raise TranslateError(f"unknown flag: {'--' + name!r} (see docker run --help)")
+                raise UnknownFlag(f"unknown flag: {'--' + name!r}{suggest_flag(name)} "
+                                  "(see docker run --help)", name)
             if eq:
                 value = val
             elif flag.is_bool:

@@ -1,0 +1,282 @@
+"""What a cell says about its container while it runs: the live status line, pull progress, and
+the one summary line at the end; and the `-d` message.
+
+In a notebook (a frontend that updates outputs in place) a one-shot cell shows one line above
+its output, updated in place (``display(..., display_id=True)`` then ``update``): container,
+image, engine, elapsed time; or, while the image is pulled, layers and bytes as a progress bar.
+When the cell ends the same line becomes the summary: exit code, duration, peak memory where
+the engine reports it. The container's own output streams below it, untouched. In a terminal
+(IPython's plain display publisher prints every update), nothing is shown: the output stays the
+program's. Session cells show no status line: they are warm and cost well under a millisecond.
+"""
+from __future__ import annotations
+
+import contextvars
+import html
+import threading
+import time
+from typing import Optional
+
+from . import errors
+
+#: How often pull progress may redraw (events arrive per chunk).
+_PULL_REDRAW_S = 0.2
+
+
+def frontend_updates_in_place(shell) -> bool:
+    """Whether SHELL's display publisher is a frontend's (ipykernel, a capture), not the plain
+    terminal one, which would print each update as a new line."""
+    pub = getattr(shell, "display_pub", None)
+    if pub is None:
+        return False
+    from IPython.core.displaypub import DisplayPublisher
+    return type(pub) is not DisplayPublisher
+
+
+def engine_words(engine) -> str:
+    """The engine as the line names it: its name, or its address for docker's default."""
+    name = getattr(engine, "name", "") or ""
+    url = getattr(getattr(engine, "endpoint", None), "url", "") or ""
+    return name if name and name != "default" else (url or name or "default")
+
+
+def to_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(seconds), 60)
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+class _Line:
+    """One status text, plain and as HTML (JupyterLab's CSS variables: light and dark)."""
+
+    def __init__(self, text: str, kind: str = "run", progress: Optional[tuple] = None):
+        self.text, self.kind, self.progress = text, kind, progress
+
+    def __repr__(self):
+        return self.text
+
+    def _repr_html_(self):
+        colour = {"run": "var(--jp-brand-color1, #1976d2)", "ok": "var(--jp-success-color1, #388e3c)",
+                  "fail": "var(--jp-error-color1, #d32f2f)",
+                  "stop": "var(--jp-warn-color1, #f57c00)"}.get(self.kind, "inherit")
+        bar = ""
+        if self.progress is not None:
+            done, total = self.progress
+            bar = (f"<progress value='{done}' max='{max(total, 1)}' style='width:10em;"
+                   "vertical-align:middle;margin-right:0.5em'></progress>")
+        return (f"<div class='dockmagic-status' style='font-family:var(--jp-code-font-family,"
+                f"monospace);font-size:var(--jp-code-font-size,12px);color:"
+                f"var(--jp-ui-font-color2,#616161)'><span style='color:{colour}'>"
+                f"{'●' if self.kind == 'run' else {'ok': '✓', 'fail': '✗', 'stop': '■', 'note': 'ℹ'}.get(self.kind, '')}"
+                f"</span> {bar}{html.escape(self.text)}</div>")
+
+
+def note(shell, text: str):
+    """A hint from dockmagic (not the container's output): a dim line in a notebook, stderr in a
+    terminal."""
+    if frontend_updates_in_place(shell):
+        from IPython.display import display
+        display(_Line(text, "note"))
+    else:
+        import sys
+        print(text, file=sys.stderr, flush=True)
+
+
+class PullProgress:
+    """docker's pull events -> one line: layers done of all, bytes downloaded of all."""
+
+    def __init__(self):
+        self.layers = {}  # id -> (current, total, done)
+
+    def feed(self, event: dict):
+        layer = event.get("id")
+        status = event.get("status", "")
+        if not layer or status.startswith(("Pulling from", "Digest", "Status")):
+            return
+        current, total, done = self.layers.get(layer, (0, 0, False))
+        detail = event.get("progressDetail") or {}
+        if status == "Downloading" and detail.get("total"):
+            current, total = detail.get("current", 0), detail["total"]
+        elif status in ("Download complete", "Verifying Checksum"):
+            current = total
+        elif status in ("Pull complete", "Already exists"):
+            current, done = total, True
+        self.layers[layer] = (current, total, done)
+
+    def words(self) -> str:
+        n = len(self.layers)
+        done = sum(1 for _, _, d in self.layers.values() if d)
+        got = sum(c for c, _, _ in self.layers.values())
+        total = sum(t for _, t, _ in self.layers.values())
+        size = f" · {errors.to_bytes_text(got)} of {errors.to_bytes_text(total)}" if total else ""
+        return f"layers {done}/{n}{size}"
+
+    def fraction(self) -> tuple:
+        got = sum(c for c, _, _ in self.layers.values())
+        total = sum(t for _, t, _ in self.layers.values())
+        return (got, total) if total else (sum(1 for *_, d in self.layers.values() if d),
+                                           max(len(self.layers), 1))
+
+
+class PullView:
+    """`%docker pull` in a notebook: one line with layers and bytes, updated in place."""
+
+    def __init__(self, ref: str):
+        from IPython.display import display
+        self.ref = ref
+        self.pull = PullProgress()
+        self._drawn = 0.0
+        self.handle = display(_Line(f"pulling {ref}", "run", (0, 1)), display_id=True)
+
+    def __call__(self, line: str):  # the engine's lines (none when it hands over events)
+        pass
+
+    def pull_event(self, event: dict):
+        self.pull.feed(event)
+        now = time.monotonic()
+        if now - self._drawn >= _PULL_REDRAW_S:
+            self._drawn = now
+            self.handle.update(_Line(f"pulling {self.ref} · {self.pull.words()}", "run",
+                                     self.pull.fraction()))
+
+    def done(self, image_id: str):
+        self.handle.update(_Line(f"pulled {self.ref} ({image_id}) · {self.pull.words()}", "ok"))
+
+    def failed(self, exc: BaseException):
+        self.handle.update(_Line(f"pulling {self.ref} failed · {self.pull.words()}", "fail"))
+
+
+class CellStatus:
+    """The status line of one one-shot cell (see the module's docstring). Used as the
+    runner's ``on_pull`` (lines, and raw events through ``pull_event``) and ``on_started``."""
+
+    def __init__(self, engine, image: str, cell: Optional[int], interval: float = 1.0):
+        self.engine = engine
+        self.image = image
+        self.cell = cell
+        self.interval = interval
+        self.t0 = time.monotonic()
+        self.cid = None
+        self.name = None
+        self.peak = None       # bytes, the most the engine reported (cgroup v1: its own peak)
+        self.pull = None       # PullProgress while pulling
+        self.pull_note = ""
+        self._drawn_pull = 0.0
+        self._stop = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+        from IPython.display import display
+        self.handle = display(_Line(self._running_words()), display_id=True)
+
+    # what the runner calls
+    def __call__(self, line: str):
+        """A pull progress line (the runner's ``on_pull``): the first one says what is pulled
+        from where (and a close local tag); the per-layer ones come as events instead."""
+        if self.pull is None:
+            self.pull = PullProgress()
+            self.pull_note = line.rstrip(" .")
+            self._draw(force=True)
+
+    def pull_event(self, event: dict):
+        if self.pull is None:
+            self.pull = PullProgress()
+        self.pull.feed(event)
+        self._draw()
+
+    def started(self, cid: str):
+        """The container runs: show its name, and tick the elapsed time from a thread."""
+        self.cid = cid
+        if self.pull is not None:  # the pull's last state, before the line moves on
+            self._draw(force=True)
+            self.pull = None
+        self._draw(force=True)
+        ctx = contextvars.copy_context()  # the cell's parent header, in ipykernel
+        self._thread = threading.Thread(target=ctx.run, args=(self._tick,),
+                                        name="dockmagic-status", daemon=True)
+        self._thread.start()
+
+    # the end
+    def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
+               failed: Optional[str] = None):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        took = to_duration(time.monotonic() - self.t0)
+        who = self._who()
+        peak = f" · peak memory {errors.to_bytes_text(self.peak)}" if self.peak else ""
+        if interrupted:
+            line = _Line(f"interrupted after {took}{peak} · {who}", "stop")
+        elif failed is not None:
+            line = _Line(f"{failed} · {took} · {who}", "fail")
+        else:
+            kind = "ok" if exit_code == 0 else "fail"
+            line = _Line(f"exit {exit_code} · {took}{peak} · {who}", kind)
+        with self._lock:
+            self.handle.update(line)
+
+    # drawing
+    def _who(self) -> str:
+        if self.cid is None:
+            return self.image
+        name = self.name or self.cid[:12]
+        return f"container {name} ({self.image})"
+
+    def _running_words(self) -> str:
+        where = f"cell [{self.cell}] · " if self.cell is not None else ""
+        return (f"{where}{self._who()} · engine {engine_words(self.engine)} · "
+                f"{to_duration(time.monotonic() - self.t0)}")
+
+    def _draw(self, force: bool = False):
+        now = time.monotonic()
+        if self.pull is not None:
+            if not force and now - self._drawn_pull < _PULL_REDRAW_S:
+                return
+            self._drawn_pull = now
+            line = _Line(f"{self.pull_note or 'pulling ' + self.image} · {self.pull.words()}",
+                         "run", self.pull.fraction())
+        else:
+            mem = f" · memory {errors.to_bytes_text(self.peak)} peak" if self.peak else ""
+            line = _Line(self._running_words() + mem)
+        with self._lock:
+            if not self._stop.is_set():
+                self.handle.update(line)
+
+    def _tick(self):
+        while not self._stop.wait(self.interval):
+            try:
+                if self.name is None:
+                    self.name = self.engine.inspect(self.cid)["Name"].lstrip("/")
+                usage = _peak_of(self.engine.stats(self.cid))
+                if usage:
+                    self.peak = max(self.peak or 0, usage)
+            except Exception:
+                pass  # gone already, or the engine is busy: the line keeps what it had
+            self._draw(force=True)
+
+
+def _peak_of(stats: Optional[dict]) -> Optional[int]:
+    """The most memory the container has used: cgroup v1 reports its own peak (max_usage);
+    v2 only the current usage, which the samples' maximum stands in for."""
+    mem = (stats or {}).get("memory_stats") or {}
+    return mem.get("max_usage") or mem.get("usage") or None
+
+
+class Started(str):
+    """What `%%docker -d` returns: the container's name (usable as a string), shown as
+    `started NAME (image, id); follow with `%docker logs -f NAME``."""
+
+    def __new__(cls, name: str, image: str, cid: str):
+        self = super().__new__(cls, name)
+        self.image, self.id = image, cid
+        return self
+
+    def message(self) -> str:
+        return (f"started {str(self)} ({self.image}, {self.id[:12]}); follow with "
+                f"`%docker logs -f {str(self)}`")
+
+    def __repr__(self):
+        return self.message()
+
+    def _repr_html_(self):
+        return f"<pre class='dockmagic-started'>{html.escape(self.message())}</pre>"
