@@ -138,14 +138,15 @@ def in_kernel(runs, oneshot_runs):
             kind = msg["msg_type"]
             if kind == "stream":
                 print(msg["content"]["text"], end="", flush=True)
-            elif kind == "display_data" and "dockmagic" in msg["content"].get("metadata", {}):
+            elif kind in ("display_data", "update_display_data") and \
+                    "dockmagic" in msg["content"].get("metadata", {}):
                 records += 1
             elif kind == "error":
                 print("\n".join(msg["content"]["traceback"]), file=sys.stderr)
                 return 1
             elif kind == "status" and msg["content"]["execution_state"] == "idle":
                 break
-        print(f"(the kernel sent {records} records as display_data on iopub)")
+        print(f"(the kernel sent {records} messages carrying a record on iopub)")
         return 0
     finally:
         kc.stop_channels()

@@ -373,11 +373,15 @@ def _confirm(question: str) -> bool:
 
 @subcommand("prune", "remove dockmagic's stopped containers (asks first; --orphans)",
             description="Remove dockmagic's stopped containers, after asking. With --orphans, "
-                        "also its containers (running or not) whose kernel on this host is "
-                        "gone. Other containers are never touched.")
+                        "also its orphans, running or not: containers whose kernel on this "
+                        "host is gone and that no live kernel has reattached to. Sessions "
+                        "started without --rm and -d jobs are not orphans, and a container a "
+                        "live kernel claims is never removed. Other containers are never "
+                        "touched.")
 @argument("-f", "--force", action="store_true", help="do not ask")
 @argument("--orphans", action="store_true",
-          help="also remove containers left by kernels that no longer run")
+          help="also remove containers left by kernels that no longer run (not sessions "
+               "without --rm, not -d jobs, never one a live kernel reattached to)")
 @argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]",
           help="only containers with this label (repeatable; docker's prune filter)")
 def cmd_prune(magics, args):

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from . import errors, labels as L
+from .engine.reaper import kernel_alive, parse_kernel_label  # noqa: F401 (the one copy)
 from .gpus import container_ref  # the one naming of a listing entry (panel, %gpus)
 
 MANAGED = L.MANAGED
@@ -109,89 +109,71 @@ def split_reference(ref: str) -> tuple:
 
 
 # -- kernels and orphans -----------------------------------------------------------------------
-def parse_kernel_label(value: str) -> Optional[tuple]:
-    """`host:pid:start` (the `dockmagic.kernel` label) -> (host, pid, start) or None."""
-    host, _, rest = (value or "").rpartition(":")
-    host, _, pid = host.rpartition(":")
-    try:
-        return (host, int(pid), int(rest)) if host else None
-    except ValueError:
-        return None
+def query_owners(hostname: Optional[str] = None, labels: Sequence[str] = (),
+                 engine=None) -> list:
+    """[(listing entry, `claims.classify` verdict)] for dockmagic's containers (any state):
+    ``claimed`` by a live kernel, ``held`` by its own live kernel, a ``session`` or ``job`` that
+    persists by design after its kernel, or an ``orphan``."""
+    from . import claims
 
-
-def _process_start(pid: int) -> Optional[float]:
-    """A process's start time (epoch seconds) from /proc, or None where /proc cannot tell."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        with open("/proc/stat", "rb") as f:
-            btime = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime"))
-        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError, StopIteration):
-        return None
-
-
-def kernel_alive(label: str, hostname: Optional[str] = None) -> Optional[bool]:
-    """Whether the kernel a `dockmagic.kernel` label names still runs: True / False, or None
-    when this host cannot tell (another host, or a malformed label)."""
-    parsed = parse_kernel_label(label)
-    if parsed is None:
-        return None
-    host, pid, start = parsed
-    if host != (hostname or socket.gethostname()):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, someone else's
-    except OSError:
-        return None
-    began = _process_start(pid)
-    # The label's start is when dockmagic was imported, after the process began; a process that
-    # began later is a new one that reused the pid.
-    if began is not None and began > start + 2:
-        return False
-    return True
+    alive = lambda label: kernel_alive(label, hostname)  # noqa: E731
+    return [(e, claims.classify(e.get("Labels") or {}, claims.claimer(e["Id"]), alive))
+            for e in query_containers(all=True, managed_only=True, labels=labels, engine=engine)]
 
 
 def query_orphans(hostname: Optional[str] = None, engine=None) -> list:
-    """dockmagic's containers (any state) whose kernel, on this host, no longer runs."""
-    return [e for e in query_containers(all=True, managed_only=True, engine=engine)
-            if kernel_alive((e.get("Labels") or {}).get(KERNEL_LABEL, ""), hostname) is False]
+    """dockmagic's containers (any state) whose kernel, on this host, no longer runs and that no
+    live kernel claims; sessions started without --rm and `-d` jobs are not orphans."""
+    return [e for e, verdict in query_owners(hostname, engine=engine) if verdict == "orphan"]
+
+
+def _names(entries) -> str:
+    return ", ".join(container_ref(e).name for e in entries[:5]) \
+        + (", ..." if len(entries) > 5 else "")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def report_orphans(engine=None) -> Optional[str]:
-    """One line about dockmagic containers left by kernels that are gone, or None. Only reports,
-    never removes, and never raises (meant for the extension's load)."""
+    """One line about what kernels that are gone left behind, or None: orphans (with how to
+    remove them), sessions (they persist; how to reattach) and `-d` jobs. Only reports, never
+    removes, and never raises (meant for the first use of the engine)."""
     try:
-        entries = query_orphans(engine=engine)
+        owners = query_owners(engine=engine)
     except Exception:
         return None
-    if not entries:
-        return None
-    running = sum(e.get("State") == "running" for e in entries)
-    names = ", ".join(container_ref(e).name for e in entries[:5]) \
-        + (", ..." if len(entries) > 5 else "")
-    what = f"{len(entries)} container{'s' if len(entries) != 1 else ''}"
-    state = f" ({running} still running)" if running else ""
-    return (f"dockmagic: {what} left by kernels that are gone{state}: {names}; "
-            "see `%docker ps -a`, remove with `%docker prune --orphans`")
+    orphans = [e for e, v in owners if v == "orphan"]
+    sessions = [e for e, v in owners if v == "session"]
+    jobs = [e for e, v in owners if v == "job"]
+    parts = []
+    if orphans:
+        running = sum(e.get("State") == "running" for e in orphans)
+        state = f" ({running} still running)" if running else ""
+        parts.append(f"{_plural(len(orphans), 'container')} left by kernels that are gone{state}: "
+                     f"{_names(orphans)}; remove with `%docker prune --orphans`")
+    if sessions:
+        parts.append(f"{_plural(len(sessions), 'session')} kept from earlier kernels: "
+                     f"{_names(sessions)}; `%docker session NAME` reattaches, "
+                     "`%docker session --stop NAME` removes")
+    if jobs:
+        parts.append(f"{_plural(len(jobs), 'detached job')} of earlier kernels: {_names(jobs)}; "
+                     "see `%docker ps -a`")
+    return "dockmagic: " + "; ".join(parts) if parts else None
 
 
 STOPPED_STATES = ("created", "exited", "dead")
 
 
 def query_prunable(orphans: bool = False, labels: Sequence[str] = (), engine=None) -> list:
-    """Listing entries `%docker prune` would remove (rows: `panelstate.build_state`): dockmagic's stopped containers, plus (``orphans``) its
-    containers in any state whose kernel on this host is gone; ``labels`` narrows them."""
-    entries = query_containers(all=True, managed_only=True, labels=labels, engine=engine)
+    """Listing entries `%docker prune` would remove (rows: `panelstate.build_state`): dockmagic's
+    stopped containers, plus (``orphans``) its orphans in any state (`query_owners`); ``labels``
+    narrows them. A container a live kernel claimed is never among them."""
     picked = []
-    for e in entries:
-        stopped = e.get("State") in STOPPED_STATES
-        orphan = orphans and kernel_alive((e.get("Labels") or {}).get(KERNEL_LABEL, "")) is False
-        if stopped or orphan:
+    for e, verdict in query_owners(labels=labels, engine=engine):
+        stopped = e.get("State") in STOPPED_STATES and verdict != "claimed"
+        if stopped or (orphans and verdict == "orphan"):
             picked.append(e)
     return picked
 

@@ -316,7 +316,7 @@ class DockerMagics(Magics):
                 live.finish(failed=_first_line(exc))
             raise
         finally:
-            rec.finish(result, xfer=xfer)
+            rec.finish(result, xfer=xfer, live=live)
             if xfer is not None:
                 xfer.close()
         if live is not None:

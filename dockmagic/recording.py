@@ -146,16 +146,18 @@ class CellRecorder:
         self.started = time.time()
         self.image = _ImageLookup(engine, plan.spec.image)
 
-    def finish(self, result=None, *, name: Optional[str] = None, xfer=None):
+    def finish(self, result=None, *, name: Optional[str] = None, xfer=None, live=None):
         """RESULT: runner's CellResult (None: the cell did not end normally); NAME: a detached
-        container's name. Never raises: a record must not break the cell it describes."""
+        container's name; LIVE: the cell's status line (`status.CellStatus`), which then carries
+        the record: one line shows. Never raises: a record must not break the cell it
+        describes."""
         try:
-            self._publish(result, name, xfer)
+            self._publish(result, name, xfer, live)
         except Exception as exc:  # pragma: no cover - said, not raised
             import sys
             print(f"dockmagic: could not record this cell's provenance: {exc}", file=sys.stderr)
 
-    def _publish(self, result, name, xfer):
+    def _publish(self, result, name, xfer, live):
         ended = time.time()
         spec = self.plan.spec
         detached = spec.detach
@@ -187,8 +189,12 @@ class CellRecorder:
             image=image, run_argv=["docker", "run"] + spec.to_cli(),
             interpreter=_interpreter(spec), started=self.started, ended=ended,
             exit_code=code, status=status, container=container, gpus=query_gpus(spec),
-            peak_memory=None, transfers=moved, raise_error=self.plan.raise_error)
-        publish(record, self.body)
+            peak_memory=_live_peak(live), transfers=moved, raise_error=self.plan.raise_error)
+        if live is not None:  # the status line shows the end of the cell; the record rides on it
+            HISTORY.append({"record": record, "body": self.body})
+            live.attach(provenance.KEY, record)
+        else:
+            publish(record, self.body)
 
 
 class _Off:
@@ -200,6 +206,17 @@ class _Off:
 
     def __exit__(self, *exc):
         return False
+
+
+def _live_peak(live) -> Optional[dict]:
+    """Peak memory the engine reported while the cell ran, sampled by its status line (none
+    without one, or for a cell over before the first sample: the engine keeps no figure for a
+    removed container)."""
+    peak = getattr(live, "peak", None)
+    if not isinstance(peak, int) or peak <= 0:
+        return None
+    return {"bytes": peak, "source": "engine stats sampled while the cell ran (cgroup v1: "
+                                     "max_usage; v2: the largest usage sampled)"}
 
 
 def begin(engine, plan, body: str) -> CellRecorder:

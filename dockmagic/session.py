@@ -150,6 +150,7 @@ class Session:
         self._finished = collections.deque(maxlen=8)  # tokens of the last requests answered
         self._lock = threading.Lock()
         self.info = {}
+        self.claimed = False  # by this kernel (claims.py)
         self.last_reply = None
         self.last_moved = None
 
@@ -347,12 +348,30 @@ class Session:
                 msg = f"the cell raised {msg.partition(':')[0]}"
             raise SessionCellFailed(self.name, code, msg, self.image)
 
+    def claim(self):
+        """This kernel holds the session (reattached to one another kernel made): `prune
+        --orphans` and that kernel's reaper leave it alone (see claims.py)."""
+        from . import claims
+        self.claimed = claims.claim(self.id)
+        self.folder_goes_with_it()  # if this kernel dies, its reaper takes a --rm session along
+
+    def folder_goes_with_it(self):
+        """A --rm session goes with this kernel (its reaper removes it if the kernel dies):
+        its exchange folder then goes too, and not before (another kernel may claim it)."""
+        reaper = self.engine.reaper()
+        if reaper is not None and self.auto_remove and self.xroot:
+            reaper.remove_with(self.id, self.xroot)
+
     def close(self, remove: bool = False):
         self.close_socket()
         _SESSIONS.pop(self.name, None)
         if remove or self.auto_remove:
             self.engine.remove(self.id)
             transfer.remove_dir(self.xroot)
+        if self.claimed:
+            from . import claims
+            claims.release(self.id)
+            self.claimed = False
 
 
 def _parse_reply(data: bytes) -> dict:
@@ -433,6 +452,7 @@ def get(engine, name: str) -> Session:
 
 def _reattach(engine, name: str, info: dict) -> Session:
     sess = _from_container(engine, name, info)
+    sess.claim()  # before attaching: the reaper of the kernel that made it must now keep it
     sess._attach()
     sess.hello()
     _SESSIONS[name] = sess
@@ -460,6 +480,7 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
         if sess is not None:
             sess.close_socket()
         sess = _from_container(engine, name, info)
+        sess.claim()
         sess._attach()
         try:
             engine.start(sess.id, image=sess.image, wants_gpus=plan.wants_gpus)
@@ -504,6 +525,7 @@ def start(engine, name: str, plan, *, say: Callable[[str], None] = print) -> Ses
         cid = engine.create(run_spec, on_pull=say, wants_gpus=plan.wants_gpus,
                             log_config=log_config)
         sess = Session(engine, name, cid, spec.image, bool(spec.auto_remove), xroot, spec.user)
+        sess.folder_goes_with_it()
         sess._attach()
         engine.start(cid, image=spec.image, wants_gpus=plan.wants_gpus)
         sess.hello()
@@ -562,6 +584,9 @@ def stop(engine, name: str):
     sess = _SESSIONS.pop(name, None)
     if sess is not None:
         sess.close_socket()
+        if sess.claimed:
+            from . import claims
+            claims.release(sess.id)
     info = _inspect(engine, name)
     if info is None:
         if sess is None:

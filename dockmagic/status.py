@@ -166,8 +166,10 @@ class CellStatus:
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
+        self.metadata = None   # the cell's provenance record, once known (``attach``)
         from IPython.display import display
-        self.handle = display(_Line(self._running_words()), display_id=True)
+        self.last = _Line(self._running_words())
+        self.handle = display(self.last, display_id=True)
 
     # what the runner calls
     def __call__(self, line: str):
@@ -213,9 +215,23 @@ class CellStatus:
             kind = "ok" if exit_code == 0 else "fail"
             line = _Line(f"exit {exit_code} · {took}{peak} · {who}", kind)
         with self._lock:
-            self.handle.update(line)
+            self._show(line)
+
+    def attach(self, key: str, value):
+        """Carry VALUE as display metadata under KEY on this line (the cell's provenance
+        record), so it is saved with the notebook: one line shows, the record rides on it."""
+        with self._lock:
+            self.metadata = {key: value}
+            self._show(self.last)
 
     # drawing
+    def _show(self, line):
+        self.last = line
+        if self.metadata:
+            self.handle.update(line, metadata=self.metadata)
+        else:
+            self.handle.update(line)
+
     def _who(self) -> str:
         if self.cid is None:
             return self.image
@@ -240,7 +256,7 @@ class CellStatus:
             line = _Line(self._running_words() + mem)
         with self._lock:
             if not self._stop.is_set():
-                self.handle.update(line)
+                self._show(line)
 
     def _tick(self):
         while not self._stop.wait(self.interval):

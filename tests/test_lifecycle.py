@@ -22,8 +22,8 @@ pytestmark = pytest.mark.engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_LABEL = "dockmagic.test"
-TEST_VALUE = "lifecycle"
 RUN = uuid.uuid4().hex[:8]  # this run's images and tags, so runs never meet in the registry
+TEST_VALUE = f"lifecycle-{RUN}"  # per run: concurrent runs must not remove each other's
 REGISTRY = "localhost:5000"
 LOCAL_REPO = "dm-lifecycle-test"
 

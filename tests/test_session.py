@@ -1,5 +1,5 @@
 """Sessions (`%docker session`, `%%docker @NAME`) and spares, through a real IPython shell against
-the real engine; everything made here carries `dockmagic.test=session` and is removed by label."""
+the real engine; everything made here carries `dockmagic.test=session-RUN` and is removed by label."""
 import os
 import re
 import signal
@@ -20,7 +20,8 @@ from dockmagic import agent, errors, runner, session, spare
 
 pytestmark = pytest.mark.engine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LABEL = "dockmagic.test=session"
+#: Per run: concurrent runs on one engine must not remove each other's containers by label.
+LABEL = f"dockmagic.test=session-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")

@@ -179,6 +179,8 @@ class Engine:
                          describe=lambda text: errors.describe_api_error(text, image, wants_gpus))
 
     def _remove_token(self, token: str):
+        if self._reaper is not None:  # the engine may finish the create after we look
+            self._reaper.remove_labelled(f"{labels.TOKEN}={token}")
         try:
             found = self.api.containers(all=True, filters={"label": f"{labels.TOKEN}={token}"})
         except BaseException:
@@ -240,6 +242,8 @@ class Engine:
             mapped_exc = map_error(exc, self.where, f"rm {cid[:12]}")
             if isinstance(mapped_exc, errors.EngineUnavailable):
                 self._pending.add(cid)
+                if self._reaper is not None:  # removed when the engine answers, cell or not
+                    self._reaper.remove_later(cid)
                 if quiet:
                     return
             if not quiet:
@@ -257,8 +261,14 @@ class Engine:
     def pending_removals(self) -> frozenset:
         return frozenset(self._pending)
 
+    def reaper(self):
+        """This kernel's reaper for this engine (engine/reaper.py), started if need be; None
+        where none can run from here (ssh:// endpoints)."""
+        self._ensure_reaper()
+        return self._reaper
+
     def _ensure_reaper(self):
-        if self._reaper is not None:
+        if self._reaper is not None and self._reaper.alive():  # closed at unload, or died
             return
         try:
             from . import reaper
@@ -266,7 +276,12 @@ class Engine:
             return
         from ..kernel import kernel_id
 
-        self._reaper = reaper.ensure_reaper(self.endpoint.url, kernel_id(), self.reaper_globs)
+        tls = None
+        if self.endpoint.uses_tls:  # the reaper speaks TLS with docker's ca/cert/key.pem
+            d = self.endpoint.cert_path
+            tls = tuple(f"{d}/{n}.pem" for n in ("ca", "cert", "key")) if d else ()
+        self._reaper = reaper.ensure_reaper(self.endpoint.url, kernel_id(), self.reaper_globs,
+                                            tls=tls)
 
     def inspect(self, cid: str) -> dict:
         with mapped(self.where, f"inspect {cid}"):

@@ -1,0 +1,92 @@
+"""The reaper's cost to the kernel, and how soon it cleans up, in one run.
+
+    .venv/bin/python benchmarks/bench_reaper.py [--runs 20]
+
+1. `ensure_reaper` on first use (a Popen, nothing waited on) and on later calls (a dict lookup
+   and a waitpid): what the first cell and every later one pay, in the kernel.
+2. The reaper process itself: its peak RSS while it waits (from /proc).
+3. Kernel gone -> its reapable container removed: a Python "kernel" that started a reaper is
+   SIGKILLed with its process group; time until the engine no longer lists the container
+   (grace 2 s included).
+"""
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dockmagic.engine import reaper  # noqa: E402
+
+IMAGE = os.environ.get("DOCKMAGIC_BASE_IMAGE", "dockmagic-base:bookworm")
+ENDPOINT = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=20)
+    args = p.parse_args()
+    run = uuid.uuid4().hex[:8]
+    kernel = f"{socket.gethostname()}-bench:{run}:0"
+
+    first, later, rss = [], [], []
+    for i in range(args.runs):
+        reaper._REAPERS.clear()
+        t0 = time.perf_counter()
+        r = reaper.ensure_reaper(ENDPOINT, f"{kernel}{i}")
+        first.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            reaper.ensure_reaper(ENDPOINT, f"{kernel}{i}")
+        later.append((time.perf_counter() - t0) / 1000)
+        time.sleep(0.3)  # let it reach its wait on stdin
+        rss.append(rss_kib(r.pid))
+        r.close(reap=False, wait=30)
+    print(f"ensure_reaper, first call (Popen):   median {statistics.median(first) * 1e3:.2f} ms "
+          f"(max {max(first) * 1e3:.2f} ms, {args.runs} runs)")
+    print(f"ensure_reaper, later calls:          median {statistics.median(later) * 1e6:.2f} us")
+    print(f"reaper process peak RSS while waiting: median {statistics.median(rss) / 1024:.1f} MiB")
+
+    took = []
+    for i in range(max(3, args.runs // 5)):
+        label = f"{kernel}k{i}"
+        cid = subprocess.run(
+            ["docker", "run", "-d", "--init", "-l", "dockmagic.managed=1", "-l",
+             f"dockmagic.kernel={label}", "-l", "dockmagic.reap=1", "-l",
+             f"dockmagic.bench={run}", IMAGE, "sleep", "300"],
+            check=True, capture_output=True, text=True).stdout.strip()
+        code = ("import time; from dockmagic.engine import reaper; "
+                f"r = reaper.ensure_reaper({ENDPOINT!r}, {label!r}); print(r.pid, flush=True); "
+                "time.sleep(600)")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                                start_new_session=True, cwd=os.path.dirname(reaper.__file__)
+                                + "/../..")
+        proc.stdout.readline()
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        while subprocess.run(["docker", "ps", "-aq", "--filter", f"id={cid}"],
+                             capture_output=True, text=True).stdout.strip():
+            if time.monotonic() - t0 > 60:
+                break
+            time.sleep(0.1)
+        took.append(time.monotonic() - t0)
+    print(f"kernel SIGKILLed -> its container gone: median {statistics.median(took):.2f} s "
+          f"(max {max(took):.2f} s, {len(took)} runs; grace {reaper.GRACE_S:g} s)")
+
+
+if __name__ == "__main__":
+    main()
