@@ -1,6 +1,9 @@
 """Pure views of a GPU snapshot for ``%gpus``: render, join processes to containers, choose GPUs.
 
-* :func:`to_html` / :func:`to_text` - the snapshot's ``_repr_html_`` and ``__repr__``.
+* :func:`to_html` / :func:`to_text` - the snapshot's ``_repr_html_`` and ``__repr__``, and
+  :class:`GpuTable` (what ``%gpus`` returns: the same, with the chosen GPUs marked); the
+  reading names, thresholds and bars the panel shares, so both name readings alike.
+* :func:`attach_process_info` - each process's user and command from ``/proc/PID``.
 * :func:`parse_cgroup_container_id`, :func:`container_for_pid`, :func:`attach_containers` -
   which Docker container a GPU process runs in, from ``/proc/PID/cgroup`` and the engine's
   container list (``client.api.containers(all=True)`` entries).
@@ -16,15 +19,18 @@ import dataclasses
 import html
 import re
 import time as _time
-from typing import Iterable, List, Mapping, Optional, Sequence
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import units
 from .nvml import ContainerRef, GpuInfo, GpuProcess, GpuSnapshot
 
 __all__ = [
-    "GpuTable", "to_html", "to_text", "header_text",
+    "GpuTable", "to_html", "to_text",
+    "memory_percent", "level", "header_text", "process_where", "html_bar",
+    "UTIL_NAME", "MEM_UTIL_NAME", "MEMORY_NAME", "UTIL_LEVELS", "MEMORY_LEVELS",
     "parse_cgroup_container_id", "container_ref", "container_for_pid", "attach_containers",
-    "GpuChoiceError", "choose_gpus", "describe_choice",
+    "attach_process_info",
+    "GpuChoiceError", "choose_gpus", "chosen_indices", "describe_choice", "explain_auto",
     "snapshot_for_choice", "query_with_containers",
 ]
 
@@ -32,34 +38,62 @@ NA = units.NA
 
 
 class GpuTable:
-    """A snapshot as `%gpus` displays it: a table for Jupyter, text for a terminal. Its fields
-    are the snapshot's (`snap = %gpus` then `snap.gpus`, `snap.error`)."""
+    """A snapshot as `%gpus` displays it: a table for Jupyter, text for a terminal, the GPUs of
+    ``choice`` (the `--gpus` value the next cells get) marked. Its fields are the snapshot's
+    (`snap = %gpus` then `snap.gpus`, `snap.error`)."""
 
-    __slots__ = ("snapshot",)
+    __slots__ = ("snapshot", "choice")
 
-    def __init__(self, snapshot: GpuSnapshot):
+    def __init__(self, snapshot: GpuSnapshot, choice: Optional[str] = None):
         self.snapshot = snapshot
+        self.choice = choice
 
     def __getattr__(self, name):
         return getattr(self.snapshot, name)
 
+    @property
+    def chosen(self) -> Tuple[int, ...]:
+        return chosen_indices(self.choice, self.snapshot)
+
     def __repr__(self) -> str:
-        return to_text(self.snapshot)
+        return to_text(self.snapshot, self.chosen)
 
     def _repr_html_(self) -> str:
-        return to_html(self.snapshot)
+        return to_html(self.snapshot, self.chosen)
+
 
 # --------------------------------------------------------------------------------------------
-# Formatting cells
+# Formatting cells (shared with the panel, so both say the same thing the same way)
 # --------------------------------------------------------------------------------------------
 
 # the units and words shared with the panel (units.py)
-_pct, _mem, _mem_pair, _temp, _power_pair = (units.pct, units.mem, units.mem_pair, units.temp,
-                                              units.power_pair)
+format_percent, format_bytes, format_memory_pair, format_temp, format_power_pair = (
+    units.pct, units.mem, units.mem_pair, units.temp, units.power_pair)
+
+#: Column names. "mem util" is NVML's memory-controller utilisation (how busy the memory bus
+#: is); "memory" is memory used out of total. They are different readings and never share a name.
+UTIL_NAME, MEM_UTIL_NAME, MEMORY_NAME = "GPU util", "mem util", "memory"
+#: (light below, heavy from) in percent: nvitop's thresholds for utilisation and memory use.
+UTIL_LEVELS = (10, 75)
+MEMORY_LEVELS = (10, 80)
+CHOSEN_MARK = "●"
+
+
+def memory_percent(gpu: GpuInfo) -> Optional[float]:
+    if gpu.mem_used is None or not gpu.mem_total:
+        return None
+    return 100.0 * gpu.mem_used / gpu.mem_total
+
+
+def level(pct: Optional[float], levels: Tuple[int, int]) -> str:
+    """"light", "moderate" or "heavy" (nvitop's three colours), or "na" for no reading."""
+    if pct is None:
+        return "na"
+    return "light" if pct < levels[0] else "moderate" if pct < levels[1] else "heavy"
 
 
 def header_text(snap: GpuSnapshot) -> str:
-    """`NVIDIA driver X · CUDA Y · N GPUs · HH:MM:SS`: the line above every GPU view."""
+    """Driver, CUDA, GPU count and the reading's time: what ``%gpus`` heads its table with."""
     parts = [f"NVIDIA driver {snap.driver or NA}", f"CUDA {snap.cuda_driver or NA}",
              f"{len(snap.gpus)} GPU" + ("" if len(snap.gpus) == 1 else "s")]
     if snap.time:
@@ -67,35 +101,16 @@ def header_text(snap: GpuSnapshot) -> str:
     return " · ".join(parts)
 
 
-def _where(proc: GpuProcess) -> str:
-    """Where a process runs: container name (image), and notebook/cell for dockmagic's own."""
+def process_where(proc: GpuProcess) -> str:
+    """Where a process runs: ``name (image) · notebook.ipynb [7]``, or "" on the host."""
     c = proc.container
     if c is None:
         return ""
     text = f"{c.name} ({c.image})"
     if c.managed:
-        text += f" · notebook {c.notebook or NA} · cell {c.cell or NA}"
+        nb = (c.notebook or NA).rstrip("/").rsplit("/", 1)[-1]
+        text += f" · {nb} [{c.cell or NA}]"
     return text
-
-
-def _process_line(proc: GpuProcess) -> str:
-    where = _where(proc)
-    line = f"PID {proc.pid} · {_mem(proc.used_memory)}"
-    return f"{line} · {where}" if where else line
-
-
-def _row_cells(gpu: GpuInfo) -> List[str]:
-    return [
-        str(gpu.index), gpu.name or NA,
-        f"{_pct(gpu.util_gpu)} / {_pct(gpu.util_mem)}",
-        _mem_pair(gpu.mem_used, gpu.mem_total),
-        _temp(gpu.temperature),
-        _power_pair(gpu.power_mw, gpu.power_limit_mw),
-    ]
-
-
-_COLUMNS = ["GPU", "Name", "Util GPU / mem", "Memory used / total", "Temp",
-            "Power draw / limit"]
 
 
 def _lost_text(gpu: GpuInfo) -> str:
@@ -106,42 +121,142 @@ def _empty_text(snap: GpuSnapshot) -> str:
     return f"the NVIDIA driver ({snap.driver or NA}) reports no GPUs"
 
 
-# --------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------
+def _truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def to_text(snap: GpuSnapshot) -> str:
-    """A compact terminal table (the snapshot's ``__repr__``); the no-driver state is one line."""
+# --------------------------------------------------------------------------------------------
+# Text
+# --------------------------------------------------------------------------------------------
+
+_BAR_WIDTH = 10
+_COMMAND_WIDTH = 40
+
+
+def _text_bar(pct: Optional[float]) -> str:
+    if pct is None:
+        return "·" * _BAR_WIDTH
+    filled = int(round(_BAR_WIDTH * max(0.0, min(100.0, pct)) / 100.0))
+    return "█" * filled + "░" * (_BAR_WIDTH - filled)
+
+
+_TEXT_COLUMNS = ("", "GPU", "name", UTIL_NAME, MEM_UTIL_NAME, MEMORY_NAME + " used / total",
+                 "temp", "power draw / limit")
+_TEXT_RIGHT = {1, 3, 4, 5, 6, 7}  # numbers (and their headings) end on the right
+
+
+def _text_row(gpu: GpuInfo, chosen: bool) -> List[str]:
+    return [CHOSEN_MARK if chosen else "", str(gpu.index), gpu.name or NA,
+            f"{_text_bar(gpu.util_gpu)} {format_percent(gpu.util_gpu):>4}",
+            format_percent(gpu.util_mem),
+            f"{_text_bar(memory_percent(gpu))} {format_memory_pair(gpu.mem_used, gpu.mem_total):>17}",
+            format_temp(gpu.temperature), format_power_pair(gpu.power_mw, gpu.power_limit_mw)]
+
+
+_PROC_COLUMNS = ("GPU", "PID", "user", "command", "GPU memory", "container")
+
+
+def _process_cells(gpu: GpuInfo, proc: GpuProcess, chosen: bool) -> List[str]:
+    return [f"{CHOSEN_MARK if chosen else ''}{gpu.index}", str(proc.pid), proc.user or NA,
+            _truncate(proc.command or NA, _COMMAND_WIDTH), format_bytes(proc.used_memory),
+            process_where(proc)]
+
+
+def _text_processes(snap: GpuSnapshot, chosen: set) -> List[str]:
+    """One table of every GPU's processes (as nvidia-smi and nvitop print them)."""
+    rows = [_process_cells(g, p, g.index in chosen)
+            for g in snap.gpus if not g.lost for p in g.processes]
+    if not rows:
+        return ["no GPU processes"]
+    widths = [max(len(r[i]) for r in [_PROC_COLUMNS, *rows]) for i in range(6)]
+    right = {0, 1, 4}
+    return ["  ".join(c.rjust(w) if i in right else c.ljust(w)
+                      for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in [_PROC_COLUMNS, *rows]]
+
+
+def to_text(snap: GpuSnapshot, chosen: Optional[Iterable[int]] = None) -> str:
+    """A terminal table (the snapshot's ``__repr__``); the no-driver state is one line.
+
+    ``chosen``: GPU indices the next ``%%docker`` cells get, marked with ``●``.
+    """
     if snap.error:
         return snap.error
     if not snap.gpus:
         return _empty_text(snap)
-    rows = [_row_cells(g) for g in snap.gpus if not g.lost]
-    widths = [max(len(c) for c in col) for col in zip(_COLUMNS, *rows)]
-    right = {0, 2, 3, 4, 5}  # numbers line up on the right
+    chosen = set(chosen or ())
+    rows = [_text_row(g, g.index in chosen) for g in snap.gpus if not g.lost]
+    widths = [max(len(c) for c in col) for col in zip(_TEXT_COLUMNS, *rows)]
 
     def fmt(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+        return "  ".join(c.rjust(w) if i in _TEXT_RIGHT else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    lines = [header_text(snap), fmt(_COLUMNS)]
+    lines = [header_text(snap), fmt(_TEXT_COLUMNS)]
     for gpu in snap.gpus:
         if gpu.lost:
-            lines.append(f"{str(gpu.index).rjust(widths[0])}  {_lost_text(gpu)}")
+            lines.append(" " * (widths[0] + 2) + str(gpu.index).rjust(widths[1]) + "  "
+                         + _lost_text(gpu))
             continue
-        lines.append(fmt(_row_cells(gpu)))
-        for proc in gpu.processes:
-            lines.append(" " * (widths[0] + 2) + "└ " + _process_line(proc))
+        lines.append(fmt(_text_row(gpu, gpu.index in chosen)))
+    lines.append("")
+    lines.extend(_text_processes(snap, chosen))
+    if chosen:
+        lines.append(f"{CHOSEN_MARK} chosen for the next %%docker cells")
     return "\n".join(lines)
 
 
-def _cell(text: str, reason: Optional[str] = None, align: str = "right",
-          markup: bool = False) -> str:
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+#: Colours come from JupyterLab's theme variables (light and dark alike); the fallbacks are
+#: for other front ends. Numbers never wrap; long process text is cut with its whole in a tooltip.
+GPUS_CSS = """<style>
+.dockmagic-gpus{font-size:12px;color:var(--jp-ui-font-color1,#1f2328);
+  --dmg-light:var(--jp-success-color1,#1a7f37);--dmg-moderate:var(--jp-warn-color1,#bf8700);
+  --dmg-heavy:var(--jp-error-color1,#cf222e);--dmg-track:var(--jp-layout-color3,#d0d7de)}
+.dockmagic-gpus .dmg-cap{color:var(--jp-ui-font-color2,#57606a);margin:0 0 4px}
+.dockmagic-gpus table.dmg{border-collapse:collapse;margin:0;table-layout:auto;
+  font-variant-numeric:tabular-nums}
+.dockmagic-gpus table.dmg th,.dockmagic-gpus table.dmg td{white-space:nowrap;padding:3px 8px;
+  vertical-align:middle;line-height:1.35;border:none;text-align:left}
+.dockmagic-gpus table.dmg th{font-weight:600;color:var(--jp-ui-font-color2,#57606a);
+  border-bottom:1px solid var(--jp-border-color1,#d0d7de)}
+.dockmagic-gpus table.dmg tbody tr{background:transparent}
+.dockmagic-gpus table.dmg tbody tr.dmg-gpu td{border-top:1px solid var(--jp-border-color2,#eaeef2)}
+.dockmagic-gpus table.dmg tbody tr:hover{background:var(--jp-layout-color2,transparent)}
+.dockmagic-gpus table.dmg .dmg-r{text-align:right}
+.dockmagic-gpus .dmg-mark{width:1em;color:var(--jp-brand-color1,#0969da);padding-right:0}
+.dockmagic-gpus tr.dmg-chosen td{background:color-mix(in srgb,var(--jp-brand-color1,#0969da) 10%,transparent)}
+.dockmagic-gpus tr.dmg-chosen td.dmg-idx{font-weight:700;color:var(--jp-brand-color1,#0969da)}
+.dockmagic-gpus .dmg-bar{display:inline-block;width:70px;height:8px;border-radius:4px;
+  background:var(--dmg-track);overflow:hidden;vertical-align:middle;margin-right:6px}
+.dockmagic-gpus .dmg-bar>span{display:block;height:100%;border-radius:4px}
+.dockmagic-gpus .dmg-light{--dmg-c:var(--dmg-light)}
+.dockmagic-gpus .dmg-moderate{--dmg-c:var(--dmg-moderate)}
+.dockmagic-gpus .dmg-heavy{--dmg-c:var(--dmg-heavy)}
+.dockmagic-gpus .dmg-bar>span{background:var(--dmg-c)}
+.dockmagic-gpus .dmg-v{display:inline-block;min-width:3.2em;text-align:right}
+.dockmagic-gpus .dmg-mv{display:inline-block;min-width:8.5em;text-align:right}
+.dockmagic-gpus .dmg-hot{color:var(--dmg-heavy)}.dockmagic-gpus .dmg-warm{color:var(--dmg-moderate)}
+.dockmagic-gpus .dmg-muted{color:var(--jp-ui-font-color2,#57606a)}
+.dockmagic-gpus .dmg-na{color:var(--jp-ui-font-color3,#8c959f)}
+.dockmagic-gpus .dmg-sub{margin:8px 0 2px}
+.dockmagic-gpus table.dmg-procs tbody tr td{border-top:1px solid var(--jp-border-color2,#eaeef2)}
+.dockmagic-gpus .dmg-cmd{max-width:26em;overflow:hidden;text-overflow:ellipsis}
+.dockmagic-gpus .dmg-where{max-width:30em;overflow:hidden;text-overflow:ellipsis}
+.dockmagic-gpus .dmg-legend{color:var(--jp-ui-font-color2,#57606a);margin-top:3px;font-size:11px}
+</style>"""
+
+
+def _td(body: str, cls: str = "", reason: Optional[str] = None, markup: bool = False,
+        colspan: int = 0) -> str:
     """One ``<td>``; ``reason`` (why a reading is N/A) becomes its tooltip."""
     title = f' title="{html.escape(reason)}"' if reason else ""
-    body = text if markup else html.escape(text)
-    return f'<td style="text-align:{align}"{title}>{body}</td>'
+    klass = f' class="{cls}"' if cls else ""
+    span = f' colspan="{colspan}"' if colspan else ""
+    return f"<td{klass}{span}{title}>{body if markup else html.escape(body)}</td>"
 
 
 def _reasons(gpu: GpuInfo, *prefixes: str) -> Optional[str]:
@@ -149,46 +264,116 @@ def _reasons(gpu: GpuInfo, *prefixes: str) -> Optional[str]:
     return "; ".join(found) or None
 
 
-def _html_process(proc: GpuProcess) -> str:
-    parts = [f"PID {proc.pid}", html.escape(_mem(proc.used_memory))]
-    c = proc.container
-    if c is not None:
-        parts.append(f"<b>{html.escape(c.name)}</b> ({html.escape(c.image)})")
-        if c.managed:
-            parts.append(f"notebook {html.escape(c.notebook or NA)}, "
-                         f"cell {html.escape(c.cell or NA)}")
-    return "<div>" + " · ".join(parts) + "</div>"
+def html_bar(pct: Optional[float], levels: Tuple[int, int]) -> str:
+    """A small bar coloured by nvitop's thresholds (``dmg-light|moderate|heavy``)."""
+    width = 0.0 if pct is None else max(0.0, min(100.0, pct))
+    return (f'<span class="dmg-bar dmg-{level(pct, levels)}">'
+            f'<span style="width:{width:.1f}%"></span></span>')
 
 
-def to_html(snap: GpuSnapshot) -> str:
-    """An HTML table (the snapshot's ``_repr_html_``); the no-driver state is one line."""
+def _html_value(text: str, cls: str) -> str:
+    na = " dmg-na" if text == NA else ""
+    return f'<span class="{cls}{na}">{html.escape(text)}</span>'
+
+
+def _html_temp(value: Optional[int]) -> str:
+    text = html.escape(format_temp(value))
+    if value is not None and value >= 75:
+        return f'<span class="{"dmg-hot" if value >= 85 else "dmg-warm"}">{text}</span>'
+    return text if value is not None else f'<span class="dmg-na">{text}</span>'
+
+
+def _html_processes(snap: GpuSnapshot, chosen: set) -> str:
+    """Every GPU's processes in one table under the GPUs (aligned, as nvitop lists them)."""
+    rows = []
+    for gpu in snap.gpus:
+        if gpu.lost:
+            continue
+        reason = _reasons(gpu, "compute_processes", "graphics_processes")
+        if reason and not gpu.processes:
+            rows.append(f'<tr>{_td(str(gpu.index), "dmg-r")}'
+                        + _td(f"processes unreadable: {reason}", "dmg-na", colspan=5) + "</tr>")
+        for p in gpu.processes:
+            cmd, where = p.command or NA, process_where(p)
+            mark = gpu.index in chosen
+            rows.append(
+                f'<tr class="dmg-proc{" dmg-chosen" if mark else ""}">'
+                + _td(f"{CHOSEN_MARK if mark else ''}{gpu.index}", "dmg-r dmg-idx")
+                + _td(str(p.pid), "dmg-r")
+                + _td(p.user or NA, "" if p.user else "dmg-na")
+                + f'<td class="dmg-cmd{"" if p.command else " dmg-na"}" '
+                  f'title="{html.escape(cmd)}">{html.escape(cmd)}</td>'
+                + _td(format_bytes(p.used_memory), "dmg-r")
+                + f'<td class="dmg-where" title="{html.escape(where)}">{html.escape(where)}</td>'
+                + "</tr>")
+    if not rows:
+        return '<div class="dmg-legend">no GPU processes</div>'
+    head = "".join(f'<th class="{c}">{html.escape(h)}</th>' for h, c in zip(
+        _PROC_COLUMNS, ("dmg-r", "dmg-r", "", "", "dmg-r", "")))
+    return (f'<table class="dmg dmg-procs"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+_HTML_HEAD = (("", "dmg-mark"), ("GPU", "dmg-r"), ("name", ""), (UTIL_NAME, ""),
+              (MEM_UTIL_NAME, "dmg-r"), (MEMORY_NAME + " used / total", ""), ("temp", "dmg-r"),
+              ("power draw / limit", "dmg-r"))
+
+
+def to_html(snap: GpuSnapshot, chosen: Optional[Iterable[int]] = None) -> str:
+    """An HTML table (the snapshot's ``_repr_html_``); the no-driver state is one line.
+
+    One row per GPU with bars for utilisation and memory (coloured at nvitop's thresholds),
+    its processes (PID, user, command, GPU memory, container) on a row under it; ``chosen``
+    GPU indices are marked.
+    """
     if snap.error:
         return f'<div class="dockmagic-gpus dockmagic-gpus-error">{html.escape(snap.error)}</div>'
     if not snap.gpus:
         return f'<div class="dockmagic-gpus">{html.escape(_empty_text(snap))}</div>'
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS + ["Processes"])
+    chosen = set(chosen or ())
+    titles = {MEM_UTIL_NAME: "memory-controller utilisation: how busy the memory bus was",
+              UTIL_NAME: "share of time a kernel ran on the GPU",
+              "": "● = chosen for the next %%docker cells"}
+    head = "".join(f'<th class="{c}" title="{html.escape(titles.get(h, ""))}">{html.escape(h)}</th>'
+                   for h, c in _HTML_HEAD)
     body = []
+    width = len(_HTML_HEAD)
     for gpu in snap.gpus:
+        mark = gpu.index in chosen
+        cls = "dmg-gpu dmg-chosen" if mark else "dmg-gpu"
         if gpu.lost:
-            body.append(f"<tr>{_cell(str(gpu.index))}"
-                        f'<td colspan="{len(_COLUMNS)}">{html.escape(_lost_text(gpu))}</td></tr>')
+            body.append(f'<tr class="{cls}">' + _td(CHOSEN_MARK if mark else "", "dmg-mark")
+                        + _td(str(gpu.index), "dmg-r dmg-idx")
+                        + _td(_lost_text(gpu), "dmg-hot", colspan=width - 2) + "</tr>")
             continue
-        c = _row_cells(gpu)
-        procs = "".join(_html_process(p) for p in gpu.processes) or "none"
+        mem_pct = memory_percent(gpu)
+        util = html_bar(gpu.util_gpu, UTIL_LEVELS) + _html_value(format_percent(gpu.util_gpu),
+                                                                 "dmg-v")
+        memory = html_bar(mem_pct, MEMORY_LEVELS) + _html_value(
+            format_memory_pair(gpu.mem_used, gpu.mem_total), "dmg-mv")
         body.append(
-            "<tr>"
-            + _cell(c[0]) + _cell(c[1], _reasons(gpu, "name", "uuid"), "left")
-            + _cell(c[2], _reasons(gpu, "utilization"))
-            + _cell(c[3], _reasons(gpu, "memory"))
-            + _cell(c[4], _reasons(gpu, "temperature_gpu"))
-            + _cell(c[5], _reasons(gpu, "power_usage_mw", "power_limit_mw"))
-            + _cell(procs, _reasons(gpu, "compute_processes", "graphics_processes"), "left",
-                    markup=True)
-            + "</tr>"
-        )
-    return (f'<div class="dockmagic-gpus"><table>'
-            f"<caption>{html.escape(header_text(snap))}</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+            f'<tr class="{cls}">'
+            + _td(CHOSEN_MARK if mark else "", "dmg-mark",
+                  "chosen for the next %%docker cells" if mark else None)
+            + _td(str(gpu.index), "dmg-r dmg-idx", gpu.uuid)
+            + _td(gpu.name or NA, "", _reasons(gpu, "name", "uuid") or gpu.pci_bus_id)
+            + _td(util, "", _reasons(gpu, "utilization"), markup=True)
+            + _td(_html_value(format_percent(gpu.util_mem), ""), "dmg-r",
+                  _reasons(gpu, "utilization"), markup=True)
+            + _td(memory, "", _reasons(gpu, "memory"), markup=True)
+            + _td(_html_temp(gpu.temperature), "dmg-r", _reasons(gpu, "temperature_gpu"),
+                  markup=True)
+            + _td(_html_value(format_power_pair(gpu.power_mw, gpu.power_limit_mw), ""), "dmg-r",
+                  _reasons(gpu, "power_usage_mw", "power_limit_mw"), markup=True)
+            + "</tr>")
+    legend = (f'<div class="dmg-legend">{CHOSEN_MARK} chosen for the next %%docker cells</div>'
+              if chosen else "")
+    return (f'<div class="dockmagic-gpus">{GPUS_CSS}'
+            f'<div class="dmg-cap">{html.escape(header_text(snap))}</div>'
+            f'<table class="dmg"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>"
+            f'<div class="dmg-cap dmg-sub">processes</div>{_html_processes(snap, chosen)}'
+            f"{legend}</div>")
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +445,57 @@ def attach_containers(snapshot: GpuSnapshot, containers: Optional[Sequence[Mappi
             if p.pid not in cache:
                 cache[p.pid] = container_for_pid(p.pid, containers, proc_root)
             procs.append(dataclasses.replace(p, container=cache[p.pid]))
+        gpus.append(dataclasses.replace(gpu, processes=tuple(procs)))
+    return dataclasses.replace(snapshot, gpus=tuple(gpus))
+
+
+def _read_proc(pid: int, name: str, proc_root: str) -> Optional[bytes]:
+    try:
+        with open(f"{proc_root}/{int(pid)}/{name}", "rb") as f:
+            return f.read(65536)
+    except (OSError, ValueError):  # gone, another PID namespace, or no permission
+        return None
+
+
+def _proc_user(pid: int, proc_root: str) -> Optional[str]:
+    status = _read_proc(pid, "status", proc_root)
+    m = re.search(rb"^Uid:\s+(\d+)", status or b"", re.M)
+    if not m:
+        return None
+    uid = int(m.group(1))
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):  # a uid only the container knows by name
+        return str(uid)
+
+
+def _proc_command(pid: int, proc_root: str) -> Optional[str]:
+    raw = _read_proc(pid, "cmdline", proc_root)
+    if not raw:
+        return None
+    text = " ".join(p.decode("utf-8", "replace") for p in raw.split(b"\0") if p)
+    return text.strip() or None
+
+
+def attach_process_info(snapshot: GpuSnapshot, proc_root: str = "/proc") -> GpuSnapshot:
+    """A new snapshot whose processes carry their user and command line from
+    ``/proc/PID/status`` and ``/proc/PID/cmdline`` (NVML gives PIDs only). A PID this kernel
+    cannot see (another PID namespace, gone, no permission) keeps None, shown as N/A; readings
+    already present are kept."""
+    if snapshot.error or not any(g.processes for g in snapshot.gpus):
+        return snapshot
+    cache: dict = {}
+    gpus = []
+    for gpu in snapshot.gpus:
+        procs = []
+        for p in gpu.processes:
+            if p.pid not in cache:
+                cache[p.pid] = (_proc_user(p.pid, proc_root), _proc_command(p.pid, proc_root))
+            user, command = cache[p.pid]
+            procs.append(dataclasses.replace(p, user=p.user or user,
+                                             command=p.command or command))
         gpus.append(dataclasses.replace(gpu, processes=tuple(procs)))
     return dataclasses.replace(snapshot, gpus=tuple(gpus))
 
@@ -368,10 +604,55 @@ def choose_gpus(arg: str, snapshot: Optional[GpuSnapshot] = None) -> Optional[st
     raise GpuChoiceError(f"%gpus {arg!r} not understood; accepted: {ACCEPTED}")
 
 
-def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None) -> str:
-    """One line saying what the next ``%%docker`` cells get for a :func:`choose_gpus` value.
+def _device_ids(value: Optional[str]) -> Optional[List[str]]:
+    v = (value or "").strip().strip('"')
+    return v[len("device="):].split(",") if v.startswith("device=") else None
 
-    UUIDs are shown as indices when ``snapshot`` knows them.
+
+def chosen_indices(value: Optional[str], snapshot: Optional[GpuSnapshot] = None
+                   ) -> Tuple[int, ...]:
+    """The GPU indices a :func:`choose_gpus` value names, as far as ``snapshot`` knows them:
+    every GPU for ``all``, none for a count (docker picks) or ``None``."""
+    if value is None or not _usable(snapshot):
+        return ()
+    if value.strip().strip('"') == "all":
+        return tuple(g.index for g in snapshot.gpus if not g.lost)
+    ids = _device_ids(value) or []
+    by_uuid = {g.uuid: g.index for g in snapshot.gpus if g.uuid}
+    known = {g.index for g in snapshot.gpus}
+    out = [by_uuid[i] if i in by_uuid else int(i) for i in ids
+           if i in by_uuid or (i.isdigit() and int(i) in known)]
+    return tuple(sorted(set(out)))
+
+
+def _joined(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _load_text(gpu: GpuInfo) -> str:
+    return (f"GPU {gpu.index} {format_bytes(gpu.free_memory)} free, "
+            f"{format_percent(gpu.util_gpu)} util")
+
+
+def explain_auto(n: int, snapshot: GpuSnapshot) -> str:
+    """Why ``auto:N`` chose what it chose: the rule, the chosen GPUs' free memory and
+    utilisation, and the best GPU left out (pure; the same order as :func:`choose_gpus`)."""
+    ranked = sorted((g for g in snapshot.gpus if not g.lost and g.uuid), key=_load_key)
+    chosen = sorted(ranked[:n], key=lambda g: g.index)
+    text = (f"auto:{n} takes the most free memory, then the lowest utilisation: "
+            + "; ".join(_load_text(g) for g in chosen))
+    if len(ranked) > n:
+        text += f" (next best: {_load_text(ranked[n])})"
+    return text
+
+
+def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None,
+                    arg: Optional[str] = None) -> str:
+    """What the next ``%%docker`` cells get for a :func:`choose_gpus` value (pure).
+
+    UUIDs are shown as indices when ``snapshot`` knows them ("GPUs 3 and 6 (pinned by UUID)").
+    With ``arg`` (what the user typed) an ``auto:N`` choice adds a second line saying why.
     """
     prefix = "next %%docker cells get: "
     if value is None:
@@ -381,16 +662,18 @@ def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None
         return prefix + "all GPUs"
     if v.isdigit():
         return prefix + f"{v} GPU{'s' if v != '1' else ''} (any)"
-    if v.startswith("device="):
-        ids = v[len("device="):].split(",")
-        by_uuid = {g.uuid: g.index for g in snapshot.gpus if g.uuid} if snapshot else {}
-        shown = [str(by_uuid[i]) if i in by_uuid else i for i in ids]
-        word = "GPU" if len(ids) == 1 else "GPUs"
-        text = prefix + f"{word} {','.join(shown)}"
-        if any(i in by_uuid for i in ids):
-            text += " (pinned by UUID)"
-        return text
-    return prefix + f"--gpus {value}"
+    ids = _device_ids(value)
+    if ids is None:
+        return prefix + f"--gpus {value}"
+    by_uuid = {g.uuid: g.index for g in snapshot.gpus if g.uuid} if _usable(snapshot) else {}
+    shown = [str(by_uuid[i]) if i in by_uuid else i for i in ids]
+    text = prefix + f"{'GPU' if len(ids) == 1 else 'GPUs'} {_joined(shown)}"
+    if any(i in by_uuid for i in ids):
+        text += " (pinned by UUID)"
+    auto = (arg or "").strip().strip("'\"").strip().lower()
+    if auto.startswith("auto:") and auto[5:].strip().isdigit() and by_uuid:
+        text += "\n  why: " + explain_auto(int(auto[5:].strip()), snapshot)
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,6 +714,7 @@ def query_with_containers(engine=None) -> GpuSnapshot:
     snap = query_snapshot()
     if snap.error or not any(g.processes for g in snap.gpus):
         return snap
+    snap = attach_process_info(snap)
     from .errors import DockmagicError
     try:
         if engine is None:

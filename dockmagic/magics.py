@@ -505,11 +505,11 @@ class DockerMagics(Magics):
                 self.config_.gpus = translate.parse_gpus(value) if value else None
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-            print(gpus.describe_choice(self.gpus_value))
+            print(gpus.describe_choice(self.gpus_value, snap, arg))
             note = gpus.describe_no_driver(self.gpus_value, snap)
             if note:
                 print(note)
             return None
         snap = gpus.query_with_containers(self.engine)
-        print(gpus.describe_choice(self.gpus_value))
-        return gpus.GpuTable(snap)
+        print(gpus.describe_choice(self.gpus_value, snap))
+        return gpus.GpuTable(snap, self.gpus_value)

@@ -66,11 +66,17 @@ class ContainerRef:
 
 @dataclass(frozen=True)
 class GpuProcess:
-    """A process holding a GPU context; ``used_memory`` in bytes (None when NVML cannot say)."""
+    """A process holding a GPU context; ``used_memory`` in bytes (None when NVML cannot say).
+
+    NVML gives only the PID: ``user`` and ``command`` come from ``/proc/PID`` where this
+    kernel can see it (:func:`dockmagic.gpus.attach_process_info`), else None (shown N/A).
+    """
 
     pid: int
     used_memory: Optional[int] = None
     container: Optional[ContainerRef] = None
+    user: Optional[str] = None
+    command: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,10 @@ def _processes(entries: Any) -> Tuple[GpuProcess, ...]:
         if not isinstance(pid, int) or pid in seen:
             continue
         mem = entry.get("usedGpuMemory")
-        seen[pid] = GpuProcess(pid=pid, used_memory=mem if isinstance(mem, int) else None)
+        user, command = entry.get("user"), entry.get("command")  # absent from NVML's records
+        seen[pid] = GpuProcess(pid=pid, used_memory=mem if isinstance(mem, int) else None,
+                               user=user if isinstance(user, str) else None,
+                               command=command if isinstance(command, str) else None)
     return tuple(seen.values())
 
 

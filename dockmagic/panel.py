@@ -23,6 +23,7 @@ import dataclasses
 import html
 import os
 import queue
+import re
 import threading
 import time
 import weakref
@@ -33,12 +34,10 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import errors, lifecycle
 from . import panelstate as ps
-from .gpus import attach_containers
+from . import gpus
+from .gpus import attach_containers, attach_process_info
 from .units import NA  # the units and words of %gpus
-from .units import mem as _mem
-from .units import mem_pair as _mem_pair
-from .units import power_pair as _power_pair
-from .units import temp as _temp
+from .units import mem as fmt_bytes
 from .panelstate import ContainerRow, GpuCard, PanelState
 
 __all__ = ["Panel", "show_panel", "close_all", "row_html", "card_html", "sparkline_svg"]
@@ -58,10 +57,15 @@ STATS_EVERY_S = 4.0
 #: Row widgets made per tick at most (~10-15 ms a row in a kernel: 7 widgets): a first display
 #: of many rows fills over a few back-to-back ticks instead of one long one.
 NEW_ROWS_PER_TICK = 5
-LOG_LINES = 60
+LOG_LINES = 200
+UTIL_COLOUR, MEM_COLOUR = "#0969da", "#8250df"  # fallbacks; the theme's colours win (CSS)
 STOP_TIMEOUT_S = 10  # docker stop's own default grace before SIGKILL
 
 _live: "weakref.WeakSet[Panel]" = weakref.WeakSet()
+# The GPU history belongs to the kernel, not to one panel: a panel shown again (a re-run
+# `%docker panel` cell) keeps the last minute of sparklines. Replaced, never changed in place.
+_history: dict = {}
+_history_lock = threading.Lock()
 _by_owner: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -71,7 +75,12 @@ _by_owner: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 CSS = """<style>
 .dm-panel{font-size:12px;line-height:1.35;color:var(--jp-ui-font-color1,#1f2328);
-  font-family:var(--jp-ui-font-family,system-ui,sans-serif)}
+  font-family:var(--jp-ui-font-family,system-ui,sans-serif);
+  --dm-ok:var(--jp-success-color1,#1a7f37);--dm-warn:var(--jp-warn-color1,#9a6700);
+  --dm-err:var(--jp-error-color1,#cf222e);--dm-brand:var(--jp-brand-color1,#0969da);
+  --dm-muted:var(--jp-ui-font-color2,#57606a);--dm-faint:var(--jp-ui-font-color3,#8c959f);
+  --dm-util:var(--jp-brand-color1,#0969da);--dm-mem:var(--jp-accent-color1,#8250df);
+  --dm-track:var(--jp-layout-color3,#d0d7de)}
 .dm-panel .widget-html-content{font-size:12px;line-height:1.35}
 .dm-panel .widget-button,.dm-panel .widget-toggle-button{font-size:12px;height:26px}
 .dm-panel .widget-toggle-button{padding:0 10px}
@@ -81,60 +90,112 @@ CSS = """<style>
 .dm-panel .widget-toggle-buttons .widget-toggle-button:last-child{border-radius:0 4px 4px 0}
 .dm-head{border-bottom:1px solid var(--jp-border-color1,#d0d7de)}
 .dm-row{border-bottom:1px solid var(--jp-border-color2,#eaeef2);align-items:center}
-.dm-row:hover{background:var(--jp-layout-color2,#f6f8fa)}
+.dm-row:hover{background:var(--jp-layout-color2,transparent)}
+.dm-row.dm-logs-open{background:var(--jp-layout-color2,transparent)}
 .dm-row .jupyter-button{height:22px;width:26px;padding:0;margin:0 1px;line-height:20px;
-  background:transparent;color:var(--jp-ui-font-color2,#57606a)}
-.dm-row .jupyter-button:hover:enabled{background:var(--jp-layout-color3,#d0d7de)}
+  background:transparent;color:var(--dm-muted)}
+.dm-row .jupyter-button:hover:enabled{background:var(--jp-layout-color3,transparent)}
 .dm-row .jupyter-button.dm-act-stop:hover:enabled,
-.dm-row .jupyter-button.dm-act-remove:hover:enabled{color:#cf222e}
+.dm-row .jupyter-button.dm-act-remove:hover:enabled{color:var(--dm-err)}
 .dm-row .jupyter-button:disabled{opacity:.25}
+.dm-cellbox{container-type:inline-size}
 .dm-cells{white-space:nowrap;display:flex;align-items:center}
 .dm-c{display:inline-block;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;
-  padding:0 6px 0 0;box-sizing:border-box}
-.dm-c{flex:none}
-.dm-name{flex:1 1 160px;min-width:90px;font-weight:600}.dm-image{flex:1 1 140px;min-width:70px}
-.dm-state{width:96px}.dm-up{width:52px}.dm-gpus{width:52px}
-.dm-cpu{width:46px;text-align:right}.dm-mem{width:58px;text-align:right}
-.dm-nb{flex:0 1 110px;min-width:50px;padding-left:10px}.dm-cell{width:34px}
+  padding:0 6px 0 0;box-sizing:border-box;flex:none}
+.dm-name{flex:1 1 150px;min-width:90px;font-weight:600}.dm-image{flex:1 1 130px;min-width:60px}
+.dm-id{width:104px}.dm-state{width:84px}.dm-up{width:52px}.dm-gpus{width:48px}
+.dm-cpu{width:46px;text-align:right}.dm-mem{width:124px;text-align:right;position:relative}
+.dm-nb{flex:0 1 120px;min-width:64px;padding-left:10px}.dm-cell{width:40px}
+/* narrow: the ID goes first, then uptime, CPU, the memory limit and the image; name, state,
+   GPUs, memory, notebook and cell stay */
+@container (max-width:820px){.dm-id{display:none}}
+@container (max-width:640px){.dm-up{display:none}}
+@container (max-width:590px){.dm-cpu{display:none}}
+@container (max-width:540px){.dm-memlim{display:none}.dm-mem{width:64px}}
+@container (max-width:470px){.dm-image{display:none}}
+.dm-membar{position:absolute;left:8px;right:6px;bottom:-2px;height:2px;
+  background:var(--dm-track);border-radius:1px;overflow:hidden}
+.dm-membar>span{display:block;height:100%;background:var(--dm-mem)}
+.dm-memlim{color:var(--dm-muted)}
+.dm-copy{font-family:var(--jp-code-font-family,monospace);font-size:11px;cursor:copy;
+  user-select:all;color:var(--dm-muted);border-radius:3px;padding:0 2px}
+.dm-copy:hover{color:var(--jp-ui-font-color1,#1f2328);background:var(--jp-layout-color3,transparent)}
+.dm-copy.dm-copied{color:var(--dm-ok)}
 .dm-actions-space{width:140px}
 .dm-panel .widget-html-content{width:100%}
-.dm-th{font-weight:600;color:var(--jp-ui-font-color2,#57606a);font-size:11px}
+.dm-th{font-weight:600;color:var(--dm-muted);font-size:11px}
 .dm-head .dm-c{padding-bottom:2px}
 .dm-num{font-variant-numeric:tabular-nums}
-.dm-muted{color:var(--jp-ui-font-color2,#57606a)}
-.dm-pill{display:inline-block;border-radius:9px;padding:0 7px;font-size:11px;font-weight:600}
-.dm-s-running{background:#dafbe1;color:#116329}
-.dm-s-paused,.dm-s-restarting,.dm-s-busy{background:#fff8c5;color:#7d4e00}
-.dm-s-created{background:#ddf4ff;color:#0550ae}
-.dm-s-exited{background:#eaeef2;color:#424a53}
-.dm-s-failed,.dm-s-dead{background:#ffebe9;color:#a40e26}
-.dm-banner{background:#ffebe9;color:#a40e26;border:1px solid #ffcecb;border-radius:4px;
-  padding:3px 8px;margin:2px 0}
-.dm-notice{padding:1px 2px}.dm-notice-error{color:#a40e26}
+.dm-muted{color:var(--dm-muted)}
+.dm-pill{display:inline-block;border-radius:9px;padding:0 7px;font-size:11px;font-weight:600;
+  --dm-pc:var(--dm-muted);color:var(--dm-pc);background:transparent;
+  background:color-mix(in srgb,var(--dm-pc) 16%,transparent);
+  border:1px solid color-mix(in srgb,var(--dm-pc) 35%,transparent)}
+.dm-s-running{--dm-pc:var(--dm-ok)}
+.dm-s-paused,.dm-s-restarting,.dm-s-busy{--dm-pc:var(--dm-warn)}
+.dm-s-created{--dm-pc:var(--dm-brand)}
+.dm-s-exited{--dm-pc:var(--dm-muted)}
+.dm-s-failed,.dm-s-dead{--dm-pc:var(--dm-err)}
+.dm-s-spare{--dm-pc:var(--dm-faint);border-style:dashed;font-weight:400}
+.dm-row.dm-spare .dm-name{font-weight:400;color:var(--dm-muted)}
+.dm-banner{color:var(--dm-err);border:1px solid var(--dm-err);border-radius:4px;
+  background:color-mix(in srgb,var(--dm-err) 10%,transparent);padding:3px 8px;margin:2px 0}
+.dm-notice{padding:1px 2px}.dm-notice-error{color:var(--dm-err)}
 .dm-title{font-weight:700;font-size:13px;margin-right:6px}
-.dm-section{font-weight:600;margin-top:6px;color:var(--jp-ui-font-color2,#57606a)}
-.dm-card{width:318px;border:1px solid var(--jp-border-color2,#d0d7de);border-radius:6px;
+.dm-section{font-weight:600;margin-top:6px;color:var(--dm-muted)}
+.dm-card{width:100%;border:1px solid var(--jp-border-color2,#d0d7de);border-radius:6px;
   padding:5px 8px;margin:3px 6px 3px 0;box-sizing:border-box}
 .dm-card-h{display:flex;justify-content:space-between;gap:6px;white-space:nowrap}
 .dm-card-h .dm-muted{overflow:hidden;text-overflow:ellipsis;flex:1}
+.dm-card-sub{display:flex;justify-content:space-between;white-space:nowrap;font-size:11px}
 .dm-meter{display:flex;align-items:center;gap:6px;margin:2px 0}
-.dm-k{width:32px;color:var(--jp-ui-font-color2,#57606a)}
-.dm-bar{flex:1;height:8px;background:var(--jp-layout-color3,#eaeef2);border-radius:4px;
-  overflow:hidden}
+.dm-k{width:52px;color:var(--dm-muted);white-space:nowrap}
+.dm-bar{flex:1;height:8px;background:var(--dm-track);border-radius:4px;overflow:hidden}
 .dm-bar>div{height:100%;border-radius:4px}
-.dm-v{width:124px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.dm-spark{display:block;margin:3px 0 1px}
+.dm-lv-light{background:var(--dm-ok)}.dm-lv-moderate{background:var(--dm-warn)}
+.dm-lv-heavy{background:var(--dm-err)}.dm-lv-na{background:transparent}
+.dm-v{width:118px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.dm-spark{display:block;margin:3px 0 1px;width:100%}
+.dm-spark .dm-sp-bg{fill:var(--jp-layout-color2,#f6f8fa)}
+.dm-spark .dm-sp-mid{stroke:var(--jp-border-color2,#d0d7de)}
+.dm-spark .dm-sp-t{fill:var(--dm-faint)}
+.dm-spark .dm-sp-util{stroke:var(--dm-util)}.dm-spark .dm-sp-mem{stroke:var(--dm-mem)}
+.dm-spark circle.dm-sp-util{fill:var(--dm-util)}.dm-spark circle.dm-sp-mem{fill:var(--dm-mem)}
+.dm-key-util{color:var(--dm-util)}.dm-key-mem{color:var(--dm-mem)}
 .dm-procs{font-size:11px;margin-top:2px}
 .dm-procs div{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.dm-logs pre{max-height:260px;overflow:auto;margin:0;padding:4px 6px;font-size:11px;
-  background:var(--jp-layout-color2,#f6f8fa);border-radius:4px}
-.dm-hot{color:#cf222e}.dm-warm{color:#9a6700}
+.dm-logs{margin:0 0 4px 12px;border-left:2px solid var(--dm-brand);padding-left:6px}
+.dm-logs .dm-logscroll{max-height:260px;overflow:auto;display:flex;flex-direction:column-reverse;
+  background:var(--jp-layout-color2,transparent);border-radius:4px}
+.dm-logs pre{flex:none;margin:0;padding:4px 6px;font-size:11px;white-space:pre-wrap;word-break:break-all;
+  color:var(--jp-content-font-color1,inherit);background:transparent}
+.dm-logs .widget-button{width:auto;padding:0 8px}
+.dm-hot{color:var(--dm-err)}.dm-warm{color:var(--dm-warn)}
+.dm-live{color:var(--dm-ok)}
 </style>"""
 
-_CELL_CLASSES = ("dm-name", "dm-image", "dm-state", "dm-up", "dm-gpus", "dm-cpu dm-num",
-                 "dm-mem dm-num", "dm-nb", "dm-cell")
-_HEADINGS = ("name", "image", "state", "uptime", "GPUs", "CPU", "mem", "notebook", "cell")
-UTIL_COLOUR, MEM_COLOUR = "#0969da", "#8250df"
+# (class, heading, tooltip); the order of the row's cells
+_COLUMNS = (
+    ("dm-name", "name", "container name"),
+    ("dm-id", "ID", "short container ID; click to copy the full ID"),
+    ("dm-image", "image", "image"),
+    ("dm-state", "state", "state (docker ps STATUS on hover); spare = a warm container kept "
+                          "for the next identical cell, not a job"),
+    ("dm-up", "uptime", "time since the container started"),
+    ("dm-gpus", "GPUs", "GPUs given with --gpus"),
+    ("dm-cpu dm-num", "CPU", "CPU, % of one core"),
+    ("dm-mem dm-num", "memory", "memory used (without page cache) / the container's limit "
+                                "(the host's memory when it has none)"),
+    ("dm-nb", "notebook", "the notebook that started it"),
+    ("dm-cell", "cell", "the cell that started it: its execution count, as in the prompt [N]"),
+)
+_HEX_ID = re.compile(r"^[0-9a-f]{12,64}$")
+# The full ID goes to the clipboard (secure contexts: https or localhost); the text is
+# user-select:all elsewhere, so a click selects it for Ctrl+C.
+_COPY_JS = ("navigator.clipboard&amp;&amp;navigator.clipboard.writeText('{cid}')"
+            ".then(()=&gt;{{this.classList.add('dm-copied');this.textContent='copied';"
+            "setTimeout(()=&gt;{{this.classList.remove('dm-copied');"
+            "this.textContent='{short} ⧉'}},1200)}},()=&gt;{{}})")
 
 
 def _e(text) -> str:
@@ -143,38 +204,71 @@ def _e(text) -> str:
 
 def header_html() -> str:
     """The table's column headings, aligned with :func:`row_html`."""
-    cells = "".join(f'<span class="dm-c dm-th {c}">{_e(h)}</span>'
-                    for c, h in zip(_CELL_CLASSES, _HEADINGS))
+    cells = "".join(f'<span class="dm-c dm-th {c}" title="{_e(t)}">{_e(h)}</span>'
+                    for c, h, t in _COLUMNS)
     return f'<div class="dm-cells dm-head">{cells}</div>'
 
 
 def _state_class(row: ContainerRow) -> str:
+    if row.spare and row.state == "running":
+        return "spare"
     if row.state == "exited" and row.exit_code not in (None, 0):
         return "failed"
     return row.state if row.state in ("running", "paused", "restarting", "created", "exited",
                                       "dead") else "exited"
 
 
+def _id_html(row: ContainerRow) -> str:
+    short = row.short_id
+    if not _HEX_ID.match(row.id or ""):
+        return _e(short)
+    js = _COPY_JS.format(cid=row.id, short=short)
+    return (f'<span class="dm-copy" title="copy the full ID {row.id}" role="button" '
+            f'onclick="{js}">{short} ⧉</span>')
+
+
+def _mem_html(row: ContainerRow) -> Tuple[str, str]:
+    """The memory cell's body and tooltip: used / limit, with a thin bar of the fraction."""
+    if row.mem_used is None:
+        return "", ""
+    used = fmt_bytes(row.mem_used)
+    if not row.mem_limit:
+        return _e(used), f"{used} used"
+    limit, pct = fmt_bytes(row.mem_limit), row.mem_percent or 0.0
+    body = (f'{_e(used)}<span class="dm-memlim"> / {_e(limit)}</span>'
+            f'<span class="dm-membar"><span style="width:{min(100.0, pct):.1f}%"></span></span>')
+    return body, f"{used} of the {limit} limit ({pct:.0f}%)"
+
+
 def row_html(row: ContainerRow, note: Optional[str] = None) -> str:
     """One container's cells; ``note`` ("stopping…") replaces the state while an action runs."""
-    cells = ps.to_cells(row)
+    cells = dict(zip(ps.COLUMNS, ps.to_cells(row)))
     if note:
         state = f'<span class="dm-pill dm-s-busy">{_e(note)}</span>'
     else:
-        state = f'<span class="dm-pill dm-s-{_state_class(row)}">{_e(cells[2])}</span>'
+        state = f'<span class="dm-pill dm-s-{_state_class(row)}">{_e(cells["STATE"])}</span>'
     kind = f" · {row.kind}" if row.kind else ""
-    titles = (f"{row.name} · {row.id[:12]}{kind}", row.image, row.status, "", "GPUs (--gpus)",
-              "CPU, % of one core", "memory (without page cache)", row.notebook or "",
-              "cell (execution count)")
-    body = [f'<span class="dm-c {c}" title="{_e(t)}">{_e(v)}</span>'
-            for c, t, v in zip(_CELL_CLASSES, titles, cells)]
-    body[2] = f'<span class="dm-c dm-state" title="{_e(row.status)}">{state}</span>'
-    if row.cell:
-        body[8] = f'<span class="dm-c dm-cell dm-muted" title="cell">[{_e(row.cell)}]</span>'
-    return f'<div class="dm-cells">{"".join(body)}</div>'
+    mem, mem_title = _mem_html(row)
+    state_title = row.status + (" · a warm spare for the next identical cell, not a job"
+                                if row.spare else "")
+    bodies = (
+        (f"{row.name}{kind}", _e(cells["NAME"])),
+        (f"ID {row.id}", _id_html(row)),
+        (row.image, _e(cells["IMAGE"])),
+        (state_title, state),
+        ("uptime", _e(cells["UPTIME"])),
+        ("GPUs (--gpus)", _e(cells["GPUS"])),
+        ("CPU, % of one core", _e(cells["CPU"])),
+        (mem_title, mem),
+        (row.notebook or "", _e(cells["NOTEBOOK"])),
+        ("cell (execution count)", f"[{_e(row.cell)}]" if row.cell else ""),
+    )
+    body = "".join(f'<span class="dm-c {c}" title="{_e(t)}">{b}</span>'
+                   for (c, _, _), (t, b) in zip(_COLUMNS, bodies))
+    return f'<div class="dm-cells">{body}</div>'
 
 
-def _polylines(points: Sequence[Tuple[float, Optional[float]]], colour: str) -> str:
+def _polylines(points: Sequence[Tuple[float, Optional[float]]], colour: str, cls: str) -> str:
     """Polylines through (x, y) points; a None value breaks the line (a gap, not a zero)."""
     runs, run = [], []
     for x, y in points:
@@ -190,17 +284,18 @@ def _polylines(points: Sequence[Tuple[float, Optional[float]]], colour: str) -> 
     for r in runs:
         if len(r) == 1:
             cx, cy = r[0].split(",")
-            out.append(f'<circle cx="{cx}" cy="{cy}" r="1.2" fill="{colour}"/>')
+            out.append(f'<circle class="{cls}" cx="{cx}" cy="{cy}" r="1.2" fill="{colour}"/>')
         else:
-            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" '
-                       f'stroke-linejoin="round" points="{" ".join(r)}"/>')
+            out.append(f'<polyline class="{cls}" fill="none" stroke="{colour}" '
+                       f'stroke-width="1.4" stroke-linejoin="round" points="{" ".join(r)}"/>')
     return "".join(out)
 
 
 def sparkline_svg(samples: Sequence[Tuple[float, Optional[float], Optional[float]]], now: float,
                   window: float = ps.HISTORY_S, width: int = 300, height: int = 30) -> str:
-    """An inline SVG of utilisation (blue) and memory (purple), 0-100 %, over the last
-    ``window`` seconds ending at ``now``; no plotting library."""
+    """An inline SVG of GPU utilisation and memory used, 0-100 %, over the last ``window``
+    seconds ending at ``now``; no plotting library. Its colours are the theme's (classes
+    styled by :data:`CSS`); the attributes are fallbacks for pages without it."""
     top, bottom = 2.0, height - 2.0
 
     def xy(t, v):
@@ -209,22 +304,26 @@ def sparkline_svg(samples: Sequence[Tuple[float, Optional[float], Optional[float
         return x, y
 
     recent = [s for s in samples if now - window <= s[0] <= now]
-    util = _polylines([xy(t, u) for t, u, _ in recent], UTIL_COLOUR)
-    mem = _polylines([xy(t, m) for t, _, m in recent], MEM_COLOUR)
-    frame = (f'<rect x="0" y="0" width="{width}" height="{height}" rx="3" fill="#f6f8fa"/>'
-             f'<line x1="0" y1="{(top + bottom) / 2:.1f}" x2="{width}" '
-             f'y2="{(top + bottom) / 2:.1f}" stroke="#d0d7de" stroke-width="0.6" '
+    util = _polylines([xy(t, u) for t, u, _ in recent], UTIL_COLOUR, "dm-sp-util")
+    mem = _polylines([xy(t, m) for t, _, m in recent], MEM_COLOUR, "dm-sp-mem")
+    frame = (f'<rect class="dm-sp-bg" x="0" y="0" width="{width}" height="{height}" rx="3" '
+             f'fill="none"/>'
+             f'<line class="dm-sp-mid" x1="0" y1="{(top + bottom) / 2:.1f}" x2="{width}" '
+             f'y2="{(top + bottom) / 2:.1f}" stroke="#8c959f" stroke-width="0.6" '
              f'stroke-dasharray="2 3"/>'
-             f'<text x="3" y="{height - 3}" font-size="8" fill="#8c959f">{window:g} s</text>')
+             f'<text class="dm-sp-t" x="3" y="{height - 3}" font-size="8" '
+             f'fill="#8c959f">{window:g} s</text>')
     return (f'<svg class="dm-spark" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" role="img">'
-            f"<title>utilisation (blue) and memory (purple), last {window:g} s</title>"
+            f'viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
+            f'xmlns="http://www.w3.org/2000/svg" role="img">'
+            f"<title>{gpus.UTIL_NAME} and {gpus.MEMORY_NAME} used, last {window:g} s</title>"
             f"{frame}{mem}{util}</svg>")
 
 
-def _bar(pct: Optional[float], colour: str) -> str:
+def _bar(pct: Optional[float], levels: Tuple[int, int]) -> str:
     width = 0.0 if pct is None else max(0.0, min(100.0, pct))
-    return f'<div class="dm-bar"><div style="width:{width:.1f}%;background:{colour}"></div></div>'
+    return (f'<div class="dm-bar"><div class="dm-lv-{gpus.level(pct, levels)}" '
+            f'style="width:{width:.1f}%"></div></div>')
 
 
 def _process_html(proc) -> str:
@@ -235,50 +334,64 @@ def _process_html(proc) -> str:
         if c.managed and (c.notebook or c.cell):
             nb = (c.notebook or "").rsplit("/", 1)[-1]
             where += f' <span class="dm-muted">{_e(nb)} [{_e(c.cell or "?")}]</span>'
-    return f"<div>PID {proc.pid} · {_e(_mem(proc.used_memory))}{where}</div>"
+    who = ""
+    if proc.user or proc.command:
+        who = f' <span class="dm-muted">{_e(proc.user or NA)} {_e(proc.command or NA)}</span>'
+    title = " ".join(x for x in (proc.user, proc.command, gpus.process_where(proc)) if x)
+    return (f'<div title="{_e(title)}">PID {proc.pid} · {_e(fmt_bytes(proc.used_memory))}'
+            f"{where}{who}</div>")
 
 
 def card_html(card: GpuCard, now: float) -> str:
-    """One GPU: name, temperature, power, utilisation and memory bars, sparkline, processes."""
+    """One GPU: name, temperature, power, utilisation and memory bars (``%gpus``'s thresholds),
+    sparkline, processes."""
     g = card.info
     if g.lost:
         return (f'<div class="dm-card"><div class="dm-card-h"><b>GPU {g.index}</b></div>'
                 f'<div class="dm-hot">lost or unreadable: {_e(g.error or NA)}</div></div>')
-    temp = _temp(g.temperature)
+    temp = gpus.format_temp(g.temperature)
     if g.temperature is not None and g.temperature >= 75:
         temp = f'<span class="{"dm-hot" if g.temperature >= 85 else "dm-warm"}">{_e(temp)}</span>'
     else:
         temp = _e(temp)
-    power = _power_pair(g.power_mw, g.power_limit_mw)   # the same words as %gpus
-    mem_pct = None if g.mem_used is None or not g.mem_total else 100.0 * g.mem_used / g.mem_total
-    mem_text = _mem_pair(g.mem_used, g.mem_total)
-    util_text = NA if g.util_gpu is None else f"{g.util_gpu}%"
+    power = gpus.format_power_pair(g.power_mw, g.power_limit_mw)   # the same words as %gpus
+    mem_pct = gpus.memory_percent(g)
+    mem_text = gpus.format_memory_pair(g.mem_used, g.mem_total)
     procs = "".join(_process_html(p) for p in g.processes[:4])
     if len(g.processes) > 4:
         procs += f'<div class="dm-muted">+{len(g.processes) - 4} more</div>'
     if not procs:
         procs = '<div class="dm-muted">no processes</div>'
-    mem_colour = "#cf222e" if mem_pct is not None and mem_pct >= 95 else MEM_COLOUR
     return (
         '<div class="dm-card">'
         f'<div class="dm-card-h"><b>GPU {g.index}</b>'
         f'<span class="dm-muted" title="{_e(g.uuid or "")}">{_e(g.name or NA)}</span>'
         f'<span class="dm-num">{temp} · {_e(power)}</span></div>'
-        f'<div class="dm-meter"><span class="dm-k">util</span>{_bar(g.util_gpu, UTIL_COLOUR)}'
-        f'<span class="dm-v">{_e(util_text)}</span></div>'
-        f'<div class="dm-meter"><span class="dm-k">mem</span>{_bar(mem_pct, mem_colour)}'
+        f'<div class="dm-meter"><span class="dm-k dm-key-util">{gpus.UTIL_NAME}</span>'
+        f"{_bar(g.util_gpu, gpus.UTIL_LEVELS)}"
+        f'<span class="dm-v">{_e(gpus.format_percent(g.util_gpu))}</span></div>'
+        f'<div class="dm-meter"><span class="dm-k dm-key-mem">{gpus.MEMORY_NAME}</span>'
+        f"{_bar(mem_pct, gpus.MEMORY_LEVELS)}"
         f'<span class="dm-v">{_e(mem_text)}</span></div>'
         f"{sparkline_svg(card.history, now)}"
+        f'<div class="dm-card-sub dm-muted"><span>'
+        f'<span class="dm-key-util">━ {gpus.UTIL_NAME}</span> '
+        f'<span class="dm-key-mem">━ {gpus.MEMORY_NAME}</span></span>'
+        f'<span class="dm-num" title="memory-controller utilisation">'
+        f"{gpus.MEM_UTIL_NAME} {_e(gpus.format_percent(g.util_mem))}</span></div>"
         f'<div class="dm-procs">{procs}</div></div>')
 
 
 def status_html(state: PanelState, paused: bool, interval: float, shown: int) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(state.time)) if state.time else "--:--:--"
     live = ('<span class="dm-warm">❚❚ paused</span>' if paused
-            else f'<span style="color:#1a7f37">●</span> every {interval:g} s')
+            else f'<span class="dm-live">●</span> every {interval:g} s')
     stopped = sum(r.stopped for r in state.rows)
-    return (f'<span class="dm-muted dm-num">{live} · {when} · {state.running} running · '
-            f"{stopped} stopped</span>")
+    spares = (f' · <span title="warm containers kept for the next identical cell; not jobs">'
+              f"{state.spares} spare{'s' if state.spares != 1 else ''}</span>"
+              if state.spares else "")
+    return (f'<span class="dm-muted dm-num">{live} · {when} · {state.running} running'
+            f"{spares} · {stopped} stopped</span>")
 
 
 def _engine_message(exc: BaseException) -> str:
@@ -302,6 +415,7 @@ class _Fetcher:
         self._pending: frozenset = frozenset()
         self._inspected: Dict[str, ps.Inspected] = {}
         self._samples: Dict[str, Tuple[float, dict, dict]] = {}  # id -> (when, merged, raw)
+        self._logs: Optional[Tuple[str, str]] = None  # (id, text): the last logs read
         self._closed = threading.Event()
         self._threads = [threading.Thread(target=self._work, daemon=True,
                                           name=f"dockmagic-panel-fetch-{i}")
@@ -321,6 +435,10 @@ class _Fetcher:
 
     def stats(self) -> Dict[str, dict]:
         return {cid: merged for cid, (_, merged, _) in self._samples.items()}
+
+    def logs(self) -> Optional[Tuple[str, str]]:
+        """The last logs read, as ``(container id, text)``."""
+        return self._logs
 
     def sample_age(self, cid: str, now: float) -> float:
         entry = self._samples.get(cid)
@@ -345,6 +463,8 @@ class _Fetcher:
                     found = ps.parse_inspect(lifecycle.inspect_container(cid))
                     with self._lock:
                         self._inspected = {**self._inspected, cid: found}
+                elif kind == "logs":
+                    self._logs = (cid, lifecycle.fetch_logs(cid, tail=LOG_LINES))
                 else:
                     sample = lifecycle.query_stats(cid)
                     if sample:
@@ -371,12 +491,29 @@ class _Fetcher:
 
 # action -> (icon, tooltip, what the row says while it runs, what the notice says after)
 ACTIONS = {
-    "stop": ("stop", "stop", "stopping…", "stopped"),
-    "restart": ("refresh", "restart (or start)", "restarting…", "restarted"),
-    "remove": ("trash", "remove", "removing…", "removed"),
-    "logs": ("align-left", "last logs", None, None),
-    "commit": ("camera", "commit as image (REPO:TAG)", None, None),
+    "stop": ("stop", "stop the container (docker stop: SIGTERM, SIGKILL after 10 s)",
+             "stopping…", "stopped"),
+    "restart": ("repeat", "restart the container (docker restart; starts a stopped one)",
+                "restarting…", "restarted"),
+    "remove": ("trash", "remove the container (docker rm)", "removing…", "removed"),
+    "logs": ("align-left", "show its logs under this row, following live until closed",
+             None, None),
+    "commit": ("camera", "commit the container as an image (asks for REPO:TAG)", None, None),
 }
+
+
+def _add_history(snap, now: float) -> dict:
+    global _history
+    with _history_lock:
+        _history = ps.build_history(_history, snap, now)
+        return _history
+
+
+def logs_html(text: str) -> str:
+    """The logs pane's body: newest lines at the bottom, and in view (a column-reversed
+    scroll box starts, and stays, scrolled to its end while new lines arrive)."""
+    return (f'<div class="dm-logscroll"><pre>{_e(text) if text else "(no output yet)"}</pre>'
+            "</div>")
 
 
 def _show(widget, visible: bool) -> None:
@@ -392,6 +529,8 @@ class _RowView:
         self.id = cid
         self._key = None
         self.cells = W.HTML(layout=panel._cell_layout, style=panel._html_style)
+        self.cells.add_class("dm-cellbox")  # the narrow-width rules measure this box
+        self._spare = False
         self.buttons = {}
         for action, (icon, tip, _, _) in ACTIONS.items():
             b = W.Button(icon=icon, tooltip=tip, layout=panel._btn_layout,
@@ -407,6 +546,9 @@ class _RowView:
         if key == self._key:  # what the row shows has not changed: nothing to send
             return
         self._key = key
+        if row.spare != self._spare:
+            self._spare = row.spare
+            (self.box.add_class if row.spare else self.box.remove_class)("dm-spare")
         value = row_html(row, note)
         if self.cells.value != value:
             self.cells.value = value
@@ -468,7 +610,8 @@ class Panel(W.VBox):
         self._pstate = PanelState(scope=scope)
         self._listing: tuple = ()
         self._listed_at = 0.0
-        self._history: dict = {}
+        self._logs_id: Optional[str] = None  # the row whose logs pane is open
+        self._logs_shown: Optional[str] = None
         self._notes: Dict[str, str] = {}  # id -> "stopping…" while an action on it runs
         self._rows: Dict[str, _RowView] = {}
         self._cards: Dict[str, W.HTML] = {}
@@ -498,6 +641,8 @@ class Panel(W.VBox):
         # every row's cells get the same width (not their content's), so columns line up
         self._cell_layout = W.Layout(flex="1 1 0%", min_width="0", overflow="hidden")
         self._html_style = HTMLStyle()
+        # cards share the width: two side by side from about 540 px, up to 340 px each
+        self._card_layout = W.Layout(flex="1 1 270px", min_width="250px", max_width="340px")
         self.add_class("dm-panel")
 
         self.scope_w = W.ToggleButtons(
@@ -513,7 +658,8 @@ class Panel(W.VBox):
         self.pause_w = W.ToggleButton(value=False, icon="pause", tooltip="pause refreshing",
                                       layout=W.Layout(width="34px", padding="0"))
         self.pause_w.observe(self._on_pause, names="value")
-        self.refresh_w = W.Button(icon="refresh", tooltip="refresh now",
+        self.refresh_w = W.Button(icon="refresh", tooltip="refresh the panel now (re-reads the "
+                                  "engine and the GPUs; changes no container)",
                                   layout=W.Layout(width="32px"))
         self.refresh_w.on_click(lambda _b: self.refresh_soon())
         self.prune_w = W.Button(description="prune stopped", icon="trash", disabled=True,
@@ -540,18 +686,22 @@ class Panel(W.VBox):
                                 self.prompt_cancel],
                                layout=W.Layout(display="none", align_items="center"))
 
-        self.logs_title = W.HTML()
+        self.logs_title = W.HTML(layout=W.Layout(flex="1 1 auto"))
         self.logs_body = W.HTML()
-        self.logs_close = W.Button(icon="times", tooltip="close logs",
-                                   layout=W.Layout(width="28px"))
-        self.logs_close.on_click(lambda _b: _show(self.logs_w, False))
+        self.logs_close = W.Button(description="close", icon="times",
+                                   tooltip="close the logs (stops following)",
+                                   layout=W.Layout(width="auto", flex="none"))
+        self.logs_close.on_click(lambda _b: self.close_logs())
         self.logs_w = W.VBox([W.HBox([self.logs_title, self.logs_close],
-                                     layout=W.Layout(align_items="center")), self.logs_body],
+                                     layout=W.Layout(align_items="center", width="100%")),
+                              self.logs_body],
                              layout=W.Layout(display="none"))
         self.logs_w.add_class("dm-logs")
 
         # the headings share the rows' flex layout, with a spacer where the buttons are
-        self.thead_w = W.HBox([W.HTML(header_html(), layout=self._cell_layout),
+        thead_cells = W.HTML(header_html(), layout=self._cell_layout)
+        thead_cells.add_class("dm-cellbox")
+        self.thead_w = W.HBox([thead_cells,
                                W.HTML('<div class="dm-actions-space"></div>')],
                               layout=W.Layout(width="100%"))
         self.rows_w = W.VBox()
@@ -560,9 +710,9 @@ class Panel(W.VBox):
         self.cards_w = W.Box(layout=W.Layout(flex_flow="row wrap"))
         # every engine of `%docker engines` (shown once any is added): one line each
         self.engines_w = W.HTML(layout=W.Layout(display="none"))
+        # the logs pane is not a child here: it is placed in rows_w, under its row
         self.children = (header, self.banner_w, self.engines_w, self.prompt_w, self.notice_w,
-                         self.logs_w, self.thead_w, self.rows_w, self.more_w, self.gpu_head_w,
-                         self.cards_w)
+                         self.thead_w, self.rows_w, self.more_w, self.gpu_head_w, self.cards_w)
 
     # -- thread ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -654,11 +804,14 @@ class Panel(W.VBox):
                     snap = attach_containers(snap, running)
                 except Exception:  # the join is a nicety; the next tick tries again
                     pass
+            snap = attach_process_info(snap)
             fetcher.forget_except({e.get("Id") for e in listing})
-        self._history = ps.build_history(self._history, snap, now)
+        history = _add_history(snap, now)
         state = ps.build_state(listing, snap, fetcher.stats(), self.scope, self.notebook, now,
                                kernel=self.kernel, inspected=fetcher.inspected(),
-                               history=self._history, engine_error=engine_error)
+                               history=history, engine_error=engine_error)
+        if self._logs_id is not None:
+            fetcher.want("logs", self._logs_id)  # the pane follows the container's output
         if engine_error is None:
             shown = {r.id for r in state.rows[:self.max_rows]}
             entries = [e for e in listing if e.get("Id") in shown]
@@ -696,9 +849,10 @@ class Panel(W.VBox):
                 if cid not in views:
                     view.close()
             self._rows = views
-            children = tuple(v.box for v in views.values())
-            if self.rows_w.children != children:
-                self.rows_w.children = children
+            if self._logs_id is not None and self._logs_id not in views:
+                self._close_logs_locked()  # its container is gone (or out of scope)
+            self._place_rows()
+            self._apply_logs()
             hidden = len(state.rows) - len(shown)
             if waiting:
                 self.refresh_soon()  # draw the rest on a tick right after this one
@@ -740,7 +894,7 @@ class Panel(W.VBox):
         cards = {}
         for card in state.cards:
             key = card.info.uuid or f"#{card.info.index}"
-            w = self._cards.get(key) or W.HTML(style=self._html_style)
+            w = self._cards.get(key) or W.HTML(style=self._html_style, layout=self._card_layout)
             value = card_html(card, state.time)
             if w.value != value:
                 w.value = value
@@ -853,13 +1007,61 @@ class Panel(W.VBox):
 
         self._spawn(work)
 
+    # -- the logs pane -----------------------------------------------------------------------
     def _show_logs(self, row: ContainerRow) -> None:
+        """Open the logs pane under ``row`` (on an action thread); each refresh then reads the
+        last lines again on a worker, so the pane follows the container until closed."""
         text = lifecycle.fetch_logs(row.id, tail=LOG_LINES)
-        with self._apply_lock, self.logs_w.hold_sync():
-            self.logs_title.value = (f"<b>logs of {_e(row.name)}</b> "
-                                     f'<span class="dm-muted">(last {LOG_LINES} lines)</span>')
-            self.logs_body.value = f"<pre>{_e(text) or '(no output)'}</pre>"
+        with self._apply_lock, self.hold_sync():
+            if self._closed:
+                return
+            previous = self._rows.get(self._logs_id) if self._logs_id else None
+            if previous is not None and self._logs_id != row.id:
+                previous.box.remove_class("dm-logs-open")
+            self._logs_id, self._logs_shown = row.id, text
+            self.logs_title.value = (
+                f'<b>logs of {_e(row.name)}</b> <span class="dm-muted">last {LOG_LINES} '
+                f'lines, newest at the bottom · <span class="dm-live">●</span> following '
+                f"(every {self.interval:g} s)</span>")
+            self.logs_body.value = logs_html(text)
+            view = self._rows.get(row.id)
+            if view is not None:
+                view.box.add_class("dm-logs-open")
             _show(self.logs_w, True)
+            self._place_rows()
+        self.refresh_soon()
+
+    def close_logs(self) -> None:
+        """Close the logs pane and stop following."""
+        with self._apply_lock, self.hold_sync():
+            self._close_logs_locked()
+            self._place_rows()
+
+    def _close_logs_locked(self) -> None:
+        view = self._rows.get(self._logs_id) if self._logs_id else None
+        if view is not None:
+            view.box.remove_class("dm-logs-open")
+        self._logs_id = None
+        _show(self.logs_w, False)
+
+    def _place_rows(self) -> None:
+        """The rows' boxes in order, with the logs pane right under its row."""
+        children = []
+        for cid, view in self._rows.items():
+            children.append(view.box)
+            if cid == self._logs_id:
+                children.append(self.logs_w)
+        children = tuple(children)
+        if self.rows_w.children != children:
+            self.rows_w.children = children
+
+    def _apply_logs(self) -> None:
+        got = self._fetcher.logs()
+        if self._logs_id is None or got is None or got[0] != self._logs_id:
+            return
+        if got[1] != self._logs_shown:
+            self._logs_shown = got[1]
+            self.logs_body.value = logs_html(got[1])
 
     def _on_prune(self) -> None:
         rows = self._pstate.prunable
@@ -903,8 +1105,10 @@ class Panel(W.VBox):
             with self._apply_lock:
                 owned = [w for view in self._rows.values()
                          for w in (*view.buttons.values(), view.cells, view.box)]
-                owned += [*self._cards.values(), *_descendants(self), self._btn_layout,
+                owned += [*self._cards.values(), *_descendants(self),
+                          *_descendants(self.logs_w), self.logs_w, self._btn_layout,
                           self._btn_style, self._row_layout, self._cell_layout,
+                          self._card_layout,
                           self._html_style, self.layout]
                 self._rows, self._cards = {}, {}
                 for w in owned:

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from .gpus import container_ref  # the same names as %gpus
-from .gpus import header_text as _header
-from .units import mem as _mem  # the same formatting as %gpus
+from .gpus import container_ref, header_text  # the same names as %gpus
+from .units import mem as format_bytes  # the same formatting as %gpus
 from .gpus import to_text as gpus_to_text
 from .labels import KERNEL as KERNEL_LABEL
 from .labels import is_managed
@@ -44,6 +43,8 @@ HISTORY_S = 60.0
 #: States `docker container prune` would remove; the panel's "prune stopped" takes dockmagic's.
 STOPPED = frozenset({"created", "exited", "dead"})
 ACTIVE = frozenset({"running", "paused", "restarting"})
+#: The ``dockmagic.kind`` label value spare.py gives its warm containers.
+SPARE_KIND = "spare"
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,6 +185,23 @@ class ContainerRow:
         return self.state in STOPPED
 
     @property
+    def spare(self) -> bool:
+        """A warm container dockmagic keeps for the next identical cell (``dockmagic.kind=spare``,
+        see :mod:`dockmagic.spare`), not a job of the user's."""
+        return self.kind == SPARE_KIND
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def mem_percent(self) -> Optional[float]:
+        """Memory used out of the container's limit (the host's memory when it has none)."""
+        if self.mem_used is None or not self.mem_limit:
+            return None
+        return 100.0 * self.mem_used / self.mem_limit
+
+    @property
     def exit_code(self) -> Optional[int]:
         m = re.match(r"Exited \((-?\d+)\)", self.status or "")
         return int(m.group(1)) if m else None
@@ -217,7 +235,12 @@ class PanelState:
 
     @property
     def running(self) -> int:
-        return sum(r.state == "running" for r in self.rows)
+        """Running jobs: spares (warm containers waiting for a cell) are not jobs."""
+        return sum(r.state == "running" and not r.spare for r in self.rows)
+
+    @property
+    def spares(self) -> int:
+        return sum(r.spare and r.active for r in self.rows)
 
     @property
     def prunable(self) -> Tuple[ContainerRow, ...]:
@@ -380,7 +403,9 @@ def to_duration(seconds: Optional[float]) -> str:
 
 
 def to_state_text(row: ContainerRow) -> str:
-    """``running``, ``exited (137)``, ``created`` ..."""
+    """``running``, ``exited (137)``, ``created`` ...; a running spare says ``spare``."""
+    if row.spare and row.state == "running":
+        return "spare"
     code = row.exit_code
     return f"{row.state} ({code})" if code is not None else row.state
 
@@ -390,7 +415,11 @@ def to_cpu_text(row: ContainerRow) -> str:
 
 
 def to_mem_text(row: ContainerRow) -> str:
-    return "" if row.mem_used is None else _mem(row.mem_used)
+    """Memory used, and the container's limit when the engine gave one: ``62 MiB / 2.0 GiB``."""
+    if row.mem_used is None:
+        return ""
+    used = format_bytes(row.mem_used)
+    return f"{used} / {format_bytes(row.mem_limit)}" if row.mem_limit else used
 
 
 def to_gpus_text(row: ContainerRow) -> str:
@@ -432,4 +461,4 @@ def to_text(state: PanelState, gpus: bool = True) -> str:
 
 def to_gpu_header(snapshot: GpuSnapshot) -> str:
     """Driver, CUDA, GPU count (as ``%gpus`` heads its table)."""
-    return snapshot.error or _header(snapshot)
+    return snapshot.error or header_text(snapshot)

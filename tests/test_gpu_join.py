@@ -4,6 +4,7 @@ Parsing is checked on literal cgroup text of both versions; the join itself agai
 container of the real engine (this machine: cgroup v1, cgroupfs driver -> ``/docker/<id>``).
 """
 import copy
+import dataclasses
 import json
 import os
 import uuid
@@ -13,9 +14,9 @@ import pytest
 from dockmagic.gpus import to_html, to_text
 
 from dockmagic import nvml
-from dockmagic.gpus import (attach_containers, container_for_pid, container_ref,
+from dockmagic.gpus import (attach_containers, attach_process_info, container_for_pid, container_ref,
                             parse_cgroup_container_id, query_with_containers)
-from dockmagic.nvml import snapshot_from_record
+from dockmagic.nvml import GpuProcess, snapshot_from_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "fixtures", "nvml-h200.json")) as f:
@@ -84,21 +85,45 @@ def test_attach_containers_fills_each_process_and_renders_it(tmp_path):
     record = copy.deepcopy(UNDER_LOAD)
     record["devices"][0]["compute_processes"].append({"pid": 7, "usedGpuMemory": 1 << 20})
     root = fake_proc(tmp_path, {495: V1, 7: "0::/init.scope\n"})
-    labels = {"dockmagic.managed": "1", "dockmagic.notebook": "<b>x</b>.ipynb",
+    labels = {"dockmagic.managed": "1", "dockmagic.notebook": "/work/a&b/x<y>.ipynb",
               "dockmagic.cell": "3"}
     snap = snapshot_from_record(record)
     joined = attach_containers(snap, [entry(CID, "trainer", labels=labels)], proc_root=root)
     p495, p7 = joined.gpus[0].processes
-    assert p495.container.notebook == "<b>x</b>.ipynb" and p495.container.cell == "3"
+    assert p495.container.notebook == "/work/a&b/x<y>.ipynb" and p495.container.cell == "3"
     assert p7.container is None
     assert snap.gpus[0].processes[0].container is None  # the input is left alone
-    text = to_text(joined)
-    assert "PID 495 · 6.4 GiB · trainer (dockmagic-base:bookworm) · notebook <b>x</b>.ipynb · " \
-           "cell 3" in text
-    assert "PID 7 · 1 MiB\n" in text + "\n"
+    rows = {line.split()[1]: line for line in to_text(joined).split("\n\n")[1].splitlines()[1:]}
+    assert rows["495"].split()[:5] == ["0", "495", "N/A", "N/A", "6.4"]
+    assert rows["495"].endswith("6.4 GiB  trainer (dockmagic-base:bookworm) · x<y>.ipynb [3]")
+    assert rows["7"].endswith("1 MiB")  # a host process: no container
     page = to_html(joined)
-    assert "<b>trainer</b> (dockmagic-base:bookworm)" in page
-    assert "notebook &lt;b&gt;x&lt;/b&gt;.ipynb, cell 3" in page
+    assert "trainer (dockmagic-base:bookworm) · x&lt;y&gt;.ipynb [3]" in page
+    assert "<y>" not in page
+
+
+def test_process_user_and_command_come_from_proc(tmp_path):
+    """NVML gives PIDs only: the user (from the real uid in /proc/PID/status) and the command
+    line (/proc/PID/cmdline, NUL-separated) are read where visible, N/A elsewhere."""
+    import pwd
+    record = copy.deepcopy(UNDER_LOAD)
+    record["devices"][0]["compute_processes"].append({"pid": 7, "usedGpuMemory": 1 << 20})
+    root = fake_proc(tmp_path, {495: V1})
+    (tmp_path / "495" / "status").write_text("Name:\tpython\nUid:\t0\t0\t0\t0\nGid:\t0\n")
+    (tmp_path / "495" / "cmdline").write_bytes(b"python3\0train.py\0--lr\0" + b"x" * 80 + b"\0")
+    snap = attach_process_info(snapshot_from_record(record), proc_root=str(tmp_path))
+    p495, p7 = snap.gpus[0].processes
+    assert p495.user == pwd.getpwuid(0).pw_name
+    assert p495.command == "python3 train.py --lr " + "x" * 80
+    assert (p7.user, p7.command) == (None, None)  # not visible from here
+    text, page = to_text(snap), to_html(snap)
+    assert "python3 train.py --lr " + "x" * 17 + "…" in text  # cut at 40, numbers stay in line
+    assert f'title="{p495.command}"' in page and "dmg-cmd" in page  # whole on hover
+    # this very process, through the real /proc
+    me = attach_process_info(dataclasses.replace(snapshot_from_record(UNDER_LOAD), gpus=(
+        dataclasses.replace(snap.gpus[0], processes=(GpuProcess(pid=os.getpid()),)),)))
+    mine = me.gpus[0].processes[0]
+    assert mine.user == pwd.getpwuid(os.getuid()).pw_name and "pytest" in mine.command
 
 
 def test_attach_containers_without_containers_or_driver_is_identity():
@@ -144,8 +169,9 @@ def test_join_finds_a_real_container(docker_client, base_image, monkeypatch):
         assert (ref.id, ref.name, ref.image) == (container.id, name, base_image)
         assert ref.managed and (ref.notebook, ref.cell) == ("test.ipynb", "3")
         text, page = to_text(joined), to_html(joined)
-        assert f"PID {pid} · 6.4 GiB · {name} ({base_image}) · notebook test.ipynb · cell 3" in text
-        assert f"<b>{name}</b> ({base_image})" in page and "notebook test.ipynb, cell 3" in page
+        row = next(line for line in text.splitlines() if f" {pid} " in line)
+        assert row.endswith(f"6.4 GiB  {name} ({base_image}) · test.ipynb [3]"), row
+        assert f"{name} ({base_image}) · test.ipynb [3]" in page
 
         # the magic's entry point: NVML reading (here the fixture) + the engine's running list
         monkeypatch.setattr(nvml, "query_snapshot", lambda: snapshot_from_record(record))

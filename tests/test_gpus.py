@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from dockmagic.gpus import GpuChoiceError, choose_gpus, describe_choice
+from dockmagic.gpus import (GpuChoiceError, choose_gpus, chosen_indices, describe_choice,
+                            format_bytes)
 from dockmagic.nvml import GpuSnapshot, snapshot_from_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -119,7 +120,8 @@ def test_all_and_none_need_no_snapshot(monkeypatch):
     ("all", "next %%docker cells get: all GPUs"),
     ("2", "next %%docker cells get: 2 GPUs (any)"),
     ("1", "next %%docker cells get: 1 GPU (any)"),
-    ('"device=0,2"', "next %%docker cells get: GPUs 0,2"),
+    ('"device=0,2"', "next %%docker cells get: GPUs 0 and 2"),
+    ('"device=0,2,5"', "next %%docker cells get: GPUs 0, 2 and 5"),
     ('"device=3"', "next %%docker cells get: GPU 3"),
 ])
 def test_describe_choice(value, line):
@@ -128,9 +130,40 @@ def test_describe_choice(value, line):
 
 def test_describe_choice_shows_pinned_uuids_as_indices():
     assert describe_choice(pinned(3, 6), MIXED) == (
-        "next %%docker cells get: GPUs 3,6 (pinned by UUID)")
+        "next %%docker cells get: GPUs 3 and 6 (pinned by UUID)")
     assert describe_choice(pinned(3, 6)).startswith(
-        f"next %%docker cells get: GPUs {UUID[3]},{UUID[6]}")
+        f"next %%docker cells get: GPUs {UUID[3]} and {UUID[6]}")
+
+
+def test_auto_choice_says_which_gpus_and_why():
+    """auto:2 names GPUs 3 and 6, the rule, each one's free memory and utilisation, and the
+    best GPU it left out (GPU 5: more free memory than 6? no: as much, but busier)."""
+    value = choose_gpus("auto:2", MIXED)
+    first, why = describe_choice(value, MIXED, "auto:2").splitlines()
+    assert first == "next %%docker cells get: GPUs 3 and 6 (pinned by UUID)"
+    g = {x.index: x for x in MIXED.gpus}
+    assert why.startswith("  why: auto:2 takes the most free memory, then the lowest utilisation")
+    for i in (3, 6):
+        assert f"GPU {i} {format_bytes(g[i].free_memory)} free, {g[i].util_gpu}% util" in why
+    runner_up = sorted((x for x in MIXED.gpus if not x.lost), key=lambda x: (
+        -(x.free_memory or -1), x.util_gpu, x.index))[2]
+    assert why.endswith(f"(next best: GPU {runner_up.index} "
+                        f"{format_bytes(runner_up.free_memory)} free, {runner_up.util_gpu}% util)")
+    # the plain describe (no argument typed) does not invent a reason
+    assert "\n" not in describe_choice(value, MIXED)
+
+
+@pytest.mark.parametrize("value, want", [
+    (None, ()), ("2", ()), ("all", (0, 1, 2, 3, 4, 5, 6)),
+    ('"device=0,2"', (0, 2)), ('"device=9"', ()),
+])
+def test_chosen_indices(value, want):
+    assert chosen_indices(value, MIXED) == want
+
+
+def test_chosen_indices_of_a_pinned_choice():
+    assert chosen_indices(pinned(3, 6), MIXED) == (3, 6)
+    assert chosen_indices(pinned(3, 6), NO_DRIVER) == ()
 
 
 # ---------------------------------------------------------------------------- the CLI as oracle
@@ -184,3 +217,49 @@ def test_auto_1_on_this_machine_picks_a_real_gpu():
         pytest.skip(f"needs an NVIDIA driver: {snap.error}")
     value = choose_gpus("auto:1", snap)
     assert value.strip('"')[len("device="):] in {g.uuid for g in snap.gpus}
+
+
+# ---------------------------------------------------------------------------- how it reads
+
+
+def test_text_columns_line_up_with_their_headers():
+    from dockmagic.gpus import to_text
+    lines = to_text(MIXED, chosen_indices(pinned(3, 6), MIXED)).splitlines()
+    head = lines[1]
+    rows = [ln for ln in lines[2:9] if "lost" not in ln]
+    for word in ("mem util", "temp"):  # right-aligned columns end where their heading ends
+        end = head.index(word) + len(word)
+        assert {ln[end - 1] for ln in rows} <= {"%", "C"}, word
+    assert {ln.index("GiB") for ln in rows if "GiB" in ln} == {
+        head.index("memory used / total") + len("memory used / total") - 3}
+    assert [ln.split()[1] for ln in rows if ln.startswith("●")] == ["3", "6"]
+
+
+def test_readings_are_named_apart_and_coloured_by_nvitop_thresholds():
+    import re
+    from dockmagic.gpus import MEM_UTIL_NAME, MEMORY_NAME, UTIL_NAME, level, to_html
+    page = to_html(MIXED)
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", page)
+    assert {UTIL_NAME, MEM_UTIL_NAME, MEMORY_NAME + " used / total"} <= set(heads)
+    assert "mem" not in heads and "Util GPU / mem" not in heads
+    assert [level(v, (10, 75)) for v in (None, 0, 9, 10, 74, 75, 100)] == [
+        "na", "light", "light", "moderate", "moderate", "heavy", "heavy"]
+    rows = {int(m.group(1)): m.group(0) for m in re.finditer(
+        r'<tr class="dmg-gpu[^"]*"><td class="dmg-mark"[^>]*>[^<]*</td>'
+        r'<td class="dmg-r dmg-idx"[^>]*>(\d+)</td>.*?</tr>', page)}
+    assert 'dmg-bar dmg-heavy"><span style="width:100.0%' in rows[0]   # GPU util 100%
+    assert rows[1].count("dmg-bar dmg-heavy") == 1                      # memory 84% used
+    assert 'dmg-bar dmg-moderate"><span style="width:12.0%' in rows[3]  # GPU util 12%
+    assert "dmg-bar dmg-na" in rows[2]                                  # memory Not Supported
+    # numbers never wrap; long process text is cut with its whole on hover
+    assert "white-space:nowrap" in page and "text-overflow:ellipsis" in page
+
+
+def test_no_driver_and_chosen_marks_in_html():
+    from dockmagic.gpus import GpuTable
+    view = GpuTable(MIXED, pinned(3, 6))
+    assert view.chosen == (3, 6) and view.gpus == MIXED.gpus  # the snapshot's fields
+    assert view._repr_html_().count('class="dmg-gpu dmg-chosen"') == 2
+    assert "chosen for the next %%docker cells" in view._repr_html_()
+    assert 'class="dmg-gpu dmg-chosen"' not in GpuTable(MIXED)._repr_html_()
+    assert repr(GpuTable(NO_DRIVER, "all")) == NO_DRIVER.error

@@ -61,7 +61,7 @@ def test_a_device_choice_without_a_driver_is_recorded_and_says_so_in_one_line(sh
         pytest.skip("this machine has an NVIDIA driver")
     shell.run_line_magic("gpus", "0,1")
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines == ["next %%docker cells get: GPUs 0,1", lines[1]] and len(lines) == 2
+    assert lines == ["next %%docker cells get: GPUs 0 and 1", lines[1]] and len(lines) == 2
     assert lines[1].startswith("no NVIDIA driver is visible here") and "recorded" in lines[1]
     magics = shell.magics_manager.registry["DockerMagics"]
     plan = magics.plan("img")
@@ -74,8 +74,9 @@ def test_fixture_renders_every_column(shell, recorded):
     recorded("nvml-h200.json", "under_load")
     snap = shell.run_line_magic("gpus", "")
     html, text = snap._repr_html_(), repr(snap)
-    for want in ("NVIDIA H200", "100%", "57°C", "694 / 700 W", "PID 495", "6.4 GiB",
-                 "140.4 GiB"):
+    for want in ("NVIDIA H200", "100%", "57°C", "694 / 700 W", "495", "6.4 GiB",
+                 "140.4 GiB", "GPU util", "mem util", "memory used / total", "PID", "user",
+                 "command"):
         assert want in html and want in text, want
 
 
@@ -84,7 +85,10 @@ def test_auto_2_pins_the_least_loaded_pair_on_the_next_cells_container(
     rec = recorded("nvml-8gpu-mixed.json")
     uuids = {d["index"]: d.get("uuid") for d in rec["devices"]}
     shell.run_line_magic("gpus", "auto:2")
-    assert "GPU" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert said.startswith("next %%docker cells get: GPUs 3 and 6 (pinned by UUID)\n  why: "
+                           "auto:2 takes the most free memory, then the lowest utilisation")
+    assert "(next best: GPU 5" in said
     magics = shell.magics_manager.registry["DockerMagics"]
     plan = magics.plan(f"-l test.case=gpus-auto {BASE_IMAGE}")
     engine = magics.engine
@@ -98,9 +102,14 @@ def test_auto_2_pins_the_least_loaded_pair_on_the_next_cells_container(
     # A cell's own --gpus wins over the choice.
     plan = magics.plan(f"--gpus device=1 {BASE_IMAGE}")
     assert [g.device_ids for g in plan.spec.gpus] == [("1",)]
-    # %gpus with no argument shows the current choice too.
-    shell.run_line_magic("gpus", "")
-    assert "GPU" in capsys.readouterr().out
+    # %gpus with no argument shows the current choice too, and marks the chosen GPUs.
+    view = shell.run_line_magic("gpus", "")
+    assert "GPUs 3 and 6 (pinned by UUID)" in capsys.readouterr().out
+    table = repr(view).split("\n\n")[0]  # the GPU rows (processes follow)
+    marked = [line.split()[1] for line in table.splitlines() if line.startswith("●")]
+    assert marked == ["3", "6"]
+    html = view._repr_html_()
+    assert html.count('class="dmg-gpu dmg-chosen"') == 2
 
 
 @pytest.mark.parametrize("arg,want", [("all", -1), ("2", 2)])

@@ -6,6 +6,7 @@ skip where none answers.
 """
 import copy
 import json
+import re
 import os
 import statistics
 import subprocess
@@ -102,10 +103,10 @@ def test_constructors_need_no_pynvml():
 
 
 EXPECTED = {  # label -> strings every rendering of that snapshot must show
-    "idle": ["0", "NVIDIA H200", "0% / 0%", "0.6 / 140.4 GiB", "35°C", "80 / 700 W"],
-    "under_load": ["0", "NVIDIA H200", "100% / 23%", "7.1 / 140.4 GiB", "57°C", "694 / 700 W",
-                   "PID 495", "6.4 GiB"],
-    "after_load": ["0", "NVIDIA H200", "0% / 0%", "0.6 / 140.4 GiB", "40°C", "394 / 700 W"],
+    "idle": ["0", "NVIDIA H200", "0%", "0.6 / 140.4 GiB", "35°C", "80 / 700 W"],
+    "under_load": ["0", "NVIDIA H200", "100%", "23%", "7.1 / 140.4 GiB", "57°C", "694 / 700 W",
+                   "495", "6.4 GiB"],
+    "after_load": ["0", "NVIDIA H200", "0%", "0.6 / 140.4 GiB", "40°C", "394 / 700 W"],
 }
 
 
@@ -114,14 +115,23 @@ def test_h200_fixture_renders_every_column(label):
     snap = snapshot_from_record(H200[label])
     assert snap.error is None and snap.driver == "580.159.04" and snap.cuda_driver == "13.0"
     text, page = to_text(snap), to_html(snap)
-    for header in ["GPU", "Name", "Util GPU / mem", "Memory used / total", "Temp",
-                   "Power draw / limit"]:
-        assert header in text and f"<th>{header}</th>" in page
-    assert "<th>Processes</th>" in page
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", page)
+    for header in ["GPU", "name", "GPU util", "mem util", "memory used / total", "temp",
+                   "power draw / limit"]:
+        assert header in text and header in heads, header
     for want in EXPECTED[label] + ["580.159.04", "CUDA 13.0"]:
         assert want in text, (want, text)
         assert want in page, (want, page)
-    assert "N/A" not in text
+    gpu_rows, processes = text.split("\n\n")
+    gpu = snap.gpus[0]  # GPU util, then mem util, each in its own column
+    assert re.search(r"(\d+)%\s+(\d+)%", gpu_rows.splitlines()[2]).groups() == (
+        str(gpu.util_gpu), str(gpu.util_mem))
+    assert "N/A" not in gpu_rows  # every GPU reading is there (user and command are not in
+    # NVML's record: read from /proc where visible, N/A in a recording)
+    if snap.gpus[0].processes:
+        assert processes.splitlines()[0].split() == ["GPU", "PID", "user", "command", "GPU",
+                                                     "memory", "container"]
+        assert "<th>PID</th>" in page.replace(' class="dmg-r"', "")
 
 
 def test_under_load_fixture_fields():

@@ -1,13 +1,21 @@
-"""The panel in a real browser: JupyterLab on 127.0.0.1, headless Debian Chromium driven by
-Playwright, notebooks/panel.ipynb run with Run All, the demo job stopped with its row's button.
+"""The panel and `%gpus` in a real browser: JupyterLab on 127.0.0.1, headless Debian Chromium
+driven by Playwright, notebooks run with Run All as a person would.
+
+Covers: the demo notebook's job stopped with its row's button; the panel's cell column equal
+to the cell's prompt number; the logs pane under its row following new output; the panel and
+`%gpus` (GPU readings from the recorded 8-GPU fixture) in the dark theme with no hard-coded
+light background; the panel at 1024 px with the file browser open; an interrupted `%%docker`
+cell; a failing `%%docker` cell. Screenshots (light and dark, panel and `%gpus`) go to
+artifacts/; with DOCKMAGIC_UPDATE_DOCS_IMG=1 they are also written to docs/img/ for the README.
 
 Needs what scripts/setup.sh installs (Debian `chromium`, jupyterlab and playwright from the test
-extras); installs nothing itself. The server gets a token, a free port and temporary runtime,
-config, data and settings folders; it serves a temporary copy of the notebook, so autosave never
-touches the repository. A screenshot of the panel goes to artifacts/panel.png.
+extras); installs nothing itself. One server per module gets a token, a free port and temporary
+runtime, config, data, settings and workspace folders; it serves temporary copies of the
+notebooks, so autosave never touches the repository.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,54 +25,66 @@ import time
 import urllib.request
 import uuid
 
+import nbformat
 import pytest
 
-from conftest import remove_labelled
+from conftest import BASE_IMAGE, FIXTURES, remove_labelled
 
 pytestmark = [pytest.mark.browser, pytest.mark.engine]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+ARTIFACTS = os.path.join(ROOT, "artifacts")
+DOCS_IMG = os.path.join(ROOT, "docs", "img")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 DEMO = "dockmagic.demo=panel"
-
-
+VIEW = "dockmagic.test=browser-view"
+CELLS = "dockmagic.test=browser-cells"
+MIXED = os.path.join(FIXTURES, "nvml-8gpu-mixed.json")
+DARK, LIGHT = "JupyterLab Dark", "JupyterLab Light"
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab(tmp_path):
-    """A JupyterLab server serving a copy of notebooks/panel.ipynb; stopped (with its kernels)
-    whatever happens."""
+def _settings(folder, plugin, values):
+    package, name = plugin.split(":")
+    d = folder.joinpath(*package.split("/"))
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.jupyterlab-settings").write_text(json.dumps(values))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server (one per module) serving a temporary folder; stopped (with its
+    kernels) whatever happens. Yields (url, token, root folder)."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} missing: run scripts/setup.sh as root (apt-get install chromium)")
     pytest.importorskip("jupyterlab", reason="pip install -e .[test]")
-    root, home = tmp_path / "root", tmp_path / "home"
-    dirs = {name: tmp_path / name for name in ("runtime", "config", "data", "settings",
-                                                "workspaces", "ipython")}
+    tmp = tmp_path_factory.mktemp("lab")
+    root, home = tmp / "root", tmp / "home"
+    dirs = {name: tmp / name for name in ("runtime", "config", "data", "settings",
+                                          "workspaces", "ipython")}
     for d in [root, home, *dirs.values()]:
         d.mkdir()
-    shutil.copy(os.path.join(ROOT, "notebooks", "panel.ipynb"), root / "panel.ipynb")
     # no "official Jupyter news?" toast over the notebook
     (dirs["config"] / "labconfig").mkdir()
     (dirs["config"] / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    # start the notebook's kernel without the "Select Kernel" dialog
-    tracker = dirs["settings"] / "@jupyterlab" / "notebook-extension"
-    tracker.mkdir(parents=True)
-    (tracker / "tracker.jupyterlab-settings").write_text(
-        json.dumps({"autoStartDefaultKernel": True}))
+    # start a notebook's kernel without the "Select Kernel" dialog; draw every cell (no
+    # windowing), so that what the test reads is in the page
+    _settings(dirs["settings"], "@jupyterlab/notebook-extension:tracker",
+              {"autoStartDefaultKernel": True, "windowingMode": "none"})
     port, token = free_port(), uuid.uuid4().hex
     env = dict(os.environ, HOME=str(home), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
                JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
                IPYTHONDIR=str(dirs["ipython"]),
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(tmp_path / "lab.log", "wb")
+    log_path = tmp / "lab.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.open_browser=False",
          "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
@@ -74,7 +94,7 @@ def lab(tmp_path):
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + 60
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
@@ -82,9 +102,9 @@ def lab(tmp_path):
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("JupyterLab did not start:\n"
-                                + (tmp_path / "lab.log").read_text(errors="replace")[-3000:])
+                                + log_path.read_text(errors="replace")[-3000:])
                 time.sleep(0.2)
-        yield url, token
+        yield url, token, root
     finally:
         proc.send_signal(signal.SIGINT)  # twice: jupyter asks to confirm on the first
         time.sleep(0.3)
@@ -93,58 +113,528 @@ def lab(tmp_path):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             pass
-        try:  # the kernel too, if the server left it
+        try:  # the kernels too, if the server left them
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         log.close()
-        # shown by pytest only when the test failed
-        print("--- JupyterLab log (tail) ---\n"
-              + (tmp_path / "lab.log").read_text(errors="replace")[-4000:])
+        print("--- JupyterLab log (tail) ---\n" + log_path.read_text(errors="replace")[-4000:])
 
 
-def test_run_all_shows_the_job_and_its_stop_button_stops_it(lab, docker_client, base_image):
-    from playwright.sync_api import expect, sync_playwright
+def _api(lab, method, path, body=None):
+    url, token, _ = lab
+    req = urllib.request.Request(f"{url}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"token {token}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as res:
+        text = res.read()
+    return json.loads(text) if text else None
 
-    url, token = lab
-    os.makedirs(os.path.join(ROOT, "artifacts"), exist_ok=True)
-    remove_labelled(docker_client, DEMO)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                         headless=True)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            try:
-                page.goto(f"{url}/lab/tree/panel.ipynb?token={token}")
-                # Run All only once the kernel is up: clicked earlier, Lab runs nothing
-                expect(page.locator(".jp-StatusBar-Widget")).to_contain_text(
-                    "Python 3 (ipykernel) | Idle", timeout=60_000)
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
-                deadline = time.monotonic() + 60
-                while not (demo := docker_client.containers.list(
-                        all=True, filters={"label": DEMO})):
-                    assert time.monotonic() < deadline, "the notebook started no container"
-                    time.sleep(0.2)
-                job = demo[0]
-                row = page.locator(".dm-row", has_text=job.name)
-                expect(row.locator(".dm-s-running")).to_be_visible(timeout=60_000)
-                row.locator("button.dm-act-stop").click()
+def set_theme(page, theme):
+    """Settings > Theme > ``theme``, as a person picks it; waits until the page has it."""
+    from playwright.sync_api import expect
 
-                deadline = time.monotonic() + 20
-                while docker_client.api.inspect_container(job.id)["State"]["Status"] != "exited":
-                    assert time.monotonic() < deadline, "the stop button did not stop the job"
-                    time.sleep(0.1)
-                expect(row.locator(".dm-s-exited")).to_be_visible(timeout=15_000)
-                expect(row.locator("button.dm-act-stop")).to_be_disabled()
-                page.mouse.move(0, 0)  # no hover highlight in the picture
-                page.locator(".dm-panel").screenshot(
-                    path=os.path.join(ROOT, "artifacts", "panel.png"))
-            except Exception:
-                page.screenshot(path=os.path.join(ROOT, "artifacts", "panel-failure.png"))
+    for attempt in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+        page.locator(".lm-Menu-itemLabel", has_text=theme).first.click()
+        light = "true" if theme == LIGHT else "false"
+        expect(page.locator("body")).to_have_attribute("data-jp-theme-light", light,
+                                                       timeout=30_000)
+        time.sleep(1.5)  # the theme's stylesheet applies
+        if not theme_error(page).is_visible():
+            return
+        # its stylesheet request was dropped (see open_and_run_all): pick the theme again
+        print("Lab said 'Error Loading Theme' while switching; switching again")
+        theme_error(page).locator("button").last.click()
+        other = DARK if theme == LIGHT else LIGHT
+        page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+        page.locator(".lm-Menu-itemLabel", has_text=other).first.click()
+        time.sleep(1.5)
+    raise AssertionError(f"Lab could not load the theme {theme}")
+
+
+def stop_kernels(lab):
+    """Shut the kernels down (their panels' refreshers with them) between tests."""
+    for session in _api(lab, "GET", "/api/sessions") or []:
+        _api(lab, "DELETE", f"/api/sessions/{session['id']}")
+
+
+def write_notebook(lab, name, cells):
+    """A notebook of code cells (markdown for strings starting with "# ") in the server's root."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                 "name": "python3"}
+    nb.cells = [nbformat.v4.new_markdown_cell(c) if c.startswith("# ")
+                else nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, str(lab[2] / name))
+    return name
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def theme_error(page):
+    return page.locator(".jp-Dialog", has_text="Error Loading Theme")
+
+
+def navigate(page, go, tries=3):
+    """``go()`` (a goto or reload), again when Chromium reports net::ERR_NETWORK_CHANGED."""
+    for attempt in range(tries):
+        try:
+            return go()
+        except Exception as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == tries - 1:
                 raise
-            finally:
-                browser.close()
+            print("net::ERR_NETWORK_CHANGED (a container started); loading again")
+            time.sleep(1.0)
+
+
+def open_and_run_all(lab, browser, name, width=1280, height=900):
+    """A fresh page (its own workspace) on notebook ``name``, all cells run once the kernel is up."""
+    from playwright.sync_api import expect
+
+    url, token, _ = lab
+    page = browser.new_page(viewport={"width": width, "height": height},
+                            permissions=["clipboard-read", "clipboard-write"])
+    workspace = uuid.uuid4().hex[:8]
+    navigate(page, lambda: page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}"
+                                     f"?token={token}"))
+    # Run All only once the kernel is up: clicked earlier, Lab runs nothing. Chromium drops
+    # requests in flight when the host's network changes (each container the engine starts
+    # adds an interface: net::ERR_NETWORK_CHANGED); Lab then says its theme stylesheet failed
+    # to load. Such a page is loaded again, at most twice.
+    idle = page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle")
+    deadline, reloads = time.monotonic() + 120, 0
+    while not idle.is_visible():
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        if theme_error(page).is_visible() and reloads < 2:
+            reloads += 1
+            print(f"Lab said 'Error Loading Theme'; loading the page again ({reloads})")
+            navigate(page, page.reload)
+        time.sleep(0.25)
+    expect(theme_error(page)).to_have_count(0)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    return page
+
+
+def wait_ran(page, index, timeout=120_000):
+    """Until code cell ``index`` (among all cells) has run: its prompt shows its number, not
+    ``[*]`` or nothing (the kernel may still read Idle just after Run All was clicked)."""
+    from playwright.sync_api import expect
+
+    prompt = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt")
+    expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=timeout)
+    expect(page.locator(".jp-StatusBar-Widget")).to_contain_text("| Idle", timeout=timeout)
+
+
+def shot(locator, name):
+    """A screenshot of one element; the window grows for the time it takes when the element is
+    taller than the notebook's view (Lab scrolls inside a fixed-height page)."""
+    path = os.path.join(ARTIFACTS, name)
+    page = locator.page
+    size = dict(page.viewport_size)
+    height = locator.evaluate("el => el.getBoundingClientRect().height")
+    if height + 260 > size["height"]:
+        page.set_viewport_size({"width": size["width"], "height": int(height + 320)})
+        time.sleep(0.5)  # Lab lays out again
+    try:
+        locator.scroll_into_view_if_needed()
+        page.mouse.move(0, 0)  # no hover highlight in the picture
+        locator.screenshot(path=path, animations="disabled")
     finally:
+        page.set_viewport_size(size)
+    if os.environ.get("DOCKMAGIC_UPDATE_DOCS_IMG"):
+        os.makedirs(DOCS_IMG, exist_ok=True)
+        shutil.copy(path, os.path.join(DOCS_IMG, name))
+    return path
+
+
+def shot_cells(page, first, last, name):
+    """One picture of cells ``first`` to ``last`` (indices among all cells), inputs and outputs."""
+    path = os.path.join(ARTIFACTS, name)
+    size = dict(page.viewport_size)
+    page.set_viewport_size({"width": size["width"], "height": 1400})
+    try:
+        time.sleep(0.5)
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        cells.nth(first).evaluate("el => el.scrollIntoView({block: 'start'})")
+        time.sleep(0.3)
+        page.mouse.move(0, 0)
+        boxes = [cells.nth(i).bounding_box() for i in range(first, last + 1)]
+        x0, y0 = min(b["x"] for b in boxes), min(b["y"] for b in boxes)
+        x1 = max(b["x"] + b["width"] for b in boxes)
+        y1 = max(b["y"] + b["height"] for b in boxes)
+        page.screenshot(path=path, clip={"x": x0, "y": y0, "width": x1 - x0,
+                                         "height": y1 - y0}, animations="disabled")
+    finally:
+        page.set_viewport_size(size)
+    if os.environ.get("DOCKMAGIC_UPDATE_DOCS_IMG"):
+        os.makedirs(DOCS_IMG, exist_ok=True)
+        shutil.copy(path, os.path.join(DOCS_IMG, name))
+    return path
+
+
+def wait_containers(client, label, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not (found := client.containers.list(all=True, filters={"label": label})):
+        assert time.monotonic() < deadline, f"the notebook started no container ({label})"
+        time.sleep(0.2)
+    return found
+
+
+def cell_output_text(page, index):
+    """The text of code cell ``index``'s outputs (0-based among all cells)."""
+    return page.locator(".jp-Notebook .jp-Cell").nth(index).locator(
+        ".jp-OutputArea").inner_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# the demo notebook
+# ---------------------------------------------------------------------------------------------
+
+
+def test_run_all_shows_the_job_and_its_stop_button_stops_it(lab, browser, docker_client,
+                                                           base_image):
+    from playwright.sync_api import expect
+
+    shutil.copy(os.path.join(ROOT, "notebooks", "panel.ipynb"), lab[2] / "panel.ipynb")
+    remove_labelled(docker_client, DEMO)
+    page = open_and_run_all(lab, browser, "panel.ipynb")
+    try:
+        job = wait_containers(docker_client, DEMO)[0]
+        row = page.locator(".dm-row", has_text=job.name)
+        expect(row.locator(".dm-s-running")).to_be_visible(timeout=60_000)
+        row.locator("button.dm-act-stop").click()
+
+        deadline = time.monotonic() + 20
+        while docker_client.api.inspect_container(job.id)["State"]["Status"] != "exited":
+            assert time.monotonic() < deadline, "the stop button did not stop the job"
+            time.sleep(0.1)
+        expect(row.locator(".dm-s-exited")).to_be_visible(timeout=15_000)
+        expect(row.locator("button.dm-act-stop")).to_be_disabled()
+        page.mouse.move(0, 0)  # no hover highlight in the picture
+        shot(page.locator(".dm-panel"), "panel.png")
+    except Exception:
+        page.screenshot(path=os.path.join(ARTIFACTS, "panel-failure.png"))
+        raise
+    finally:
+        page.close()
+        stop_kernels(lab)
         remove_labelled(docker_client, DEMO)
+
+
+# ---------------------------------------------------------------------------------------------
+# the view notebook: a ticking job, the panel, %gpus from the 8-GPU recording
+# ---------------------------------------------------------------------------------------------
+
+VIEW_CELLS = [
+    "%load_ext dockmagic",
+    f"%%docker -d -l {VIEW} {BASE_IMAGE}\n"
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+    "for step in range(3000):\n"
+    "    print('tick', step, flush=True)\n"
+    "    time.sleep(0.3)",
+    "# The GPU readings are the recorded 8-GPU fixture (synthetic, see its note). GPU 0's "
+    "process is given the demo job's host PID, so that the process -> container join and the "
+    "user and command read from /proc run for real.",
+    "import json, time\n"
+    "import dockmagic\n"
+    "from dockmagic import lifecycle, nvml\n"
+    f"record = json.load(open({MIXED!r}))['snapshots'][0]\n"
+    f"job, = [c for c in lifecycle.query_containers(all=False, managed_only=True)\n"
+    f"        if c['Labels'].get('dockmagic.test') == {VIEW.split('=')[1]!r}]\n"
+    "record['devices'][0]['compute_processes'][0]['pid'] = "
+    "lifecycle.inspect_container(job['Id'])['State']['Pid']\n"
+    "record['time'] = time.time()\n"
+    "nvml.query_record = lambda: dict(record, time=time.time())  # NVML's one read, recorded\n"
+    "panel = dockmagic.Panel(scope='notebook')\n"
+    "panel",
+    "%gpus auto:2",
+    "%gpus",
+]
+VIEW_GPUS_CELL = 5  # %gpus; the cell before it is %gpus auto:2
+
+
+@pytest.fixture
+def view_page(lab, browser, docker_client, base_image):
+    """The view notebook run in a page; yields (page, job container)."""
+    name = write_notebook(lab, f"view-{uuid.uuid4().hex[:6]}.ipynb", VIEW_CELLS)
+    remove_labelled(docker_client, VIEW)
+    pages = []
+
+    def open_page(width=1280, height=900):
+        page = open_and_run_all(lab, browser, name, width, height)
+        pages.append(page)
+        job = wait_containers(docker_client, VIEW)[0]
+        wait_ran(page, len(VIEW_CELLS) - 1)
+        return page, job
+
+    try:
+        yield open_page
+    except Exception:
+        for i, page in enumerate(pages):
+            page.screenshot(path=os.path.join(ARTIFACTS, f"view-failure-{i}.png"))
+        raise
+    finally:
+        for page in pages:
+            page.close()
+        stop_kernels(lab)
+        remove_labelled(docker_client, VIEW)
+
+
+def job_row(page, job):
+    from playwright.sync_api import expect
+
+    row = page.locator(".dm-row", has_text=job.name)
+    expect(row.locator(".dm-s-running")).to_be_visible(timeout=60_000)
+    return row
+
+
+def test_logs_pane_opens_under_its_row_and_follows_new_output(view_page):
+    from playwright.sync_api import expect
+
+    page, job = view_page()
+    row = job_row(page, job)
+    row.locator("button.dm-act-logs").click()
+    pane = page.locator(".dm-logs")
+    expect(pane).to_be_visible(timeout=15_000)
+    # right under its row: the next element after the row's box
+    assert row.evaluate("el => el.nextElementSibling && "
+                        "el.nextElementSibling.classList.contains('dm-logs')")
+    expect(pane.locator("pre")).to_contain_text("tick", timeout=15_000)
+
+    def newest():
+        return max(int(n) for n in re.findall(r"tick (\d+)", pane.locator("pre").inner_text()))
+
+    first = newest()
+    deadline = time.monotonic() + 30
+    # the job ticks every 0.3 s; the panel refreshes every 2 s. 40 lines overflow the box.
+    while newest() < max(first + 10, 40):
+        assert time.monotonic() < deadline, f"the pane stayed at tick {newest()}"
+        time.sleep(0.5)
+    # more lines than fit: the box scrolls, and shows its end (the newest line), not the top
+    box = pane.locator(".dm-logscroll")
+    where = box.evaluate("el => { const r = el.getBoundingClientRect();"
+                         " const pre = el.querySelector('pre').getBoundingClientRect();"
+                         " return [el.scrollHeight - el.clientHeight, r.top - pre.top,"
+                         "         Math.abs(pre.bottom - r.bottom)]; }")
+    overflow, hidden_above, bottom_gap = where
+    assert overflow > 20 and hidden_above > 20 and bottom_gap < 2, where
+    close = pane.locator("button", has_text="close")
+    expect(close).to_be_visible()
+    assert close.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), "close label cut"
+    page.mouse.move(0, 0)
+    shot(page.locator(".dm-panel"), "panel-logs.png")
+    close.click()
+    expect(pane).to_be_hidden(timeout=10_000)
+
+    # wide enough for the ID column: its short ID copies the full one (127.0.0.1 is a secure
+    # context, so the page may write the clipboard)
+    page.set_viewport_size({"width": 1700, "height": 900})
+    copy = row.locator(".dm-id .dm-copy")
+    expect(copy).to_be_visible(timeout=10_000)
+    expect(copy).to_have_text(f"{job.id[:12]} ⧉")
+    page.evaluate("navigator.clipboard.writeText('')")
+    copy.click()  # (the next refresh may redraw the row, and its "copied" note with it)
+    deadline = time.monotonic() + 10
+    while page.evaluate("navigator.clipboard.readText()") != job.id:
+        assert time.monotonic() < deadline, "the full ID did not reach the clipboard"
+        time.sleep(0.2)
+
+
+def test_panel_cell_column_matches_the_prompt_number(view_page):
+    page, job = view_page()
+    row = job_row(page, job)
+    prompt = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-InputPrompt").inner_text()
+    number = re.search(r"\[(\d+)\]", prompt).group(1)
+    assert row.locator(".dm-cell").inner_text().strip() == f"[{number}]"
+    assert job.labels["dockmagic.cell"] == number
+
+
+# Colours: a computed colour as (luminance 0-1, alpha); rgb()/rgba() and color(srgb ...).
+_LIGHT_BACKGROUNDS_JS = """(selector) => {
+  const parse = (c) => {
+    let m = c.match(/^rgba?\\(([^)]+)\\)/);
+    if (m) { const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+             return [p[0] / 255, p[1] / 255, p[2] / 255, p.length > 3 ? p[3] : 1]; }
+    m = c.match(/^color\\(srgb ([^)]+)\\)/);
+    if (m) { const p = m[1].split(/[\\s\\/]+/).filter(Boolean).map(Number);
+             return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; }
+    return null;
+  };
+  const light = (c) => { const p = parse(c);
+    return p && p[3] > 0.05 && 0.2126 * p[0] + 0.7152 * p[1] + 0.0722 * p[2] > 0.75; };
+  const found = [];
+  for (const root of document.querySelectorAll(selector)) {
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+      const cs = getComputedStyle(el);
+      if (cs.display === 'none') continue;
+      const what = el.tagName.toLowerCase() + '.' + [...el.classList].join('.');
+      if (light(cs.backgroundColor)) found.push(what + ' background ' + cs.backgroundColor);
+      if (el instanceof SVGElement && el.tagName !== 'text' && el.tagName !== 'svg'
+          && light(cs.fill)) found.push(what + ' fill ' + cs.fill);
+    }
+  }
+  return found;
+}"""
+
+
+def light_backgrounds(page, selector):
+    return page.evaluate(_LIGHT_BACKGROUNDS_JS, selector)
+
+
+def test_panel_and_gpus_in_light_and_dark_theme(view_page):
+    """The panel (with the fixture's GPU cards) and `%gpus` take their colours from the theme:
+    in JupyterLab Dark no element has a light background (computed styles), while the same
+    check finds light ones in JupyterLab Light (so it can fail)."""
+    from playwright.sync_api import expect
+
+    targets = ".dm-panel, .dockmagic-gpus"
+    page, job = view_page()
+    try:
+        expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "true")
+        job_row(page, job)
+        cards = page.locator(".dm-card")
+        expect(cards).to_have_count(8, timeout=30_000)
+        gpus = page.locator(".dockmagic-gpus").last
+        expect(gpus).to_contain_text("mem util")
+        # %gpus auto:2 said which GPUs and why; %gpus marks them
+        said = page.locator(".jp-Notebook .jp-Cell").nth(VIEW_GPUS_CELL - 1)
+        expect(said).to_contain_text("GPUs 3 and 6 (pinned by UUID)")
+        expect(said).to_contain_text("why: auto:2")
+        assert gpus.locator("tr.dmg-gpu.dmg-chosen td.dmg-idx").all_inner_texts() == ["3", "6"]
+        # GPU 0's process: the demo job, joined through /proc and the engine
+        expect(gpus.locator("table.dmg-procs")).to_contain_text(job.name)
+        time.sleep(8)  # a few more refreshes: the sparklines have some points
+        page.mouse.move(0, 0)
+        assert light_backgrounds(page, targets), "the check found nothing even in light theme"
+        shot(page.locator(".dm-panel"), "panel-light.png")
+        shot_cells(page, VIEW_GPUS_CELL - 1, VIEW_GPUS_CELL, "gpus-light.png")
+
+        set_theme(page, DARK)
+        page.mouse.move(0, 0)
+        found = light_backgrounds(page, targets)
+        assert found == [], found
+        spark = page.locator(".dm-spark .dm-sp-bg").first
+        assert spark.evaluate("el => getComputedStyle(el).fill") != "rgb(238, 238, 238)"
+        shot(page.locator(".dm-panel"), "panel-dark.png")
+        shot_cells(page, VIEW_GPUS_CELL - 1, VIEW_GPUS_CELL, "gpus-dark.png")
+    finally:
+        if page.locator("body").get_attribute("data-jp-theme-light") == "false":
+            set_theme(page, LIGHT)  # the setting outlives the page
+
+
+def test_panel_at_1024px_with_the_file_browser_open(view_page):
+    """Narrow: uptime and CPU go first; memory, notebook and cell stay whole."""
+    from playwright.sync_api import expect
+
+    page, job = view_page(width=1024, height=800)
+    browser_panel = page.locator("#filebrowser")
+    if not browser_panel.is_visible():
+        page.locator('.jp-SideBar [data-id="filebrowser"]').click()
+    expect(browser_panel).to_be_visible()
+    row = job_row(page, job)
+    # memory needs a stats sample (every few seconds)
+    expect(row.locator(".dm-mem")).to_contain_text("iB", timeout=30_000)
+    for cls in ("dm-mem", "dm-nb", "dm-cell", "dm-name", "dm-state"):
+        cell = row.locator(f".{cls}")
+        expect(cell).to_be_visible()
+        assert cell.evaluate("el => el.getBoundingClientRect().width > 20"), cls
+    for cls in ("dm-mem", "dm-cell"):  # never cut
+        fits = row.locator(f".{cls}").evaluate("el => el.scrollWidth <= el.clientWidth + 1")
+        assert fits, f"{cls} is cut: {row.locator(f'.{cls}').inner_text()!r}"
+    assert re.search(r"\d+(\.\d+)? [MG]iB", row.locator(".dm-mem").inner_text())
+    assert row.locator(".dm-nb").inner_text().strip().endswith(".ipynb") or \
+        row.locator(".dm-nb").evaluate("el => el.scrollWidth > el.clientWidth")
+    # what went first
+    hidden = {cls: not row.locator(f".{cls}").is_visible() for cls in ("dm-up", "dm-cpu")}
+    assert all(hidden.values()), hidden
+    page.mouse.move(0, 0)
+    shot(page.locator(".dm-panel"), "panel-1024.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# a cell as a person sees it: interrupted, failing
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cells_page(lab, browser, docker_client, base_image):
+    made = []
+
+    def open_page(cells):
+        name = write_notebook(lab, f"cells-{uuid.uuid4().hex[:6]}.ipynb", cells)
+        page = open_and_run_all(lab, browser, name)
+        made.append(page)
+        return page
+
+    try:
+        yield open_page
+    except Exception:
+        for i, page in enumerate(made):
+            page.screenshot(path=os.path.join(ARTIFACTS, f"cells-failure-{i}.png"))
+        raise
+    finally:
+        for page in made:
+            page.close()
+        stop_kernels(lab)
+        remove_labelled(docker_client, CELLS)
+
+
+def test_interrupted_cell_shows_at_most_three_lines_of_its_own(cells_page, docker_client):
+    from playwright.sync_api import expect
+
+    page = cells_page(["%load_ext dockmagic",
+                       f"%%docker -l {CELLS} {BASE_IMAGE}\n"
+                       "import time\n"
+                       "for i in range(10000):\n"
+                       "    print('tick', i, flush=True)\n"
+                       "    time.sleep(0.1)"])
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
+    expect(cell.locator(".jp-OutputArea")).to_contain_text("tick 5", timeout=90_000)
+    page.locator('[data-command="notebook:interrupt-kernel"]').first.click()
+    wait_ran(page, 1, timeout=60_000)
+    text = cell.locator(".jp-OutputArea").inner_text()
+    # the container's own text: its ticks (each whole) and its own Python traceback
+    own = re.sub(r"(?ms)^Traceback \(most recent call last\):\n.*?^KeyboardInterrupt\s*$", "",
+                 text, count=1)
+    assert own != text, "no traceback from the container:\n" + text
+    lines = [ln for ln in own.splitlines() if ln.strip()]
+    # not the interrupt's: a kernel's first %%docker cell names containers that kernels
+    # now gone left on the engine (a shared engine here may hold some from other runs)
+    lines = [ln for ln in lines if "left by kernels that are gone" not in ln]
+    others = [ln for ln in lines if not re.fullmatch(r"tick \d+", ln.strip())]
+    assert len(others) <= 3, "\n".join(others)
+    assert not re.search(r"magics\.py|runner\.py|spare\.py|recv", text), text
+    assert docker_client.containers.list(all=True, filters={"label": CELLS}) == []
+
+
+def test_failing_cell_shows_its_traceback_once(cells_page):
+    page = cells_page(["%load_ext dockmagic",
+                       f"%%docker -l {CELLS} {BASE_IMAGE}\n"
+                       "def divide(a, b):\n"
+                       "    return a / b\n"
+                       "print('before')\n"
+                       "divide(1, 0)"])
+    wait_ran(page, 1)
+    text = cell_output_text(page, 1)
+    assert "before" in text
+    assert text.count("Traceback (most recent call last)") == 1, text
+    assert text.count("ZeroDivisionError") >= 1
+    assert text.count("return a / b") == 1, text  # with its source line, once

@@ -192,6 +192,90 @@ def test_logs_button_shows_the_last_lines(panels, jobs):
     assert p.logs_w.layout.display == "none"
 
 
+def test_logs_pane_opens_under_its_row_and_follows_until_closed(panels, jobs):
+    """The pane sits right under the row it belongs to, shows the newest lines, keeps
+    following what the container prints on later refreshes, and is gone once closed."""
+    ticker = ["sh", "-c", "i=0; trap 'exit 0' TERM; "
+                          "while :; do echo tick $i; i=$((i+1)); sleep 0.2; done"]
+    first, job, last = jobs(), jobs(command=ticker), jobs()
+    p = panels(autostart=False)
+    p.refresh()
+    wait_for(lambda: b"tick 2" in job.logs(), what="the job's first ticks")
+    view_of(p, job).buttons["logs"].click()
+    wait_for(lambda: "tick 2" in p.logs_body.value, what="the logs")
+    children = p.rows_w.children
+    assert children.index(p.logs_w) == children.index(view_of(p, job).box) + 1
+    assert "dm-logs-open" in view_of(p, job).box._dom_classes
+    shown = p.logs_body.value
+
+    def newest(value):
+        return max(int(n) for n in __import__("re").findall(r"tick (\d+)", value))
+
+    # later ticks: the refresher reads the logs again on a worker; the pane follows
+    def followed():
+        p.refresh()
+        return newest(p.logs_body.value) > newest(shown) + 5
+    wait_for(followed, timeout=20, step=0.3, what="the pane to follow new output")
+    assert p.logs_body.value.index("tick 3") < p.logs_body.value.rindex("tick")  # oldest first
+    assert "dm-logscroll" in p.logs_body.value  # the scroll box that keeps the end in view
+    assert p.logs_close.description == "close" and "stops following" in p.logs_close.tooltip
+    p.logs_close.click()
+    assert p.logs_w not in p.rows_w.children and p.logs_w.layout.display == "none"
+    assert "dm-logs-open" not in view_of(p, job).box._dom_classes
+    value = p.logs_body.value
+    time.sleep(0.5)
+    p.refresh()
+    time.sleep(0.5)
+    assert p.logs_body.value == value  # closed: no longer followed
+    assert {first.id, last.id} <= set(p._rows)
+
+
+def test_spare_is_marked_and_not_counted_as_running(panels, jobs):
+    job, spare = jobs(), jobs(**{"dockmagic.kind": "spare"})
+    p = panels(autostart=False)
+    p.refresh()
+    rows = {r.id: r for r in p.state.rows}
+    assert rows[spare.id].spare and not rows[job.id].spare
+    assert p.state.running == 1 and p.state.spares == 1
+    assert "1 running" in p.status_w.value and "1 spare" in p.status_w.value
+    assert "dm-s-spare" in view_of(p, spare).cells.value
+    assert "dm-spare" in view_of(p, spare).box._dom_classes
+
+
+def test_row_actions_are_labelled_and_restart_is_not_refresh(panels, jobs):
+    job = jobs()
+    p = panels(autostart=False)
+    p.refresh()
+    buttons = view_of(p, job).buttons
+    assert all(b.tooltip for b in buttons.values())
+    assert buttons["restart"].icon != p.refresh_w.icon
+    assert "restart" in buttons["restart"].tooltip and "refresh" in p.refresh_w.tooltip
+
+
+def test_row_shows_short_id_with_copy_and_memory_against_the_limit(panels, jobs):
+    job = jobs()
+    p = panels(autostart=False, interval=0.2)
+    p.refresh()
+    wait_for(lambda: (p.refresh(), (row_of(p, job) or None) and row_of(p, job).mem_limit)[1],
+             timeout=20, step=0.3, what="a stats sample")
+    cells = view_of(p, job).cells.value
+    assert f">{job.id[:12]} ⧉<" in cells and f"writeText('{job.id}')" in cells
+    row = row_of(p, job)
+    assert panel_mod.fmt_bytes(row.mem_limit) in cells and "limit" in cells
+
+
+def test_gpu_history_survives_showing_the_panel_again(panels):
+    """Re-running `%docker panel` makes a new Panel; the sparklines keep the last minute."""
+    first = panels(autostart=False, query_gpus=lambda: MIXED)
+    for _ in range(3):
+        first.refresh()
+    had = len(first.state.cards[0].history)
+    first.close()
+    again = panels(autostart=False, query_gpus=lambda: MIXED)
+    again.refresh()
+    assert had >= 3 and len(again.state.cards[0].history) == had + 1
+
+
 def test_commit_asks_for_repo_tag_and_makes_the_image(panels, jobs, docker_client):
     job = jobs()
     tag = f"dockmagic-test:panel-commit-{uuid.uuid4().hex[:6]}"
@@ -248,12 +332,15 @@ def test_a_failing_gpu_reader_never_raises_into_the_notebook(panels, jobs):
 
 def test_gpu_cards_and_history_from_a_recorded_snapshot(panels, jobs):
     p = panels(autostart=False, query_gpus=lambda: MIXED)
-    for _ in range(3):
+    p.refresh()
+    # the history is the kernel's (earlier panels in this process may have added to it)
+    start = len(p.state.cards[0].history)
+    for _ in range(2):
         p.refresh()
     cards = p.cards_w.children
     assert len(cards) == 8
     assert all("<svg" in c.value for c in cards[:7]) and "lost or unreadable" in cards[7].value
-    assert [len(c.history) for c in p.state.cards[:7]] == [3] * 7
+    assert [len(c.history) for c in p.state.cards[:7]] == [start + 2] * 7
     assert "NVIDIA driver 580.159.04" in p.gpu_head_w.value
 
 
@@ -281,6 +368,9 @@ def test_controls_scope_interval_pause(panels, jobs):
     wait_for(lambda: row_of(p, foreign), what="scope all")
     p.pause_w.value = True
     wait_for(lambda: "paused" in p.status_w.value, what="the paused status")
+    # the tick that was running when pause was pressed, and the one pause asks for, may
+    # still land; after them, nothing
+    time.sleep(1.0)
     t = p.state.time
     time.sleep(0.7)
     assert p.state.time == t            # paused: no ticks

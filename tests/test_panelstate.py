@@ -355,3 +355,28 @@ def test_sparkline_is_svg_with_gaps_for_missing_readings():
 ])
 def test_to_duration(seconds, text):
     assert ps.to_duration(seconds) == text
+
+
+def test_spare_is_marked_and_not_a_running_job(captured):
+    """spare.py labels its warm containers dockmagic.kind=spare: not the user's jobs."""
+    job = next(e for e in captured["listing"] if e["Id"] == captured["ids"]["job"])
+    spare = dict(job, Id="s" * 64, Names=["/warm"],
+                 Labels={**job["Labels"], "dockmagic.kind": "spare"})
+    spare["Labels"].pop("dockmagic.cell")  # spare.py drops it: no cell made it
+    state = ps.build_state([job, spare], UNDER_LOAD, scope="dockmagic", now=captured["now"])
+    rows = {r.id: r for r in state.rows}
+    assert rows[spare["Id"]].spare and not rows[job["Id"]].spare
+    assert (state.running, state.spares) == (1, 1)
+    assert ps.to_state_text(rows[spare["Id"]]) == "spare"
+    assert "dm-s-spare" in row_html(rows[spare["Id"]])
+
+
+def test_memory_is_shown_against_the_limit(captured):
+    job = row(state_of(captured), captured, "job")
+    text = ps.to_mem_text(job)
+    used, limit = text.split(" / ")
+    assert used.endswith("iB") and limit.endswith("GiB") and job.mem_percent < 100
+    out = row_html(job)
+    assert f'<span class="dm-memlim"> / {limit}</span>' in out
+    assert f"of the {limit} limit" in out and f"{job.id[:12]} ⧉" in out
+    ET.fromstring(out)
