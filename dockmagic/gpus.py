@@ -437,14 +437,21 @@ def attach_containers(snapshot: GpuSnapshot, containers: Optional[Sequence[Mappi
     if snapshot.error or not containers:
         return snapshot
     containers = list(containers)
+    return _with_processes(snapshot, lambda pid: container_for_pid(pid, containers, proc_root),
+                           lambda p, container: dataclasses.replace(p, container=container))
+
+
+def _with_processes(snapshot: GpuSnapshot, look_up, apply) -> GpuSnapshot:
+    """A new snapshot whose every process is ``apply(process, look_up(pid))``, each PID looked
+    up once (a process on several GPUs is one process)."""
     cache: dict = {}
     gpus = []
     for gpu in snapshot.gpus:
         procs = []
         for p in gpu.processes:
             if p.pid not in cache:
-                cache[p.pid] = container_for_pid(p.pid, containers, proc_root)
-            procs.append(dataclasses.replace(p, container=cache[p.pid]))
+                cache[p.pid] = look_up(p.pid)
+            procs.append(apply(p, cache[p.pid]))
         gpus.append(dataclasses.replace(gpu, processes=tuple(procs)))
     return dataclasses.replace(snapshot, gpus=tuple(gpus))
 
@@ -486,18 +493,10 @@ def attach_process_info(snapshot: GpuSnapshot, proc_root: str = "/proc") -> GpuS
     already present are kept."""
     if snapshot.error or not any(g.processes for g in snapshot.gpus):
         return snapshot
-    cache: dict = {}
-    gpus = []
-    for gpu in snapshot.gpus:
-        procs = []
-        for p in gpu.processes:
-            if p.pid not in cache:
-                cache[p.pid] = (_proc_user(p.pid, proc_root), _proc_command(p.pid, proc_root))
-            user, command = cache[p.pid]
-            procs.append(dataclasses.replace(p, user=p.user or user,
-                                             command=p.command or command))
-        gpus.append(dataclasses.replace(gpu, processes=tuple(procs)))
-    return dataclasses.replace(snapshot, gpus=tuple(gpus))
+    return _with_processes(
+        snapshot, lambda pid: (_proc_user(pid, proc_root), _proc_command(pid, proc_root)),
+        lambda p, found: dataclasses.replace(p, user=p.user or found[0],
+                                             command=p.command or found[1]))
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,16 +20,10 @@ TOKEN = "dockmagic.token"        # set by the engine before create, to find a ha
 #: The engine-side filter for dockmagic's own containers.
 MANAGED_FILTER = f"{MANAGED}=1"
 
-KINDS = ("oneshot", "detached", "session", "spare")
-
 
 def is_managed(labels: Optional[Mapping[str, str]]) -> bool:
     """True for a container dockmagic made (``dockmagic.managed=1``)."""
     return bool(labels) and labels.get(MANAGED) == "1"
-
-
-def kind_of(labels: Optional[Mapping[str, str]]) -> Optional[str]:
-    return labels.get(KIND) if is_managed(labels) else None
 
 
 def build_labels(kernel: str, notebook: str, cell: int | str, kind: Optional[str] = None,

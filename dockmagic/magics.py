@@ -12,6 +12,7 @@ from traitlets import Bool, Float, Int, observe
 
 from . import cell as cellplan
 from . import errors, translate
+from . import labels as L
 from .kernel import kernel_id, notebook_path
 
 
@@ -192,12 +193,7 @@ class DockerMagics(Magics):
 
     def _labels(self) -> dict:
         count = self.cell_number()
-        return {
-            "dockmagic.managed": "1",
-            "dockmagic.kernel": kernel_id(),
-            "dockmagic.notebook": self._notebook(),
-            "dockmagic.cell": "" if count is None else str(count),
-        }
+        return L.build_labels(kernel_id(), self._notebook(), "" if count is None else count)
 
     def _expand(self, line: str) -> str:
         # IPython has already expanded $var/{var} from the notebook's namespace; what is left

@@ -84,10 +84,6 @@ def get(name: Optional[str] = None) -> Engine:
     raise EngineUnavailable(f"no engine called {name!r} is known; see `%docker engines`")
 
 
-def known() -> list:
-    return list(_engines.values())
-
-
 def reset():
     """Close and forget every engine (after DOCKER_HOST changed, or in tests)."""
     with _lock:
