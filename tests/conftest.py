@@ -1,6 +1,10 @@
 """Shared fixtures: the real engine, the project's images, cleanup by label."""
+import contextlib
 import os
+import signal
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -51,6 +55,38 @@ def workdir(tmp_path, monkeypatch):
     """The notebook's folder: a fresh temporary one, as the working directory."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@contextlib.contextmanager
+def interrupt_when_printed(word, seen=None, wait=30):
+    """Stand in for sys.stdout; once WORD is printed, send this process SIGINT 0.3 s later (as
+    a kernel interrupt does). SEEN, a list, collects everything written."""
+    started = threading.Event()
+
+    class Watch:
+        def write(self, text):
+            if seen is not None:
+                seen.append(text)
+            if word in text:
+                started.set()
+            return len(text)
+
+        def flush(self):
+            pass
+
+    def later():
+        started.wait(wait)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=later)
+    old, sys.stdout = sys.stdout, Watch()
+    t.start()
+    try:
+        yield
+    finally:
+        sys.stdout = old
+        t.join()
 
 
 def as_kernel_user(uid, argv, gid=None):

@@ -1,9 +1,7 @@
 """`%%docker` through a real IPython shell against the real engine."""
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -11,8 +9,8 @@ import pytest
 import dockmagic.engine as engines
 from IPython.core.error import UsageError
 
-from dockmagic import errors, runner
-from conftest import BASE_IMAGE, ENTRYPOINT_IMAGE, ENV_IMAGE, as_kernel_user
+from dockmagic import errors
+from conftest import BASE_IMAGE, ENTRYPOINT_IMAGE, ENV_IMAGE, as_kernel_user, interrupt_when_printed
 
 pytestmark = pytest.mark.engine
 
@@ -104,27 +102,7 @@ def test_oom_kill_is_named(shell, workdir):
 
 
 def test_interrupt_stops_and_removes_the_container(shell, workdir, docker_client, capsys):
-    started = threading.Event()
-
-    class Watch:
-        def write(self, text):
-            if "tick" in text:
-                started.set()
-            return len(text)
-
-        def flush(self):
-            pass
-
-    def interrupt():
-        started.wait(30)
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    t = threading.Thread(target=interrupt)
-    old = sys.stdout
-    sys.stdout = Watch()
-    t.start()
-    try:
+    with interrupt_when_printed("tick"):
         with pytest.raises(KeyboardInterrupt) as info:
             shell.run_cell_magic("docker", f"-l test.case=interrupt {BASE_IMAGE}", (
                 "import time\n"
@@ -132,9 +110,6 @@ def test_interrupt_stops_and_removes_the_container(shell, workdir, docker_client
                 "    print('tick', flush=True)\n"
                 "    time.sleep(0.1)\n"))
         interrupted_at = time.monotonic()
-    finally:
-        sys.stdout = old
-        t.join()
     deadline = interrupted_at + 5
     while managed(docker_client, **{"test.case": "interrupt"}) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -13,7 +13,7 @@ from IPython.utils.capture import capture_output
 from nbclient import NotebookClient
 
 from dockmagic import errors
-from conftest import BASE_IMAGE, remove_labelled
+from conftest import BASE_IMAGE, interrupt_when_printed, remove_labelled
 
 pytestmark = pytest.mark.engine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,37 +150,13 @@ def test_interrupted_one_shot_cell_shows_one_line_and_the_containers_traceback(
 
 
 def test_interrupt_says_sigkill_only_when_it_was_used(shell, workdir, docker_client, labelled):
-    import signal
-    import sys
-    import threading
-
-    seen, started = [], threading.Event()
-
-    class Watch:  # stdout: the container's output, then IPython's rendering of the error
-        def write(self, text):
-            seen.append(text)
-            if "tock" in text:
-                started.set()
-            return len(text)
-
-        def flush(self):
-            pass
-
-    def later():
-        started.wait(60)
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    t = threading.Thread(target=later)
+    seen = []  # stdout: the container's output, then IPython's rendering of the error
     shell.run_line_magic("config", "DockerMagics.interrupt_grace = 0.5")
-    old, sys.stdout = sys.stdout, Watch()
-    t.start()
     try:  # bash as PID 1 ignores SIGINT: only SIGKILL ends it
-        shell.run_cell(f"%%docker -l test.case={labelled} {BASE_IMAGE} bash\n"
-                       "while true; do echo tock; sleep 0.1; done")
+        with interrupt_when_printed("tock", seen, wait=60):
+            shell.run_cell(f"%%docker -l test.case={labelled} {BASE_IMAGE} bash\n"
+                           "while true; do echo tock; sleep 0.1; done")
     finally:
-        sys.stdout = old
-        t.join()
         shell.run_line_magic("config", "DockerMagics.interrupt_grace = 2.0")
     lines = [ln for ln in "".join(seen).splitlines() if ln and ln != "tock"]
     assert len(lines) == 1 and re.fullmatch(

@@ -17,7 +17,7 @@ import pytest
 import dockmagic
 from dockmagic import export, provenance, recording, translate
 
-from conftest import BASE_IMAGE, remove_labelled
+from conftest import BASE_IMAGE, interrupt_when_printed, remove_labelled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = uuid.uuid4().hex[:8]
@@ -509,36 +509,11 @@ def test_pinning_uses_the_repo_digest_where_the_image_has_one(shell, workdir, ca
 
 def test_an_interrupted_cell_is_recorded_as_interrupted_and_not_replayed(shell, workdir,
                                                                          capsys):
-    import signal
-    import threading
-
-    started = threading.Event()
-
-    class Watch:
-        def write(self, text):
-            if "tick" in text:
-                started.set()
-            return len(text)
-
-        def flush(self):
-            pass
-
-    def interrupt():
-        started.wait(30)
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    t = threading.Thread(target=interrupt)
-    old, sys.stdout = sys.stdout, Watch()
-    t.start()
-    try:
+    with interrupt_when_printed("tick"):
         with pytest.raises(KeyboardInterrupt):
             shell.run_cell_magic("docker", f"--no-raise-error {BASE_IMAGE}",
                                  "import time\nwhile True:\n    print('tick', flush=True)\n"
                                  "    time.sleep(0.1)")
-    finally:
-        sys.stdout = old
-        t.join()
     rec = recording.HISTORY[-1]["record"]
     assert rec["status"] == "interrupted" and rec["exit_code"] is None
     assert 0.3 <= rec["duration_s"] < 30
