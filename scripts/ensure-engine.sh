@@ -23,6 +23,8 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; 
 fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
   echo "engine: starting dockerd (log: $log)"
+  # no dockerd runs, so pid files left by one that died uncleanly are stale ("pid file found")
+  rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
   setsid dockerd >"$log" 2>&1 < /dev/null &
 fi
 for _ in $(seq 1 60); do

@@ -84,7 +84,7 @@ mkdir -p "$dir"; chmod 700 "$home_ssh" "$dir"
 pub=$(cat "$dir/id_ed25519.pub")
 want=$(printf '%s %s' "$(docker image inspect -f '{{.Id}}' "$image")" "$pub" | sha256sum | cut -c1-16)
 have=$(docker inspect -f '{{index .Config.Labels "dockmagic.rig.want"}} {{.State.Running}}' "$name" 2>/dev/null || true)
-if [ "$have" != "$want true" ]; then
+start_rig() {
   docker rm -f "$name" >/dev/null 2>&1 || true
   common=(-d --name "$name" --hostname "$name" --init --restart unless-stopped
           --label dockmagic.rig=1 --label dockmagic.rig.want="$want"
@@ -103,18 +103,29 @@ if [ "$have" != "$want true" ]; then
       "$image" >/dev/null
   fi
   echo "rig: started $name"
-fi
+}
+[ "$have" = "$want true" ] || start_rig
 
 # 3. wait for its sshd and engine; record the port, the host key, the alias
-port=
-for _ in $(seq 1 60); do
-  port=$(docker port "$name" 22/tcp 2>/dev/null | grep -m1 '^127.0.0.1:' | cut -d: -f2 || true)
-  [ -n "$port" ] && docker exec "$name" docker info >/dev/null 2>&1 && break
-  sleep 1
-done
-docker exec "$name" docker info >/dev/null 2>&1 || {
-  echo "rig: its dockerd did not answer within 60 s:" >&2
-  docker exec "$name" tail -n 20 /var/log/dockerd.log >&2 || docker logs --tail 20 "$name" >&2; exit 1; }
+wait_rig() {  # $1 seconds for its sshd port and its engine
+  port=
+  for _ in $(seq 1 "$1"); do
+    port=$(docker port "$name" 22/tcp 2>/dev/null | grep -m1 '^127.0.0.1:' | cut -d: -f2 || true)
+    [ -n "$port" ] && docker exec "$name" docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  return 1
+}
+if ! wait_rig 60; then
+  # A rig container left over from an earlier run (restarted by --restart unless-stopped when
+  # this engine came up) may be wedged; start a fresh one once before giving up.
+  echo "rig: its dockerd did not answer within 60 s; starting a fresh $name:" >&2
+  docker exec "$name" tail -n 3 /var/log/dockerd.log >&2 2>/dev/null || docker logs --tail 3 "$name" >&2 || true
+  start_rig
+  wait_rig 60 || {
+    echo "rig: its dockerd did not answer within 60 s:" >&2
+    docker exec "$name" tail -n 20 /var/log/dockerd.log >&2 || docker logs --tail 20 "$name" >&2; exit 1; }
+fi
 hostkey=$(docker exec "$name" cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1,2)
 echo "[127.0.0.1]:$port $hostkey" > "$dir/known_hosts"
 printf 'DOCKMAGIC_RIG_NAME=%s\nDOCKMAGIC_RIG_PORT=%s\nDOCKMAGIC_RIG_KEY=%s\nDOCKMAGIC_RIG_HOST=%s\n' \
