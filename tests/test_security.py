@@ -331,6 +331,50 @@ def test_forged_session_markers_cannot_inject(kernels, marker):
 
 
 @pytest.mark.engine
+def test_a_session_rewriting_its_out_file_after_the_cell_cannot_change_the_array(kernels):
+    """A session lives on after its cell. Here the cell keeps its own out file open, and once
+    the kernel has read it and removed the cell's folder, it rewrites the file's bytes in place
+    and then truncates it: the array the user got must not change (it is the kernel's own
+    memory, never a view of that file), and must stay readable."""
+    k = kernels("rewrite")
+    name = f"secrewrite-{uuid.uuid4().hex[:6]}"
+    k.run(f"%docker session {name} -l {LABEL} {BASE_IMAGE}")
+    body = textwrap.dedent("""
+        import numpy, os, threading
+        y = numpy.arange(1 << 18, dtype=numpy.float64)  # 2 MiB: above agent.MAP_MIN_BYTES
+        [cell] = [d for d in os.listdir('/.dockmagic-xfer') if d.startswith('c-')]
+        # the agent's open(..., 'wb') truncates this same file: this handle sees what it writes
+        held = open(os.path.join('/.dockmagic-xfer', cell, 'out-0.npy'), 'w+b')
+        rewrote = threading.Event()
+        def rewrite():
+            while os.fstat(held.fileno()).st_nlink:  # until the kernel removed the folder
+                threading.Event().wait(0.01)
+            held.seek(-y.nbytes, 2)
+            held.write(numpy.full_like(y, -1.0).tobytes())
+            held.flush()
+            rewrote.set()
+        threading.Thread(target=rewrite, daemon=True).start()
+        """)
+    _out, _err, error = k.run(cell_at(name, "--out y", body))
+    assert error is None, error
+    check = ("header = os.fstat(held.fileno()).st_size - y.nbytes\n"
+             "now = numpy.frombuffer(os.pread(held.fileno(), y.nbytes, header))\n"
+             "print(rewrote.wait(30), header, float(now.sum()))")
+    out, _err, error = k.run(cell_at(name, "", check))
+    assert error is None, error
+    done, header, rewritten_sum = out.split()
+    assert done == "True" and 0 < int(header) <= 4096, out  # the file really was rewritten
+    assert float(rewritten_sum) == -float(1 << 18)
+    want = repr(float(np.arange(1 << 18, dtype=np.float64).sum()))
+    assert k.value("float(y.sum())") == want
+    assert k.value("float(y[-1])") == repr(float((1 << 18) - 1))
+    _out, _err, error = k.run(cell_at(name, "", "held.truncate(0)"))
+    assert error is None, error
+    assert k.value("float(y.sum())") == want  # a mapping of the file would raise SIGBUS here
+    k.run(f"%docker session --stop {name}")
+
+
+@pytest.mark.engine
 def test_no_secret_in_the_session_agents_argv_or_environment(shell, docker_client, workdir):
     name = f"dmsec-argv-{uuid.uuid4().hex[:6]}"
     shell.run_line_magic("docker", f"session {name} -l {LABEL} {BASE_IMAGE}")

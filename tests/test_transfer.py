@@ -146,7 +146,7 @@ def test_object_npy_is_refused_and_the_opt_in_unpickles_in_full(tmp_path):
 def test_large_arrays_are_mapped_only_from_files_nobody_can_change_any_more(tmp_path,
                                                                            writer_gone):
     """A session lives on after its cell and could rewrite or truncate its output file under
-    a mapping: its arrays are first copied into a private memfd. A one-shot cell's container
+    a mapping: its arrays are read into the kernel's own memory. A one-shot cell's container
     has exited, so its files are mapped as they are."""
     ex = transfer.Exchange(str(tmp_path), mapped=True)
     big = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: above agent.MAP_MIN_BYTES
@@ -164,6 +164,36 @@ def test_large_arrays_are_mapped_only_from_files_nobody_can_change_any_more(tmp_
     with pytest.raises(TransferError, match="shorter than its header"):
         ex.read_outputs((("z", "z", False),), out, writer_gone=writer_gone)
     assert "z" not in out
+
+
+@pytest.mark.parametrize("how", ["copy", "map", "read"])
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: np.arange(1 << 18, dtype=np.float64).reshape(512, 512), id="c-order"),
+    pytest.param(lambda: np.asfortranarray(np.arange(1 << 18, dtype=np.int32).reshape(256, 1024)),
+                 id="fortran-order"),
+    pytest.param(lambda: np.zeros(1 << 16, dtype=[("a", "<f8"), ("b", ">i4", (3,)), ("c", "S4")]),
+                 id="structured"),
+    pytest.param(lambda: np.zeros((), dtype="V2000000"), id="0-d-void"),
+    pytest.param(lambda: np.arange(1 << 17, dtype=">u8"), id="big-endian"),
+])
+def test_large_arrays_come_back_equal_whichever_way_they_are_read(tmp_path, how, make):
+    """Each way of reading a large .npy gives what np.load gives: values, dtype, shape and
+    memory order; a copy is an array of the kernel's own, never a view of the file."""
+    value = make()
+    assert value.nbytes >= 1 << 20  # large enough to be mapped or copied, not read
+    ex = transfer.Exchange(str(tmp_path), mapped=how != "read")
+    np.save(tmp_path / "out-0.npy", value)
+    out = {}
+    ex.read_outputs((("y", "y", False),), out, writer_gone=how == "map")
+    got = out["y"]
+    assert type(got) is np.ndarray and got.dtype == value.dtype and got.shape == value.shape
+    assert got.tobytes(order="A") == value.tobytes(order="A")
+    assert got.flags.f_contiguous == value.flags.f_contiguous and got.flags.writeable
+    if how == "copy":
+        base = got
+        while base.base is not None:
+            base = base.base
+        assert type(base) is np.ndarray and base.flags.owndata
 
 
 def test_exchange_folders_are_private_fresh_and_found_by_kernel_id(tmp_path, monkeypatch):
