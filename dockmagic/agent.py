@@ -47,6 +47,9 @@ SPAWN_FAILED_FILE = "spawn-failed"
 #: (``out-N.npy|.pkl``, N = the position of the name in the cell's request) by the container.
 #: The host picks the file names and decoders itself; RESULT_FILE only carries a message.
 RESULT_FILE = "result.json"
+#: A unix socket the kernel may listen on in a session cell's folder: large --out arrays are
+#: handed over through it as sealed memory files instead of files (see dockmagic/handover.py).
+HANDOVER_SOCKET = "out.sock"
 
 #: The filename this agent's own frames carry, so tracebacks can leave them out.
 _AGENT_FILE = sys._getframe().f_code.co_filename
@@ -225,6 +228,50 @@ def load_value(path, kind, mapped=False):
     return load_pickle(path)
 
 
+def _memory_limited():
+    """Whether this container has a memory limit: handed-over pages stay charged to it."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        return text != "max" and not (text.isdigit() and int(text) >= 1 << 60)
+    return False
+
+
+def hand_over(sock_path, index, value):
+    """Write the plain array VALUE as .npy into a memfd, seal it so that nobody can change it
+    any more, and pass it to the kernel listening at SOCK_PATH as output INDEX. False when
+    that cannot be done here (the caller writes a file instead)."""
+    import socket
+
+    try:
+        import array
+        import fcntl
+        import numpy as np
+        seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+        fd = os.memfd_create("dockmagic-out-%d" % index, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except (ImportError, AttributeError, OSError):
+        return False
+    try:
+        with open(os.dup(fd), "wb") as f:
+            np.lib.format.write_array(f, value, allow_pickle=False)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(sock_path)
+            s.sendmsg([b"%d" % index],
+                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        finally:
+            s.close()
+        return True
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+
+
 def resolve(ns, dotted, where):
     first, *rest = dotted.split(".")
     if first not in ns:
@@ -280,18 +327,24 @@ def load_inputs(xdir, inputs, ns, mapped=False):
             raise TransferFailed("--in %s: %s" % (dest, exc)) from None
 
 
-def save_outputs(xdir, outputs, ns):
-    """OUTPUTS: [[dest, src, pickle_ok], ...]: the I-th goes to XDIR/out-I.npy or .pkl.
+def save_outputs(xdir, outputs, ns, handover=False):
+    """OUTPUTS: [[dest, src, pickle_ok], ...]: the I-th goes to XDIR/out-I.npy or .pkl, or,
+    with HANDOVER (a session whose kernel listens at XDIR/HANDOVER_SOCKET), a large plain
+    array as a sealed memory file (``hand_over``).
 
     Nothing is left unless every variable was written; a failure removes what was written.
     """
     written = []
+    sock = os.path.join(xdir, HANDOVER_SOCKET) if handover and not _memory_limited() else None
     try:
         for i, (dest, src, pickle_ok) in enumerate(outputs):
             try:
                 value = resolve(ns, src, "in the container")
             except TransferFailed as exc:
                 raise TransferFailed("--out %s: %s" % (src, exc)) from None
+            if (sock and is_plain_array(value) and value.nbytes >= MAP_MIN_BYTES
+                    and hand_over(sock, i, value)):
+                continue
             base = os.path.join(xdir, "out-%d" % i)
             try:
                 path, _kind = save_value(value, base, pickle_ok)
@@ -668,7 +721,7 @@ class Session:
                     "msg": last}
         if req.get("outputs"):
             try:
-                save_outputs(req["xdir"], req["outputs"], ns)
+                save_outputs(req["xdir"], req["outputs"], ns, req.get("handover", False))
             except TransferFailed as exc:
                 return {"s": "transfer", "msg": str(exc)}
         return {"s": "ok"}

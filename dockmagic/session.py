@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 import dataclasses
 
-from . import agent, errors, runner, transfer
+from . import agent, errors, handover, runner, transfer
 from . import labels as L
 from .engine import FrameSplitter
 from .agentsrc import agent_source as _agent_source
@@ -318,7 +318,7 @@ class Session:
         """Run CODE in the session's interpreter; --in/--out through a fresh folder in the
         session's own. OUTPUTS: ((dest, src, pickle_ok), ...) (or (dest, src): plain data).
         NAME is what its frames are called in tracebacks (the notebook's `<cell [6]>`)."""
-        xchg = None
+        xchg = hand = None
         payload = {"code": code}
         if name:
             payload["name"] = name
@@ -336,21 +336,38 @@ class Session:
                 payload.update(xdir=xchg.container_dir, mapped=xchg.mapped,
                                inputs=xchg.write_inputs(inputs, user_ns),
                                outputs=[list(o) for o in outputs])
+                hand = self._handover(xchg, len(outputs))
+                payload["handover"] = hand is not None
             reply = self._run(agent.RUN, payload, stdout, stderr)
+            handed = hand.collect() if hand is not None else {}
             if xchg is not None:  # names and sizes, for the cell's provenance record
-                self.last_moved = transfer.measure(xchg, payload["inputs"], outputs)
+                self.last_moved = transfer.measure(xchg, payload["inputs"], outputs, handed)
             status = reply.get("s")
             if status == "ok" and xchg is not None and outputs:
-                # The session lives on and could still change its files: copied first.
-                xchg.read_outputs(outputs, user_ns, writer_gone=False)
+                # The session lives on and could still change its files: those are copied
+                # first; what it handed over sealed is mapped as it is.
+                xchg.read_outputs(outputs, user_ns, writer_gone=False, handed=handed)
             elif status == "transfer":
                 raise transfer.TransferError(transfer.clean_text(reply.get("msg")
                                                                  or "transfer failed"))
         finally:
+            if hand is not None:
+                hand.close()
             if xchg is not None:
                 xchg.close()
         self._check(reply, raise_error)
         return reply
+
+    def _handover(self, xchg, outputs: int):
+        """A socket for this cell's large --out arrays to come back through sealed (no copy),
+        where the container can reach the kernel's folder itself: a local engine and a tmpfs
+        exchange (the socket is never synced to a remote one). None: files are copied."""
+        if not outputs or not xchg.mapped or getattr(self.engine, "remote", False):
+            return None
+        try:
+            return handover.Handover(xchg.host_dir, outputs)
+        except OSError:
+            return None
 
     def run_command(self, argv, body: str, *, stdout=None, stderr=None,
                     raise_error: bool = True) -> dict:

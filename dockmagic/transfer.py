@@ -43,7 +43,7 @@ import stat
 import tempfile
 from typing import Iterable, List, Mapping, Optional, Tuple
 
-from . import agent, errors
+from . import agent, errors, handover
 from .engine import reaper  # stdlib only: removes this kernel's folders if the kernel dies
 
 #: Where a container's private exchange folder appears in it.
@@ -303,35 +303,27 @@ def clean_text(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-#: Bytes per read when an array is read into private memory (any size above a few MB reads
-#: as fast; a bound keeps one system call short).
-_READ_CHUNK = 64 << 20
-
-
-def _read_into(fd: int, shape, fortran: bool, dtype, offset: int):
-    """A fresh array of SHAPE/DTYPE holding the bytes of FD from OFFSET on: one copy, from the
-    page cache straight into the array's own memory (no pickle, no mapping, no memfd)."""
-    import numpy as np
-
-    count = 1
-    for n in shape:
-        count *= n
-    flat = np.empty(count, dtype=dtype)
-    view = memoryview(flat.view(np.uint8))
-    done, total = 0, len(view)
-    while done < total:
-        n = os.preadv(fd, [view[done:done + _READ_CHUNK]], offset + done)
-        if n == 0:
-            raise ValueError("the file is shorter than its header says")
-        done += n
-    return flat.reshape(shape, order="F" if fortran else "C")
+def _private_copy(fd: int, size: int) -> int:
+    """A memfd holding the first SIZE bytes of FD: a copy made in the kernel (no page faults
+    in this process, no huge-page compaction), that nobody else holds a descriptor of."""
+    mfd = os.memfd_create("dockmagic-out", getattr(os, "MFD_CLOEXEC", 0))
+    try:
+        done = 0
+        while done < size:
+            n = os.sendfile(mfd, fd, done, size - done)
+            if n == 0:
+                raise ValueError("the file is shorter than its header says")
+            done += n
+    except BaseException:
+        os.close(mfd)
+        raise
+    return mfd
 
 
 def _read_npy(f, how: str):
     """An array from a .npy file, never unpickling. HOW: "map" (the writer is gone: large
     arrays are mapped copy-on-write straight from the file), "copy" (the writer may still
-    write: large arrays are read into fresh memory of this process, so nothing the writer does
-    later reaches them), "read"."""
+    write: large arrays are copied into a private memfd first, then mapped), "read"."""
     import numpy as np
 
     size = os.fstat(f.fileno()).st_size
@@ -347,24 +339,32 @@ def _read_npy(f, how: str):
             count = 1
             for n in shape:
                 count *= n
-            if size < offset + count * dtype.itemsize:
+            need = offset + count * dtype.itemsize
+            if size < need:
                 raise ValueError("the file is shorter than its header says")
-            if how == "copy":  # never a mapping of a file the writer can still change
-                if dtype.itemsize:
-                    return _read_into(f.fileno(), shape, fortran, dtype, offset)
-            else:
-                try:
-                    return np.memmap(f, dtype=dtype, mode="c", offset=offset, shape=shape,
-                                     order="F" if fortran else "C").view(np.ndarray)
-                except (ValueError, OSError):
-                    pass
+            src = f
+            if how == "copy":
+                src = os.fdopen(_private_copy(f.fileno(), need), "rb")
+            try:
+                return np.memmap(src, dtype=dtype, mode="c", offset=offset, shape=shape,
+                                 order="F" if fortran else "C").view(np.ndarray)
+            except (ValueError, OSError):
+                pass
+            finally:
+                if src is not f:
+                    src.close()  # the mapping keeps the memfd's pages
         f.seek(0)
     return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def load_output(dir_fd: int, index: int, dest: str, pickle_ok: bool, how: str = "read"):
-    """The I-th output of a cell from its own folder: ``out-I.npy`` (no pickle), else
-    ``out-I.pkl`` (plain data only, unless PICKLE_OK). Raises KeyError when neither is there."""
+def load_output(dir_fd: int, index: int, dest: str, pickle_ok: bool, how: str = "read",
+                handed: Optional[int] = None):
+    """The I-th output of a cell: HANDED (a descriptor the container handed over, which must
+    be a sealed memory file: ``handover``), else from its own folder: ``out-I.npy`` (no
+    pickle), else ``out-I.pkl`` (plain data only, unless PICKLE_OK). Raises KeyError when
+    there is none."""
+    if handed is not None:
+        return handover.load_sealed(handed)
     for ext in (".npy", ".pkl"):
         try:
             fd = os.open(f"out-{index}{ext}", _OPEN_FLAGS, dir_fd=dir_fd)
@@ -442,11 +442,14 @@ class Exchange:
         self.host_dir = host_dir
         reaper.track([host_dir])
 
-    def read_outputs(self, outputs, user_ns: dict, writer_gone: bool = False):
+    def read_outputs(self, outputs, user_ns: dict, writer_gone: bool = False,
+                     handed: Optional[Mapping[int, int]] = None):
         """Load every requested output (``(dest, src, pickle_ok)``, in request order) from this
         folder, then assign them all (or none). WRITER_GONE: no process can write this folder
         any more (the container exited), so large arrays on a tmpfs are mapped from it; else
-        they are read into this process's own memory."""
+        they are copied into private memory first (then mapped). HANDED: {position: sealed
+        memory file} a session's container handed over instead of a file (``handover``)."""
+        handed = handed or {}
         how = ("map" if writer_gone else "copy") if self.mapped else "read"
         loaded = []
         try:
@@ -456,7 +459,7 @@ class Exchange:
         try:
             for i, (dest, _src, pickle_ok) in enumerate(outputs):
                 try:
-                    value = load_output(dir_fd, i, dest, pickle_ok, how)
+                    value = load_output(dir_fd, i, dest, pickle_ok, how, handed.get(i))
                 except KeyError:
                     raise TransferError(f"--out {dest}: the cell ended before handing its "
                                         "variables back (sys.exit or os._exit in the cell?)"
@@ -521,12 +524,14 @@ class Exchange:
         reaper.untrack([self.host_dir])
 
 
-def measure(exchange: "Exchange", inputs, outputs) -> dict:
+def measure(exchange: "Exchange", inputs, outputs, handed=None) -> dict:
     """Names and sizes (bytes in the cell's exchange folder) of what one cell moved, for its
     record; call before ``close``. INPUTS: the manifest ``write_inputs`` made ([dest, file,
     kind]); OUTPUTS: the requested ``(dest, src, pickle_ok)``, whose files are ``out-I.npy`` or
-    ``out-I.pkl``. Only those names are looked at, with lstat (a link the container left is not
-    followed): a size is None where no regular file is there."""
+    ``out-I.pkl`` (or HANDED[I], a descriptor handed over). Only those names are looked at,
+    with lstat (a link the container left is not followed): a size is None where no regular
+    file is there."""
+    handed = handed or {}
     def size(name):
         try:
             st = os.lstat(os.path.join(exchange.host_dir, name))
@@ -539,6 +544,11 @@ def measure(exchange: "Exchange", inputs, outputs) -> dict:
     moved_out = []
     for i, out in enumerate(outputs or ()):
         found = [n for n in (size(f"out-{i}.npy"), size(f"out-{i}.pkl")) if n is not None]
+        if i in handed:
+            try:
+                found.insert(0, os.fstat(handed[i]).st_size)
+            except OSError:
+                pass
         moved_out.append({"name": out[0], "bytes": found[0] if found else None})
     return {"in": moved_in, "out": moved_out}
 

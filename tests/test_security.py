@@ -330,47 +330,128 @@ def test_forged_session_markers_cannot_inject(kernels, marker):
     k.run("%docker session --stop secforge")
 
 
+#: A session cell that makes the agent write its --out file (no handover), keeps that file
+#: open, and rewrites it once the kernel has read it and removed the cell's folder.
+REWRITE_FILE = """
+import numpy, os, sys, threading
+y = numpy.arange(1 << 18, dtype=numpy.float64)  # 2 MiB: above agent.MAP_MIN_BYTES
+f = sys._getframe()
+while 'hand_over' not in f.f_globals:  # the agent's own module: it runs this cell
+    f = f.f_back
+f.f_globals['hand_over'] = lambda *a: False  # a file, as an agent that cannot seal writes
+[cell] = [d for d in os.listdir('/.dockmagic-xfer') if d.startswith('c-')]
+# the agent's open(..., 'wb') truncates this same file: this handle sees what it writes
+held = open(os.path.join('/.dockmagic-xfer', cell, 'out-0.npy'), 'w+b')
+rewrote = threading.Event()
+def rewrite():
+    while os.fstat(held.fileno()).st_nlink:  # until the kernel removed the folder
+        threading.Event().wait(0.01)
+    held.seek(-y.nbytes, 2)
+    held.write(numpy.full_like(y, -1.0).tobytes())
+    held.flush()
+    rewrote.set()
+threading.Thread(target=rewrite, daemon=True).start()
+"""
+REWRITE_FILE_CHECK = """
+header = os.fstat(held.fileno()).st_size - y.nbytes
+now = numpy.frombuffer(os.pread(held.fileno(), y.nbytes, header))
+print(rewrote.wait(30), 0 < header <= 4096, float(now.sum()) == -y.size)
+"""
+#: A session cell that keeps a descriptor of the memory file the agent hands over, and tries
+#: to change it in every way once the kernel has read it and removed the cell's folder.
+REWRITE_HANDED = """
+import errno, numpy, mmap, os, threading
+y = numpy.arange(1 << 18, dtype=numpy.float64)
+[cell] = [d for d in os.listdir('/.dockmagic-xfer') if d.startswith('c-')]
+grabbed, real = [], os.memfd_create
+def spy(*a):
+    fd = real(*a)
+    grabbed.append(os.dup(fd))
+    return fd
+os.memfd_create = spy
+rewrote, tries = threading.Event(), []
+def attempt(name, act):
+    try:
+        act()
+        tries.append(name + ':done')
+    except OSError as exc:
+        tries.append(name + ':' + errno.errorcode[exc.errno])
+def rewrite():
+    while os.path.exists(os.path.join('/.dockmagic-xfer', cell)):
+        threading.Event().wait(0.01)
+    os.memfd_create = real
+    fd = grabbed[0]
+    attempt('pwrite', lambda: os.pwrite(fd, numpy.full(512, -1.0).tobytes(), 4096))
+    attempt('truncate', lambda: os.ftruncate(fd, 0))
+    attempt('mmap', lambda: mmap.mmap(fd, 8192, flags=mmap.MAP_SHARED))
+    again = os.open('/proc/self/fd/%d' % fd, os.O_RDWR)
+    attempt('reopened-pwrite', lambda: os.pwrite(again, b'x' * 4096, 4096))
+    rewrote.set()
+threading.Thread(target=rewrite, daemon=True).start()
+"""
+REWRITE_HANDED_CHECK = """
+print(rewrote.wait(30), len(grabbed) == 1, ','.join(tries))
+"""
+
+
 @pytest.mark.engine
-def test_a_session_rewriting_its_out_file_after_the_cell_cannot_change_the_array(kernels):
-    """A session lives on after its cell. Here the cell keeps its own out file open, and once
-    the kernel has read it and removed the cell's folder, it rewrites the file's bytes in place
-    and then truncates it: the array the user got must not change (it is the kernel's own
-    memory, never a view of that file), and must stay readable."""
+@pytest.mark.parametrize("way", ["file", "handed-over"])
+def test_a_session_changing_its_out_data_after_the_cell_cannot_change_the_array(kernels, way):
+    """A session lives on after its cell. Its cell keeps its --out data reachable and, once
+    the kernel has read it and removed the cell's folder, changes it: a file (written when
+    nothing is handed over) is rewritten in place and then truncated; a sealed memory file
+    handed over refuses every write. The array the user got must not change, and must stay
+    readable (a mapping of a truncated file would raise SIGBUS in the kernel)."""
     k = kernels("rewrite")
     name = f"secrewrite-{uuid.uuid4().hex[:6]}"
     k.run(f"%docker session {name} -l {LABEL} {BASE_IMAGE}")
-    body = textwrap.dedent("""
-        import numpy, os, threading
-        y = numpy.arange(1 << 18, dtype=numpy.float64)  # 2 MiB: above agent.MAP_MIN_BYTES
-        [cell] = [d for d in os.listdir('/.dockmagic-xfer') if d.startswith('c-')]
-        # the agent's open(..., 'wb') truncates this same file: this handle sees what it writes
-        held = open(os.path.join('/.dockmagic-xfer', cell, 'out-0.npy'), 'w+b')
-        rewrote = threading.Event()
-        def rewrite():
-            while os.fstat(held.fileno()).st_nlink:  # until the kernel removed the folder
-                threading.Event().wait(0.01)
-            held.seek(-y.nbytes, 2)
-            held.write(numpy.full_like(y, -1.0).tobytes())
-            held.flush()
-            rewrote.set()
-        threading.Thread(target=rewrite, daemon=True).start()
-        """)
+    body, check = ((REWRITE_FILE, REWRITE_FILE_CHECK) if way == "file"
+                   else (REWRITE_HANDED, REWRITE_HANDED_CHECK))
     _out, _err, error = k.run(cell_at(name, "--out y", body))
     assert error is None, error
-    check = ("header = os.fstat(held.fileno()).st_size - y.nbytes\n"
-             "now = numpy.frombuffer(os.pread(held.fileno(), y.nbytes, header))\n"
-             "print(rewrote.wait(30), header, float(now.sum()))")
     out, _err, error = k.run(cell_at(name, "", check))
     assert error is None, error
-    done, header, rewritten_sum = out.split()
-    assert done == "True" and 0 < int(header) <= 4096, out  # the file really was rewritten
-    assert float(rewritten_sum) == -float(1 << 18)
+    if way == "file":  # the file really was rewritten
+        assert out.split() == ["True", "True", "True"], out
+    else:  # the agent handed it over sealed: nothing could change it
+        assert out.split() == ["True", "True", "pwrite:EPERM,truncate:EPERM,mmap:EPERM,"
+                                               "reopened-pwrite:EPERM"], out
     want = repr(float(np.arange(1 << 18, dtype=np.float64).sum()))
     assert k.value("float(y.sum())") == want
     assert k.value("float(y[-1])") == repr(float((1 << 18) - 1))
-    _out, _err, error = k.run(cell_at(name, "", "held.truncate(0)"))
-    assert error is None, error
-    assert k.value("float(y.sum())") == want  # a mapping of the file would raise SIGBUS here
+    if way == "file":
+        _out, _err, error = k.run(cell_at(name, "", "held.truncate(0)"))
+        assert error is None, error
+        assert k.value("float(y.sum())") == want
+    k.run(f"%docker session --stop {name}")
+
+
+@pytest.mark.engine
+def test_a_session_cell_handing_over_an_unsealed_file_is_refused(kernels):
+    """The cell itself connects to its folder's handover socket first and sends a memory file
+    it can still write (a valid .npy): the kernel refuses it in one line; nothing is assigned."""
+    k = kernels("forge-handover")
+    k.run("keep = 'untouched'")
+    name = f"secforgefd-{uuid.uuid4().hex[:6]}"
+    k.run(f"%docker session {name} -l {LABEL} {BASE_IMAGE}")
+    body = textwrap.dedent("""
+        import array, numpy, os, socket
+        y = numpy.arange(1 << 18, dtype=numpy.float64)
+        [cell] = [d for d in os.listdir('/.dockmagic-xfer') if d.startswith('c-')]
+        fd = os.memfd_create('forged')
+        with open(os.dup(fd), 'wb') as f:
+            numpy.save(f, numpy.zeros(1 << 18))
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(os.path.join('/.dockmagic-xfer', cell, 'out.sock'))
+        s.sendmsg([b'0'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [fd]))])
+        s.close()
+        """)
+    _out, _err, error = k.run(cell_at(name, "--out y", body))
+    assert error is not None and error.startswith("TransferError: --out y:"), error
+    assert "not sealed" in error and "\n" not in error
+    assert k.value("'y' in dir()") == "False" and k.value("keep") == "'untouched'"
+    _out, _err, error = k.run(cell_at(name, "--out y", "y = y[:4]"))  # the real one, after
+    assert error is None and k.value("y.tolist()") == "[0.0, 1.0, 2.0, 3.0]"
     k.run(f"%docker session --stop {name}")
 
 
