@@ -11,7 +11,8 @@ environment or /proc), and the kernel acts only on end markers carrying the toke
 in flight. A cell can still fake the end of its own request (it runs in the agent's process):
 that ends its display early, nothing more; the reply is read for its status and message only,
 and ``--out`` values come from files the kernel names itself, in that cell's own folder
-(``transfer``). Each session has a private exchange folder, mounted at ``agent.XFER_TARGET``
+(``transfer``), or as sealed memory files handed over through a socket in that folder
+(``handover``). Each session has a private exchange folder, mounted at ``agent.XFER_TARGET``
 in it alone, with a fresh sub-folder per cell.
 
 Spares (``spare.py``) use the same agent and attach stream for one-shot cells.

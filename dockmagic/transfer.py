@@ -19,7 +19,10 @@ Only the names given to ``--out-pickle`` are unpickled in full, which runs code 
 chose, in this kernel. Nothing the container writes picks a path, a decoder or a name.
 
 Plain numpy arrays go as ``.npy`` (readable by numpy 1.x and 2.x alike), written straight from
-the array's memory and read straight into the new array. Everything else goes by pickle,
+the array's memory; large ones come back mapped copy-on-write from what nobody can change any
+more: a one-shot cell's file (its container has exited), a sealed memory file a session hands
+over (``handover``), or a private copy of a session's file. A folder is taken out of every
+container's sight when its cell ends, and its pages are freed off the cell's path (``sweeper``). Everything else goes by pickle,
 protocol 4 (any Python 3.8+ reads it), with numpy's module rename between 1.x and 2.x
 (``numpy.core`` / ``numpy._core``) bridged on load. What cannot travel fails with one line
 naming the variable, before the cell runs (``--in``) or instead of assigning anything
@@ -391,10 +394,12 @@ class Exchange:
     """One cell's private folder: at ``host_dir`` for the kernel, at ``container_dir`` in the
     container; ``close()`` removes it. MAPPED: on a tmpfs (large arrays are mapped there)."""
 
-    def __init__(self, host_dir: str, container_dir: str = XFER_TARGET, mapped: bool = False):
+    def __init__(self, host_dir: str, container_dir: str = XFER_TARGET, mapped: bool = False,
+                 root: Optional[str] = None):
         self.host_dir = host_dir
         self.container_dir = container_dir
         self.mapped = mapped
+        self.root = root  # the exchange root: close() leaves the removal to the sweeper
 
     @classmethod
     def create(cls, prefix: str, user: Optional[str], parent: Optional[str] = None,
@@ -411,7 +416,9 @@ class Exchange:
         reaper.track([host_dir])  # a session cell's too: it goes if this kernel dies mid-cell
         inside = XFER_TARGET if container_parent is None else posixpath.join(
             container_parent, os.path.basename(host_dir))
-        return cls(host_dir, inside, tmpfs)
+        # a one-shot folder is in the exchange root; a session's cell folder in its session's
+        root = parent if container_parent is None else os.path.dirname(parent)
+        return cls(host_dir, inside, tmpfs, root)
 
     def write_inputs(self, pairs, user_ns: Mapping) -> List[list]:
         """Write each (dest, src) notebook value as ``in-I``; returns the container's list."""
@@ -520,7 +527,13 @@ class Exchange:
         return res if isinstance(res, dict) else None
 
     def close(self):
-        remove_dir(self.host_dir)
+        """Remove this folder: out of every container's sight at once; its files' pages are
+        freed off the cell's path (``sweeper``) when it was made in an exchange root."""
+        if self.root is not None:
+            from . import sweeper
+            sweeper.discard(self.host_dir, self.root)
+        else:
+            remove_dir(self.host_dir)
         reaper.untrack([self.host_dir])
 
 

@@ -212,7 +212,10 @@ def test_exchange_folders_are_private_fresh_and_found_by_kernel_id(tmp_path, mon
     assert transfer.exchange_dirs_of("host.example:12:456") == [other.host_dir]
     for ex in (a, b, other):
         ex.close()
-    assert os.listdir(root) == []
+        assert not os.path.exists(ex.host_dir)  # out of sight at once; freed off the cell's path
+    assert transfer.exchange_dirs_of(kid) == []
+    from dockmagic import sweeper
+    assert sweeper.flush(30) and os.listdir(root) == []
 
 
 # -- through containers ---------------------------------------------------------------------------
