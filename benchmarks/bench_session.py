@@ -63,8 +63,12 @@ def session_latency(ip, name, runs, cli_runs):
 
 def transfer_speed(ip, name, gb, repeats):
     """Every --in/--out path with a 1 GB array: session, and one-shot with its spare ready and
-    cold (spares off). One-shot --out alone is timed against the same cell without --out (the
-    container has to make the array first): what the transfer adds."""
+    cold (spares off). One-shot --out alone: the container has to make the array first, so
+    what is timed is from the end of the cell's body (a timestamp it prints) to the cell's
+    return, against the same for the same cell without --out: what --out adds."""
+    import contextlib
+    import io
+
     import numpy as np
     from dockmagic import spare
 
@@ -72,7 +76,8 @@ def transfer_speed(ip, name, gb, repeats):
     ip.user_ns["x"] = np.ones(n)
     ip.user_ns["x"][::4096] = np.arange(len(ip.user_ns["x"][::4096]))  # not all the same page
     size = ip.user_ns["x"].nbytes / 1e9
-    make = f"import numpy\ny = numpy.ones({n})\ny[::4096] = numpy.arange(len(y[::4096]))"
+    make = (f"import numpy, time\ny = numpy.ones({n})\ny[::4096] = numpy.arange(len(y[::4096]))\n"
+            "print('body-end', time.time())")
     label = f"-l dockmagic.bench=session {IMAGE}"
     cells = [("session in", f"@{name} --in x", "pass", 1),
              ("session out", f"@{name} --out y", "y = x", 1),
@@ -86,9 +91,15 @@ def transfer_speed(ip, name, gb, repeats):
     def run(key, line, body):
         if "@" not in line:
             spare.SPARES.ready()  # the cell's spare (made by the cell before) is up
-        t0 = time.perf_counter()
-        ip.run_cell_magic("docker", line, body)
-        rows.setdefault(key, []).append(time.perf_counter() - t0)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            t0 = time.perf_counter()
+            ip.run_cell_magic("docker", line, body)
+            t1, returned = time.perf_counter(), time.time()
+        end = [float(w[1]) for w in (ln.split() for ln in out.getvalue().splitlines())
+               if len(w) == 2 and w[0] == "body-end"]
+        # from the body's end (the container's clock is the host's) to the cell's return
+        rows.setdefault(key, []).append(returned - end[0] if end else t1 - t0)
         if "--out" in line:
             assert ip.user_ns["y"].shape == (n,) and ip.user_ns["y"][4096] == 1
             del ip.user_ns["y"]
@@ -100,14 +111,16 @@ def transfer_speed(ip, name, gb, repeats):
         for key, line, body, _ in cells:
             run(key, line, body)
         ip.run_cell_magic("docker", f"@{name}", "globals().pop('x', None); globals().pop('y', None)")
-    ip.run_line_magic("docker", "config --spare off")
+    with Quiet():
+        ip.run_line_magic("docker", "config --spare off")
     try:
         for _ in range(repeats):
             for key, line, body, _ in cells:
                 if "@" not in line:
                     run(key + " (cold)", line, body)
     finally:
-        ip.run_line_magic("docker", "config --spare on")
+        with Quiet():
+            ip.run_line_magic("docker", "config --spare on")
     print(f"{size:.2f} GB float64 array, {repeats} runs each, median [best] "
           f"(load average now {os.getloadavg()[0]:.2f}):")
     for key, line, body, times in cells + [(k + " (cold)", l, b, t) for k, l, b, t in cells
@@ -115,12 +128,11 @@ def transfer_speed(ip, name, gb, repeats):
         if not times:
             continue
         ts = rows[key]
+        what = "the whole cell"
         if key.startswith("one-shot out"):
-            bare = rows["one-shot out, bare" + (" (cold)" if "cold" in key else "")]
-            ts = [max(t - statistics.median(bare), 1e-9) for t in ts]
+            bare = statistics.median(rows["one-shot out, bare" + key[len("one-shot out"):]])
+            ts = [max(t - bare, 1e-9) for t in ts]
             what = "added by --out"
-        else:
-            what = "the whole cell"
         moved = size * times
         print(f"  {key:24s} {moved / statistics.median(ts):5.2f} GB/s "
               f"[{moved / min(ts):5.2f}]  {statistics.median(ts):5.2f} s {what} "
