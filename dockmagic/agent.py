@@ -50,6 +50,9 @@ RESULT_FILE = "result.json"
 #: A unix socket the kernel may listen on in a session cell's folder: large --out arrays are
 #: handed over through it as sealed memory files instead of files (see dockmagic/handover.py).
 HANDOVER_SOCKET = "out.sock"
+#: Written by the host into a one-shot cell's folder when it could not finish writing the
+#: inputs the agent waits for (``load_inputs(..., wait=True)``).
+INPUT_FAILED_FILE = "in-failed"
 
 #: The filename this agent's own frames carry, so tracebacks can leave them out.
 _AGENT_FILE = sys._getframe().f_code.co_filename
@@ -303,11 +306,26 @@ def one_line(exc):
     return "%s: %s" % (type(exc).__name__, text[0]) if text else type(exc).__name__
 
 
-def load_inputs(xdir, inputs, ns, mapped=False):
+def _wait_for(xdir, name, dest):
+    """Until the host has written XDIR/NAME (it renames it there once complete)."""
+    import time
+
+    pause = 0.0005
+    while not os.path.exists(os.path.join(xdir, name)):
+        if os.path.exists(os.path.join(xdir, INPUT_FAILED_FILE)):
+            raise TransferFailed("--in %s: the kernel could not write it" % dest)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.005)
+
+
+def load_inputs(xdir, inputs, ns, mapped=False, wait=False):
     """INPUTS: [[dest, file, kind], ...] written by the host into XDIR; assigned only if all
-    load. MAPPED: XDIR is a tmpfs (see load_value)."""
+    load. MAPPED: XDIR is a tmpfs (see load_value). WAIT: the host may still be writing them
+    (a one-shot cell's container starts meanwhile)."""
     loaded = []
     for dest, name, kind in inputs:
+        if wait:
+            _wait_for(xdir, name, dest)
         try:
             value = load_value(os.path.join(xdir, name), kind, bool(mapped))
         except ImportError as exc:
@@ -436,7 +454,8 @@ def run_oneshot(config, body):
             unlink_quietly(path + ".tmp")
 
     try:
-        load_inputs(xdir, config["inputs"], ns, config.get("mapped", False))
+        load_inputs(xdir, config["inputs"], ns, config.get("mapped", False),
+                    config.get("wait", False))
     except TransferFailed as exc:
         report({"s": "transfer", "msg": str(exc)})
         sys.stderr.write("dockmagic: %s\n" % exc)

@@ -331,7 +331,7 @@ class DockerMagics(Magics):
             # fresh private folder that only this cell's container gets
             from . import transfer
             try:
-                xfer = transfer.prepare_oneshot(plan, self.shell.user_ns)
+                xfer = transfer.prepare_oneshot(plan, self.shell.user_ns, local=not remote)
             except transfer.TransferUsage as exc:
                 raise UsageError(str(exc)) from None
             data = xfer.body(cellplan.as_cell_source(body), self.cell_name())

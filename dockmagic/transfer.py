@@ -44,6 +44,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import threading
 from typing import Iterable, List, Mapping, Optional, Tuple
 
 from . import agent, errors, handover
@@ -389,6 +390,11 @@ def load_output(dir_fd: int, index: int, dest: str, pickle_ok: bool, how: str = 
     raise KeyError(index)
 
 
+def _contiguous_array(value) -> bool:
+    """A plain array numpy writes straight from its memory (what a thread may write)."""
+    return agent.is_plain_array(value) and (value.flags.c_contiguous or value.flags.f_contiguous)
+
+
 # -- one exchange -------------------------------------------------------------------------------
 class Exchange:
     """One cell's private folder: at ``host_dir`` for the kernel, at ``container_dir`` in the
@@ -400,6 +406,10 @@ class Exchange:
         self.container_dir = container_dir
         self.mapped = mapped
         self.root = root  # the exchange root: close() leaves the removal to the sweeper
+        self.writing = False  # inputs still being written (``write_inputs(background=True)``)
+        self._writer = None
+        self._write_error = None
+        self._lock = threading.Lock()  # the writer's renames vs move_to
 
     @classmethod
     def create(cls, prefix: str, user: Optional[str], parent: Optional[str] = None,
@@ -420,14 +430,22 @@ class Exchange:
         root = parent if container_parent is None else os.path.dirname(parent)
         return cls(host_dir, inside, tmpfs, root)
 
-    def write_inputs(self, pairs, user_ns: Mapping) -> List[list]:
-        """Write each (dest, src) notebook value as ``in-I``; returns the container's list."""
-        manifest = []
-        for i, (dest, src) in enumerate(pairs):
+    def write_inputs(self, pairs, user_ns: Mapping, background: bool = False) -> List[list]:
+        """Write each (dest, src) notebook value as ``in-I``; returns the container's list.
+        BACKGROUND: when every value is a plain contiguous array, they are written by a thread
+        while the container starts (``in-I.npy`` appears once complete; the agent waits for
+        it, see ``agent.load_inputs``); ``wait_written`` joins it."""
+        values = []
+        for dest, src in pairs:
             try:
-                value = agent.resolve(user_ns, src, "in the notebook")
+                values.append(agent.resolve(user_ns, src, "in the notebook"))
             except agent.TransferFailed as exc:
                 raise TransferError(f"--in {src}: {exc}") from None
+        if background and values and all(_contiguous_array(v) for v in values) and any(
+                v.nbytes >= agent.MAP_MIN_BYTES for v in values):
+            return self._write_in_background(pairs, values)
+        manifest = []
+        for i, ((dest, src), value) in enumerate(zip(pairs, values)):
             base = os.path.join(self.host_dir, f"in-{i}")
             try:
                 path, kind = agent.save_value(value, base)
@@ -440,14 +458,67 @@ class Exchange:
             manifest.append([dest, os.path.basename(path), kind])
         return manifest
 
+    def _write_in_background(self, pairs, values) -> List[list]:
+        files = []  # opened here, before any container can see this folder
+        try:
+            for i in range(len(values)):
+                files.append(os.open(os.path.join(self.host_dir, f".in-{i}.npy.part"),
+                                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                     | getattr(os, "O_CLOEXEC", 0), 0o666))
+        except OSError as exc:
+            for fd in files:
+                os.close(fd)
+            raise TransferError(f"--in: cannot write in {self.host_dir}: {exc.strerror}") from None
+        self.writing = True
+        self._writer = threading.Thread(target=self._write_all, name="dockmagic-inputs",
+                                        args=(files, [src for _, src in pairs], values),
+                                        daemon=True)
+        self._writer.start()
+        return [[dest, f"in-{i}.npy", "npy"] for i, (dest, _) in enumerate(pairs)]
+
+    def _write_all(self, files, sources, values):
+        import numpy as np
+
+        done = 0  # descriptors handed to a file object (which closes them)
+        try:
+            for i, value in enumerate(values):
+                with open(files[i], "wb") as f:
+                    done = i + 1
+                    np.lib.format.write_array(f, value, allow_pickle=False)
+                with self._lock:  # (into the spare's folder, if the cell moved there)
+                    os.rename(os.path.join(self.host_dir, f".in-{i}.npy.part"),
+                              os.path.join(self.host_dir, f"in-{i}.npy"))
+        except Exception as exc:
+            self._write_error = (f"--in {sources[max(done - 1, 0)]}: cannot be written for "
+                                 f"the container ({agent.one_line(exc)})")
+            with self._lock:
+                try:  # the container's agent waits for the inputs: this ends its wait
+                    os.close(os.open(os.path.join(self.host_dir, agent.INPUT_FAILED_FILE),
+                                     os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666))
+                except OSError:
+                    pass
+        finally:
+            for fd in files[done:]:
+                os.close(fd)
+
+    def wait_written(self, raise_error: bool = True):
+        """Wait until the inputs are written (or failed); TransferError if they failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._write_error and raise_error:
+            raise TransferError(self._write_error)
+
     def move_to(self, host_dir: str):
-        """Hand the inputs over to another fresh folder in the same root (a spare's)."""
-        for name in os.listdir(self.host_dir):
-            os.rename(os.path.join(self.host_dir, name), os.path.join(host_dir, name))
-        remove_dir(self.host_dir)
-        reaper.untrack([self.host_dir])
-        self.host_dir = host_dir
-        reaper.track([host_dir])
+        """Hand the inputs over to another fresh folder in the same root (a spare's); inputs
+        still being written move too, and land there."""
+        with self._lock:
+            for name in os.listdir(self.host_dir):
+                os.rename(os.path.join(self.host_dir, name), os.path.join(host_dir, name))
+            remove_dir(self.host_dir)
+            reaper.untrack([self.host_dir])
+            self.host_dir = host_dir
+            reaper.track([host_dir])
 
     def read_outputs(self, outputs, user_ns: dict, writer_gone: bool = False,
                      handed: Optional[Mapping[int, int]] = None):
@@ -529,6 +600,7 @@ class Exchange:
     def close(self):
         """Remove this folder: out of every container's sight at once; its files' pages are
         freed off the cell's path (``sweeper``) when it was made in an exchange root."""
+        self.wait_written(raise_error=False)
         if self.root is not None:
             from . import sweeper
             sweeper.discard(self.host_dir, self.root)
@@ -545,6 +617,8 @@ def measure(exchange: "Exchange", inputs, outputs, handed=None) -> dict:
     with lstat (a link the container left is not followed): a size is None where no regular
     file is there."""
     handed = handed or {}
+    exchange.wait_written(raise_error=False)  # (sizes of complete files)
+
     def size(name):
         try:
             st = os.lstat(os.path.join(exchange.host_dir, name))
@@ -594,13 +668,15 @@ class OneshotTransfer:
 
     def body(self, body: str, filename: str = "<stdin>") -> bytes:
         config = {"xdir": XFER_TARGET, "mapped": self.exchange.mapped, "inputs": self.inputs,
-                  "name": filename, "outputs": [list(o) for o in self.outputs]}
+                  "name": filename, "outputs": [list(o) for o in self.outputs],
+                  "wait": self.exchange.writing}
         from .agentsrc import agent_source
 
         return _ONESHOT.format(source=agent_source(), config=config, body=body).encode("utf-8")
 
     def finish(self, exit_code: int, user_ns: dict):
         """After the container exited: a transfer failure raises; on success, outputs land."""
+        self.exchange.wait_written()
         res = self.exchange.result()
         if res is not None and res.get("s") == "transfer":
             raise TransferError(clean_text(res.get("msg") or "transfer failed"))
@@ -613,9 +689,10 @@ class OneshotTransfer:
         self.exchange.close()
 
 
-def prepare_oneshot(plan, user_ns: Mapping) -> OneshotTransfer:
+def prepare_oneshot(plan, user_ns: Mapping, local: bool = False) -> OneshotTransfer:
     """Check and write a one-shot cell's --in values; the caller closes what it gets and runs
-    the cell with it (``spare.run_cold`` / ``SPARES.run_oneshot``)."""
+    the cell with it (``spare.run_cold`` / ``SPARES.run_oneshot``). LOCAL: the container sees
+    this folder itself (not a synced copy), so large arrays are written while it starts."""
     spec = plan.spec
     if spec.detach:
         raise TransferUsage("--in/--out need a cell that waits for its container: drop -d")
@@ -627,7 +704,7 @@ def prepare_oneshot(plan, user_ns: Mapping) -> OneshotTransfer:
     outputs = parse_outputs(plan.outputs, getattr(plan, "pickle_outputs", ()))
     exchange = Exchange.create(cell_dir_prefix(), spec.user)
     try:
-        manifest = exchange.write_inputs(inputs, user_ns)
+        manifest = exchange.write_inputs(inputs, user_ns, background=local and exchange.mapped)
     except BaseException:
         exchange.close()
         raise

@@ -11,7 +11,7 @@ from dockmagic import kernel
 from IPython.core.error import UsageError
 
 from conftest import BASE_IMAGE, as_kernel_user, remove_labelled
-from dockmagic import session, transfer
+from dockmagic import agent, session, transfer
 from dockmagic.transfer import TransferError, TransferUsage, parse_transfers
 
 
@@ -473,3 +473,102 @@ def test_a_non_root_kernel_exchanges_with_any_container_user(docker_client, base
     if os.path.isdir("/dev/shm/dockmagic-1000"):
         leftovers += os.listdir("/dev/shm/dockmagic-1000")
     assert leftovers == []
+
+
+# -- inputs written while the container starts ---------------------------------------------------
+def _agent_load(xdir, manifest, result):
+    ns = {}
+    try:
+        agent.load_inputs(xdir, manifest, ns, mapped=True, wait=True)
+        result["ns"] = ns
+    except agent.TransferFailed as exc:
+        result["error"] = str(exc)
+
+
+def test_inputs_written_in_the_background_reach_a_waiting_agent_even_after_a_move(tmp_path,
+                                                                                monkeypatch):
+    """A one-shot cell's large arrays are written by a thread while its container starts; the
+    agent waits for each ``in-I.npy`` to appear complete. Moved into a spare's folder midway,
+    they land there."""
+    import threading
+    monkeypatch.setenv("DOCKMAGIC_XFER_ROOT", str(tmp_path))
+    big = np.arange(1 << 22, dtype=np.float64)  # 32 MiB: the thread is still busy at the move
+    ns = {"big": big, "f": np.asfortranarray(np.arange(1 << 18, dtype=np.int32).reshape(512, 512))}
+    ex = transfer.Exchange.create("k-test-", None, tmpfs=True)
+    spare_dir = transfer.Exchange.create("k-test-", None, tmpfs=True)
+    try:
+        manifest = ex.write_inputs((("big", "big"), ("g", "f")), ns, background=True)
+        assert ex.writing and manifest == [["big", "in-0.npy", "npy"], ["g", "in-1.npy", "npy"]]
+        ex.move_to(spare_dir.host_dir)
+        result = {}
+        reader = threading.Thread(target=_agent_load, args=(spare_dir.host_dir, manifest, result))
+        reader.start()
+        ex.wait_written()
+        reader.join(30)
+        assert "error" not in result and np.array_equal(result["ns"]["big"], big)
+        assert np.array_equal(result["ns"]["g"], ns["f"]) and result["ns"]["g"].flags.f_contiguous
+        assert sorted(os.listdir(spare_dir.host_dir)) == ["in-0.npy", "in-1.npy"]
+    finally:
+        ex.close()
+        spare_dir.close()
+
+
+def test_inputs_that_cannot_be_written_end_the_agents_wait_and_fail_in_one_line(tmp_path,
+                                                                              monkeypatch):
+    import threading
+    monkeypatch.setenv("DOCKMAGIC_XFER_ROOT", str(tmp_path))
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format, "write_array", full)
+    ex = transfer.Exchange.create("k-test-", None, tmpfs=True)
+    try:
+        manifest = ex.write_inputs((("x", "big"),), {"big": np.zeros(1 << 18)}, background=True)
+        result = {}
+        reader = threading.Thread(target=_agent_load, args=(ex.host_dir, manifest, result))
+        reader.start()
+        reader.join(30)
+        assert result == {"error": "--in x: the kernel could not write it"}
+        with pytest.raises(TransferError, match=r"^--in big: cannot be written for the container "
+                                                r"\(OSError: \[Errno 28\] No space left"):
+            ex.wait_written()
+    finally:
+        ex.close()
+
+
+def test_small_or_pickled_inputs_are_written_before_the_container_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKMAGIC_XFER_ROOT", str(tmp_path))
+    for ns in ({"a": np.arange(10)}, {"a": np.zeros(1 << 18), "b": {"k": 1}},
+               {"a": np.zeros((1 << 10, 1 << 9))[:, ::2]}):  # (not contiguous)
+        ex = transfer.Exchange.create("k-test-", None, tmpfs=True)
+        try:
+            ex.write_inputs(tuple((k, k) for k in ns), ns, background=True)
+            assert not ex.writing and not [n for n in os.listdir(ex.host_dir) if ".part" in n]
+        finally:
+            ex.close()
+
+
+@pytest.mark.engine
+def test_large_inputs_written_while_the_container_starts_arrive_whole_cold_and_in_a_spare(
+        shell, workdir, capsys):
+    """The same --in cell cold (the first; it leaves a spare), then in its spare: each time
+    the container starts while the kernel still writes the array, and reads it whole."""
+    import hashlib
+
+    from dockmagic import spare
+
+    shell.run_line_magic("docker", "config --spare on")
+    capsys.readouterr()
+    ns = shell.user_ns
+    ns["big"] = np.random.default_rng(1).standard_normal(64 * 1024 * 1024 // 8)
+    line = f"--in big -l dockmagic.test=transfer {BASE_IMAGE}"
+    body = "import hashlib\nprint('sha', hashlib.sha256(big.tobytes()).hexdigest(), big.shape)"
+    want = f"sha {hashlib.sha256(ns['big'].tobytes()).hexdigest()} ({ns['big'].size},)"
+    used = spare.SPARES.used
+    for _ in range(2):
+        spare.SPARES.ready()
+        shell.run_cell_magic("docker", line, body)
+        assert want in capsys.readouterr().out
+    assert spare.SPARES.used == used + 1, "the second cell did not run in the spare"
+    del ns["big"]
