@@ -390,6 +390,9 @@ class Panel(W.VBox):
     ``default_engine``: the notebook's (``%docker config --engine``), marked ``*``.
     """
 
+    #: Another engine whose read has been in flight this long (seconds) shows as not answering.
+    engine_timeout = ENGINE_TIMEOUT_S
+
     def __init__(self, scope: str = "dockmagic", interval: float = DEFAULT_INTERVAL, *,
                  notebook: Optional[str] = None, kernel: Optional[str] = None,
                  max_rows: int = MAX_ROWS, query_gpus: Optional[Callable] = None,
@@ -618,7 +621,7 @@ class Panel(W.VBox):
                                history=history, engine_error=engine_error, engines=readings,
                                local_endpoint=self._local_endpoint() if readings else "",
                                default_engine=self.default_engine,
-                               timeout=ENGINE_TIMEOUT_S)
+                               timeout=self.engine_timeout)
         if self._logs_id is not None:  # the pane follows the container's output
             row = self._row(self._logs_id, state)
             target = self._fetcher_for(row.engine) if row is not None else None
