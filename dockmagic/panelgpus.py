@@ -182,12 +182,17 @@ def heading_html(group: EngineGroup, multi: bool) -> str:
     else:
         parts.append('<span class="dm-reach dm-live-text"><span class="dm-live">●</span> '
                      "reachable</span>")
-        free, total = ps.to_gpu_counts(group.snapshot)
+        snap = group.snapshot
+        free, total = ps.to_gpu_counts(snap)
         if total is not None:
             parts.append(f'<span class="dm-gpucount">GPUs {free}/{total} free</span>')
-        else:
-            parts.append('<span class="dm-gpucount">no GPUs</span>')
-        parts.append(gpu_text_html(group.snapshot))
+            parts.append(gpu_text_html(snap))
+        elif snap is None:
+            parts.append('<span class="dm-gpucount">reading GPUs…</span>')
+        else:  # no driver (or nvidia-smi) there: the reason, the whole message on hover
+            reason = snap.error.split(f"engine {group.name}: ", 1)[-1].split(". ", 1)[0]
+            parts.append(f'<span class="dm-gpucount" title="{_e(snap.error)}">no GPUs: '
+                         f"{_e(reason)}</span>")
         if group.running is not None:
             parts.append(f"{group.running} running")
         if group.rtt_ms is not None:

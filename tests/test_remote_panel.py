@@ -17,7 +17,7 @@ from dockmagic.kernel import kernel_id
 
 from conftest import remove_labelled
 from kernels import Kernel
-from remote_rig import RIG, rig_exec
+from remote_rig import rig_exec
 
 pytestmark = pytest.mark.engine
 IMAGE = os.environ.get("DOCKMAGIC_BASE_IMAGE", "dockmagic-base:bookworm")
