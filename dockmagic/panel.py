@@ -435,7 +435,8 @@ class Panel(W.VBox):
         self._closed = False
         self._thread: Optional[threading.Thread] = None
         self._fetcher = Fetcher()  # the local engine's; each other engine has its own
-        self._engines = EnginePoller(lambda: self.interval, lambda: not self.paused,
+        # every other engine of `%docker engines`, each read on its own thread once started
+        self.engines = EnginePoller(lambda: self.interval, lambda: not self.paused,
                                      lambda: self.scope != "all", self._on_engine_change)
         self._local_url: Optional[str] = None
         self._build_widgets()
@@ -535,7 +536,7 @@ class Panel(W.VBox):
         if self._closed or (self._thread is not None and self._thread.is_alive()):
             return
         self._stop.clear()
-        self._engines.start_threads()
+        self.engines.start_threads()
         self._thread = threading.Thread(target=self._run, name="dockmagic-panel", daemon=True)
         self._thread.start()
 
@@ -602,14 +603,14 @@ class Panel(W.VBox):
                     pass
             snap = attach_process_info(snap)
             fetcher.forget_except({e.get("Id") for e in listing})
-        for reading in self._engines.readings():
-            there = self._engines.fetcher(reading.name) if reading.listing else None
+        for reading in self.engines.readings():
+            there = self.engines.fetcher(reading.name) if reading.listing else None
             if there is not None and reading.error is None:
                 there.forget_except({e.get("Id") for e in reading.listing})
         history = _add_history(snap, now)
         readings = self._read_engines()
         inspected, stats = fetcher.inspected(), fetcher.stats()
-        others = self._engines.fetchers()
+        others = self.engines.fetchers()
         if others:  # keyed ENGINE/id: one dict for the state builder
             inspected = dict(inspected)
             stats = dict(stats)
@@ -641,14 +642,14 @@ class Panel(W.VBox):
 
     def _read_engines(self) -> tuple:
         """The other engines' last readings (read now, and waited for, when no thread runs)."""
-        poller = self._engines
+        poller = self.engines
         poller.sync()
         if not poller.threaded:
             poller.read_all()
         return poller.readings()
 
     def _want_inspect(self, reading, shown, inspected, now) -> None:
-        fetcher = self._engines.fetcher(reading.name)
+        fetcher = self.engines.fetcher(reading.name)
         if fetcher is None:
             return
         ids = {r.id for r in shown if r.engine == reading.name}
@@ -666,7 +667,7 @@ class Panel(W.VBox):
         return self._local_url
 
     def _fetcher_for(self, engine: str) -> Optional[Fetcher]:
-        return self._fetcher if engine == ps.LOCAL else self._engines.fetcher(engine)
+        return self._fetcher if engine == ps.LOCAL else self.engines.fetcher(engine)
 
     def _want_stats(self, state: PanelState) -> None:
         mono = time.monotonic()
@@ -742,8 +743,8 @@ class Panel(W.VBox):
             lines.append(f'<div class="dm-engine-down" data-engine="{_e(group.name)}">'
                          f"{_e(ps.to_engine_problem(group))} · its rows are as last seen "
                          f"({seen}); retrying</div>")
-        if self._engines.error:
-            lines.append(f'<div class="dm-engine-down">engines: {_e(self._engines.error)}</div>')
+        if self.engines.error:
+            lines.append(f'<div class="dm-engine-down">engines: {_e(self.engines.error)}</div>')
         value = "".join(lines)
         if self.engines_w.value != value:
             self.engines_w.value = value
@@ -822,7 +823,7 @@ class Panel(W.VBox):
 
         def work():
             try:
-                engine = self._engines.engine(row.engine)  # the row's own engine
+                engine = self.engines.engine(row.engine)  # the row's own engine
                 if action == "stop":
                     lifecycle.stop_container(row.id, timeout=STOP_TIMEOUT_S, engine=engine)
                 elif action == "restart":
@@ -833,7 +834,7 @@ class Panel(W.VBox):
             finally:
                 with self._apply_lock:
                     self._notes = {k: v for k, v in self._notes.items() if k != row.key}
-                self._engines.poke(row.engine)
+                self.engines.poke(row.engine)
                 self.refresh_soon()
 
         self._spawn(work)
@@ -846,7 +847,7 @@ class Panel(W.VBox):
         def work():
             image = lifecycle.commit_container(
                 row.id, repo_tag, message=f"committed from the dockmagic panel ({row.name})",
-                author=os.environ.get("USER") or None, engine=self._engines.engine(row.engine))
+                author=os.environ.get("USER") or None, engine=self.engines.engine(row.engine))
             self.notice(f"committed {row.name} as {repo_tag}{_on(row)} ({image[:19]})")
 
         self._spawn(work)
@@ -856,7 +857,7 @@ class Panel(W.VBox):
         """Open the logs pane under ``row`` (on an action thread); each refresh then reads the
         last lines again on a worker, so the pane follows the container until closed."""
         text = lifecycle.fetch_logs(row.id, tail=LOG_LINES,
-                                    engine=self._engines.engine(row.engine))
+                                    engine=self.engines.engine(row.engine))
         with self._apply_lock, self.hold_sync():
             if self._closed:
                 return
@@ -924,8 +925,8 @@ class Panel(W.VBox):
         try:
             for name in dict.fromkeys(r.engine for r in rows):  # each engine's own, in order
                 removed += lifecycle.prune_stopped([r.id for r in rows if r.engine == name],
-                                                   engine=self._engines.engine(name))
-                self._engines.poke(name)
+                                                   engine=self.engines.engine(name))
+                self.engines.poke(name)
         finally:
             self.notice(f"removed {len(removed)} stopped container"
                         f"{'s' if len(removed) != 1 else ''}")
@@ -953,7 +954,7 @@ class Panel(W.VBox):
             if t is not None and t.is_alive() and t is not threading.current_thread():
                 t.join(timeout=10)
             self._fetcher.close()
-            self._engines.close()
+            self.engines.close()
             with self._apply_lock:
                 owned = [w for view in self._rows.values()
                          for w in (*view.buttons.values(), view.cells, view.box)]
