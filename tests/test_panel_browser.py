@@ -695,6 +695,11 @@ def test_engine_column_and_gpu_headings_per_engine_render(lab, browser, docker_c
         expect(heads.nth(1)).to_contain_text("no GPUs")
         expect(heads.nth(1)).to_contain_text("nvidia-smi not found")
         expect(heads.nth(0)).to_contain_text("NVML")  # no driver here either
+        # each row's reads come from its own engine: inspect (uptime) and stats (memory)
+        for job in (there[0], here[0]):
+            row = panel.locator(".dm-row", has_text=job)
+            expect(row.locator(".dm-mem")).to_contain_text("iB", timeout=30_000)
+            expect(row.locator(".dm-up")).to_contain_text(re.compile(r"\d+[smh]"))
         # the heading is laid out as one line of text above its (here empty) cards
         assert heads.nth(1).evaluate("el => el.getBoundingClientRect().height < 40")
         page.mouse.move(0, 0)
