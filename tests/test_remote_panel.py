@@ -135,9 +135,10 @@ def test_panel_lists_both_engines_and_removes_a_rig_container_from_the_rig(kerne
     wait_for(lambda: rig_job not in rig_ids(), what="the rig job's removal, seen in the rig")
     assert docker_client.containers.get(local_job).status == "running"  # the other untouched
 
-    def gone():
+    def gone():  # (the action's thread says so just after the engine answered)
         now = shown(k)
-        return now if rig_job not in {r[1] for r in now["rows"]} else None
+        return now if rig_job not in {r[1] for r in now["rows"]} and "removed " in \
+            now["notice"] else None
 
     state = wait_for(gone, what="the row to go")
     assert local_job in {r[1] for r in state["rows"]}
