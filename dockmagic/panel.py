@@ -603,10 +603,6 @@ class Panel(W.VBox):
                     pass
             snap = attach_process_info(snap)
             fetcher.forget_except({e.get("Id") for e in listing})
-        for reading in self.engines.readings():
-            there = self.engines.fetcher(reading.name) if reading.listing else None
-            if there is not None and reading.error is None:
-                there.forget_except({e.get("Id") for e in reading.listing})
         history = _add_history(snap, now)
         readings = self._read_engines()
         inspected, stats = fetcher.inspected(), fetcher.stats()
@@ -630,13 +626,13 @@ class Panel(W.VBox):
                 target.want("logs", row.id)
         shown = state.rows[:self.max_rows]
         if engine_error is None:
-            entries = [e for e in listing if e.get("Id") in {r.id for r in shown
-                                                             if r.engine == ps.LOCAL}]
+            ids = {r.id for r in shown if r.engine == ps.LOCAL}
+            entries = [e for e in listing if e.get("Id") in ids]
             for cid in ps.ids_to_inspect(entries, fetcher.inspected(), now):
                 fetcher.want("inspect", cid)
         for reading in readings:
-            if reading.listing and reading.error is None:
-                self._want_inspect(reading, shown, inspected, now)
+            if reading.listing is not None and reading.error is None:
+                self._want_inspect(reading, shown, now)
         self._want_stats(state)
         return state
 
@@ -648,10 +644,13 @@ class Panel(W.VBox):
             poller.read_all()
         return poller.readings()
 
-    def _want_inspect(self, reading, shown, inspected, now) -> None:
+    def _want_inspect(self, reading, shown, now) -> None:
+        """Another engine's rows shown: inspect what is new or changed there (on its own
+        fetcher), and forget what is no longer listed."""
         fetcher = self.engines.fetcher(reading.name)
         if fetcher is None:
             return
+        fetcher.forget_except({e.get("Id") for e in reading.listing})
         ids = {r.id for r in shown if r.engine == reading.name}
         entries = [e for e in reading.listing if e.get("Id") in ids]
         for cid in ps.ids_to_inspect(entries, fetcher.inspected_ids(), now):
@@ -753,6 +752,7 @@ class Panel(W.VBox):
     # -- controls --------------------------------------------------------------------------
     def _on_scope(self, change) -> None:
         self.scope = change["new"]
+        self.engines.poke()  # the other engines' listings follow the scope too
         self.refresh_soon()
 
     def _on_interval(self, change) -> None:

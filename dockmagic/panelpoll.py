@@ -240,8 +240,9 @@ class _EngineReader:
 
 
 def _shown(reading: ps.EngineReading) -> tuple:
-    """What of a reading changes the panel's rows or heading (not its timestamps)."""
-    listing = tuple((e.get("Id"), e.get("State"), e.get("Status")) for e in reading.listing or ())
+    """What of a reading changes the panel's rows or heading at once (not its timestamps,
+    not docker's "Up N seconds" words: the next tick shows those)."""
+    listing = tuple((e.get("Id"), e.get("State")) for e in reading.listing or ())
     return (listing, reading.error, reading.snapshot is None)
 
 

@@ -94,7 +94,7 @@ def test_panel_lists_both_engines_and_removes_a_rig_container_from_the_rig(kerne
     # a job on each engine, started as a person would
     here = k.run(f"%%docker -d -l {LABEL} {IMAGE}\nimport time\ntime.sleep(600)\n", check=True)
     there = k.run(f"%%docker -d --engine rig -l {LABEL} {IMAGE}\nimport time\n"
-                  "time.sleep(600)\n", check=True)
+                  "print('hello from the rig', flush=True)\ntime.sleep(600)\n", check=True)
     assert "started" in here.text and "started" in there.text, (here, there)
     rig_job, = wait_for(rig_ids, what="the job on the rig")
     local_job, = [c.id for c in docker_client.containers.list(
@@ -128,6 +128,12 @@ def test_panel_lists_both_engines_and_removes_a_rig_container_from_the_rig(kerne
     assert f"ssh://{rig}" in rig_head and "reachable" in rig_head and "no GPUs" in rig_head
     assert "no NVIDIA driver there" in rig_head and "1 running" in rig_head
     assert state["problems"] == ""
+
+    # its logs button reads the rig's container (there is no such container here)
+    k.run(f"p._rows['rig/{rig_job}'].buttons['logs'].click()", check=True)
+    wait_for(lambda: "hello from the rig" in k.run("print(p.logs_body.value)").stdout,
+             what="the rig job's logs in the pane")
+    assert "logs of " in k.run("print(p.logs_title.value)").stdout
 
     # its remove button (a running job: the panel asks first) removes it from the rig
     k.run(f"p._rows['rig/{rig_job}'].buttons['remove'].click()\n"
