@@ -16,10 +16,11 @@ widget change is serialised onto the kernel's iopub socket, as in a notebook):
   iopub) over --cpu-seconds, as % of one core. Target: < 2 %.
 
 --rig N adds the test rig (scripts/ensure-rig.sh, a real engine over SSH) as an engine, with N
-running bench containers there: the panel then also lists the rig's rows and reads its GPUs
-(nvidia-smi over SSH), each on the rig's own reader thread, as a running panel does. Compare a
-run with and without it. The refresher CPU counts this process only (the ssh processes the rig's
-GPU reads start are not in it).
+running bench containers there, made last: the newest rows, among those drawn, so their inspect
+and stats are read over SSH too. The rig is read on its own reader thread (its listing every
+interval, its GPUs with nvidia-smi every 10 s), as in a running panel. Compare a run with and
+without it. The refresher CPU counts this process only (not the ssh processes the rig's GPU
+reads start).
 
 All bench containers are removed at the end, whatever happens. --in-process skips the kernel.
 """
@@ -254,11 +255,12 @@ def main(argv=None):
                     help="add the test rig as an engine, with N running containers there")
     args = ap.parse_args(argv)
     try:
-        if args.rig:
+        make_containers(args.containers, args.running)
+        if args.rig:  # made last: the newest rows, shown (inspected, stats read over SSH)
+            time.sleep(1.1)
             make_rig_containers(args.rig)
         else:  # no engine added, whatever the user's engines.toml holds
             os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="bench-panel-xdg-")
-        make_containers(args.containers, args.running)
         if args.in_process:
             inner(args.refreshes, args.cpu_seconds)
             return 0
