@@ -158,3 +158,38 @@ def test_the_scope_applies_to_every_engine():
     assert [r.name for r in rows] == ["mine"]
     rows = ps.build_state([], NO_DRIVER, scope="dockmagic", kernel=KERNEL, engines=[rig]).rows
     assert {r.name for r in rows} == {"mine", "theirs"}
+
+
+def test_gpu_widgets_group_cards_under_each_engine_and_drop_a_removed_engine():
+    """The GPU part's widgets (no kernel needed): the local heading and cards stay the panel's
+    first two; each other engine gets its heading and cards box, in order; an engine removed
+    from engines.toml takes its widgets with it."""
+    import ipywidgets as W
+    from ipywidgets.widgets.widget_string import HTMLStyle
+
+    from dockmagic.panelgpus import GpuGroups
+
+    snap, history = h200_on_the_rig()
+    rig = ps.EngineReading("rig", "ssh://rig", listing=(), listed_at=1.0, snapshot=snap,
+                           history=history)
+    down = ps.EngineReading("lab", "ssh://lab", error="engine lab: unreachable within 5 s")
+    groups = GpuGroups(HTMLStyle(), W.Layout())
+    try:
+        groups.apply(ps.build_state([], NO_DRIVER, now=1000.0, engines=[rig, down]))
+        assert "GPUs on <b" in groups.head.value and "NVML" in groups.head.value
+        assert groups.cards.children == ()  # no driver here: no cards
+        rig_head, rig_cards, lab_head, lab_cards = groups.others.children
+        assert 'data-engine="rig"' in rig_head.value and "GPUs 1/1 free" in rig_head.value
+        assert len(rig_cards.children) == 1 and "NVIDIA H200" in rig_cards.children[0].value
+        assert "not reachable: engine lab: unreachable within 5 s" in lab_head.value
+        assert lab_cards.children == ()
+        card = rig_cards.children[0]
+        groups.apply(ps.build_state([], NO_DRIVER, now=1002.0, engines=[rig]))
+        assert len(groups.others.children) == 2 and groups.others.children[1] is rig_cards
+        assert rig_cards.children[0] is card  # the same card widget, updated in place
+        groups.apply(ps.build_state([], NO_DRIVER, now=1004.0))  # back to local only
+        assert groups.others.children == ()
+        assert groups.head.value.startswith('<div class="dm-section">GPUs ')
+    finally:
+        for w in groups.widgets():
+            w.close()
