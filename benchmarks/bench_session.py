@@ -110,7 +110,8 @@ def transfer_speed(ip, name, gb, repeats):
     for _ in range(repeats):
         for key, line, body, _ in cells:
             run(key, line, body)
-        ip.run_cell_magic("docker", f"@{name}", "globals().pop('x', None); globals().pop('y', None)")
+        ip.run_cell_magic("docker", f"@{name}", "globals().pop('x', None)\n"
+                                                 "globals().pop('y', None)")
     with Quiet():
         ip.run_line_magic("docker", "config --spare off")
     try:

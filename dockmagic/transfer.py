@@ -19,10 +19,12 @@ Only the names given to ``--out-pickle`` are unpickled in full, which runs code 
 chose, in this kernel. Nothing the container writes picks a path, a decoder or a name.
 
 Plain numpy arrays go as ``.npy`` (readable by numpy 1.x and 2.x alike), written straight from
-the array's memory; large ones come back mapped copy-on-write from what nobody can change any
-more: a one-shot cell's file (its container has exited), a sealed memory file a session hands
-over (``handover``), or a private copy of a session's file. A folder is taken out of every
-container's sight when its cell ends, and its pages are freed off the cell's path (``sweeper``). Everything else goes by pickle,
+the array's memory (a one-shot cell's large ones by a thread, while its container starts);
+large ones come back mapped copy-on-write from what nobody can change any more: a one-shot
+cell's file (its container has exited), a sealed memory file a session hands over
+(``handover``), or a private copy of a session's file. A folder is taken out of every
+container's sight when its cell ends, and its pages are freed off the cell's path
+(``sweeper``). Everything else goes by pickle,
 protocol 4 (any Python 3.8+ reads it), with numpy's module rename between 1.x and 2.x
 (``numpy.core`` / ``numpy._core``) bridged on load. What cannot travel fails with one line
 naming the variable, before the cell runs (``--in``) or instead of assigning anything
