@@ -165,7 +165,7 @@ class Session:
         self._next += 1
         rid = self._next
         try:
-            self._raw.sendall(agent.HEADER.pack(agent.MAGIC, kind, rid, len(payload)) + payload)
+            self._att.send(agent.HEADER.pack(agent.MAGIC, kind, rid, len(payload)) + payload)
         except OSError as exc:
             self._gone(f"sending to it failed ({exc.strerror or exc})")
         return rid
@@ -286,7 +286,7 @@ class Session:
         traceback streams as the cell's own. Returns the one line that says what happened."""
         t0 = time.monotonic()
         try:
-            self._raw.sendall(agent.HEADER.pack(agent.MAGIC, agent.INTERRUPT, rid, 0))
+            self._att.send(agent.HEADER.pack(agent.MAGIC, agent.INTERRUPT, rid, 0))
             self._pump(done, on_output, on_marker, time.monotonic() + INTERRUPT_WAIT_S)
         except (socket.timeout, KeyboardInterrupt):
             self._waiting.add(token)
@@ -370,7 +370,7 @@ class Session:
         return cells.session_exchange(
             self.engine, self.binds, lambda watch: self._exchange(
                 kind, dict(payload, watch=watch) if watch else payload, stdout, stderr),
-            self.sync, xroot=self.xroot if payload.get("xdir") else None)
+            self.sync, xroot=self.xroot if payload.get("xdir") else None, image=self.image)
 
     def _check(self, reply: dict, raise_error: bool):
         self.last_reply = reply  # the cell's outcome, for its provenance record
@@ -460,9 +460,10 @@ def _from_container(engine, name: str, info: dict) -> Session:
                    info["Config"].get("User") or None)
     if getattr(engine, "remote", False):  # workspace paths there -> the notebook folder here
         from .remote.placement import to_local_binds
-        sess.binds = to_local_binds(engine, [
-            (m["Source"], m["Destination"], bool(m.get("RW"))) for m in info.get("Mounts", ())
-            if m.get("Type") == "bind" and m["Destination"] != transfer.XFER_TARGET])
+        sess.binds = to_local_binds(engine, [  # (a tcp:// engine's workspace is a volume)
+            (m["Source"] if m.get("Type") == "bind" else m.get("Name", ""), m["Destination"],
+             bool(m.get("RW"))) for m in info.get("Mounts", ())
+            if m.get("Type") in ("bind", "volume") and m["Destination"] != transfer.XFER_TARGET])
     return sess
 
 

@@ -28,19 +28,38 @@ DEFAULT_TIMEOUT_S = 600.0
 
 
 class Attached:
-    """One hijacked attach connection: stdin in, the multiplexed stdout/stderr out."""
+    """One hijacked attach connection: stdin in, the multiplexed stdout/stderr out.
 
-    __slots__ = ("_wrapper", "raw")
+    Over TLS (a tcp:// engine with --tls*) stdin has a connection of its own (``stdin``):
+    a TLS connection cannot be half-closed from Python (`SSLSocket.shutdown` drops the TLS
+    state, and `unwrap` fails on output that arrives after its close_notify), so the end of
+    stdin is that connection's close, which ends the container's stdin (StdinOnce) while the
+    output goes on arriving on ``raw``."""
 
-    def __init__(self, wrapper):
+    __slots__ = ("_wrapper", "raw", "_stdin_wrapper", "_stdin")
+
+    def __init__(self, wrapper, stdin_wrapper=None):
         self._wrapper = wrapper
         self.raw = sdk.raw_socket(wrapper)
+        self._stdin_wrapper = stdin_wrapper
+        self._stdin = sdk.raw_socket(stdin_wrapper) if stdin_wrapper is not None else self.raw
 
     def send(self, data: bytes):
-        self.raw.sendall(data)
+        self._stdin.sendall(data)
 
     def close_stdin(self):
-        self.raw.shutdown(socket.SHUT_WR)
+        if self._stdin_wrapper is None:
+            self.raw.shutdown(socket.SHUT_WR)
+            return
+        try:  # a TCP FIN, now (close() waits for the HTTP response's file to let go)
+            self._stdin.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        for closing in (self._stdin_wrapper, self._stdin):
+            try:
+                closing.close()
+            except Exception:
+                pass
 
     def read_frames(self, on_frame: OnOutput, frames=None):
         read_frames(self.raw, on_frame, frames)
@@ -53,6 +72,8 @@ class Attached:
         return self.raw.fileno()
 
     def close(self):
+        if self._stdin_wrapper is not None:
+            self.close_stdin()
         try:
             self._wrapper.close()
         except Exception:
@@ -192,6 +213,15 @@ class Engine:
                stderr: bool = True) -> Attached:
         params = {"stdin": int(stdin), "stdout": int(stdout), "stderr": int(stderr), "stream": 1}
         with mapped(self.where, f"attach {cid[:12]}"):
+            if stdin and self.endpoint.uses_tls:  # stdin on its own connection (see Attached)
+                out = self.api.attach_socket(cid, params=dict(params, stdin=0))
+                try:
+                    inp = self.api.attach_socket(cid, params={"stdin": 1, "stdout": 0,
+                                                              "stderr": 0, "stream": 1})
+                except BaseException:
+                    out.close()
+                    raise
+                return Attached(out, inp)
             return Attached(self.api.attach_socket(cid, params=params))
 
     def start(self, cid: str, *, image: str = "", wants_gpus: bool = False):

@@ -92,6 +92,8 @@ class RemoteEngine(Engine):
                 if src.startswith(local_x.rstrip("/") + "/"):
                     self.mirror(src).push()
             spec = to_remote_spec(spec, local_x, remote_x)
+        elif self.remote_endpoint.kind == "tcp":
+            spec = self._with_volume(spec)
         try:
             return super().create(spec, **kw)
         except errors.ImageUnavailable as exc:
@@ -99,6 +101,21 @@ class RemoteEngine(Engine):
                 f"{rerrors.image_missing(self.name, spec.image)} ({_reason(exc)})") from None
         except errors.EngineError as exc:
             raise self._named(exc, bool(spec.gpus)) from None
+
+    def _with_volume(self, spec):
+        """No SSH: the notebook folder's bind becomes its workspace volume (see `volume`)."""
+        from .placement import NotCarried, binds_from_spec, to_volume_spec
+        cwd = os.getcwd()
+        if not any(src == cwd or src.startswith(cwd.rstrip("/") + "/")
+                   for src, _t, _rw in binds_from_spec(spec)):
+            return spec
+        ws = self.workspace(cwd)
+        try:
+            spec = to_volume_spec(spec, cwd, ws.volume, self.name)
+        except NotCarried as exc:
+            raise errors.EngineError(str(exc)) from None
+        ws.ensure_dir()
+        return spec
 
     def start(self, cid: str, *, image: str = "", wants_gpus: bool = False):
         try:
@@ -157,13 +174,18 @@ class RemoteEngine(Engine):
         return info["uid"], info["gid"], info.get("user") or str(info["uid"])
 
     def workspace(self, local_root: str) -> Optional[Workspace]:
-        if self.link is None:
-            return None
+        """The notebook folder's workspace there: a folder synced with rsync over SSH, or,
+        for a tcp:// engine, a named volume filled with tar through the engine API."""
         key = os.path.realpath(local_root)
         with self._ws_lock:
             ws = self._workspaces.get(key)
             if ws is None:
-                ws = self._workspaces[key] = Workspace(self.link, key)
+                if self.link is not None:
+                    ws = Workspace(self.link, key)
+                else:
+                    from .volume import VolumeWorkspace
+                    ws = VolumeWorkspace(self, key)
+                self._workspaces[key] = ws
             return ws
 
     def close(self):
