@@ -12,6 +12,7 @@ import secrets
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence
 
 from .. import errors, labels
@@ -84,6 +85,30 @@ class Attached:
             pass
 
 
+class Waiting:
+    """A wait the engine has registered (`Engine.begin_wait`); `result()` is the exit status."""
+
+    __slots__ = ("engine", "cid", "_res")
+
+    def __init__(self, engine, cid: str, res):
+        self.engine, self.cid, self._res = engine, cid, res
+
+    def result(self) -> int:
+        with mapped(self.engine.where, f"wait {self.cid[:12]}"):
+            answer = self._res.json()
+        error = (answer.get("Error") or {}).get("Message")
+        if error:
+            raise errors.EngineError(f"waiting for container {self.cid[:12]} on "
+                                        f"{self.engine.where}: {error}")
+        return int(answer["StatusCode"])
+
+    def close(self):
+        try:
+            self._res.close()
+        except Exception:
+            pass
+
+
 class Engine:
     """One Docker engine. Made from an `Endpoint` (default: docker's own rules); passed to what
     needs it. Thread-safe: docker-py's client keeps a connection pool."""
@@ -95,6 +120,7 @@ class Engine:
         self._api = None
         self._lock = threading.Lock()
         self._pending = set()   # container ids whose removal failed while the engine was gone
+        self._inspecting: Dict[str, Future] = {}  # image inspects in flight, by reference
         self._reaper = None
         self.reaper_globs: tuple = ()   # exchange folders the reaper removes after a crash
 
@@ -236,6 +262,12 @@ class Engine:
         with mapped(self.where, f"wait {cid[:12]}"):
             return int(self.api.wait(cid, timeout=timeout)["StatusCode"])
 
+    def begin_wait(self, cid: str, condition: str = "next-exit") -> "Waiting":
+        """A wait registered now (before `start`), its exit status read later (`Waiting.result`):
+        how a container the engine auto-removes gives its exit status without a race."""
+        with mapped(self.where, f"wait {cid[:12]}"):
+            return Waiting(self, cid, sdk.begin_wait(self.api, cid, condition))
+
     def kill(self, cid: str, signal: Optional[str] = None):
         with mapped(self.where, f"kill {cid[:12]}"):
             self.api.kill(cid, signal=signal)
@@ -258,9 +290,11 @@ class Engine:
                 pass
             return ("SIGKILL", time.monotonic() - t0)
 
-    def remove(self, cid: str, *, force: bool = True, quiet: bool = True):
-        """Remove a container. Already gone (404) or going (409) is fine; an engine that does
-        not answer keeps it pending, removed when the engine answers again (or by the reaper)."""
+    def remove(self, cid: str, *, force: bool = True, quiet: bool = True,
+               until_gone: bool = False):
+        """Remove a container. Already gone (404) or going (409) is fine (UNTIL_GONE: going is
+        waited for, a few seconds at most); an engine that does not answer keeps it pending,
+        removed when the engine answers again (or by the reaper)."""
         try:
             self.api.remove_container(cid, force=force)
             self._pending.discard(cid)
@@ -268,6 +302,11 @@ class Engine:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status in (404, 409):
                 self._pending.discard(cid)
+                if status == 409 and until_gone:  # the engine is removing it (`--rm`)
+                    try:
+                        self.api.wait(cid, timeout=10, condition="removed")
+                    except Exception:
+                        pass  # gone already (404), or slow: the engine finishes it anyway
                 return
             mapped_exc = map_error(exc, self.where, f"rm {cid[:12]}")
             if isinstance(mapped_exc, errors.EngineUnavailable):
@@ -408,8 +447,28 @@ class Engine:
 
     # -- images ----------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> dict:
-        with mapped(self.where, f"inspect {ref}"):
-            return self.api.inspect_image(ref)
+        """`docker image inspect REF`. Asked again while the same question is in flight (a
+        spare's freshness check and the cell's provenance record, at the cell's start), the
+        engine is asked once and both get its answer."""
+        with self._lock:
+            asked = self._inspecting.get(ref)
+            mine = asked is None
+            if mine:
+                asked = self._inspecting[ref] = Future()
+        if not mine:
+            return dict(asked.result())
+        try:
+            with mapped(self.where, f"inspect {ref}"):
+                info = self.api.inspect_image(ref)
+            asked.set_result(info)
+            return info
+        except BaseException as exc:  # an interrupt here is this thread's, not the other's
+            asked.set_exception(exc if isinstance(exc, Exception) else errors.EngineError(
+                f"inspect {ref} on {self.where} was interrupted"))
+            raise
+        finally:
+            with self._lock:
+                self._inspecting.pop(ref, None)
 
     def images(self, name: Optional[str] = None, all: bool = False) -> list:
         with mapped(self.where, "listing images"):
