@@ -40,12 +40,22 @@ def workspace_for(engine, binds, mode: str = "both", image: Optional[str] = None
     return ws
 
 
+def no_exchange_over_tcp(engine):
+    from .errors import RemoteEngineError
+    return RemoteEngineError(
+        f"engine {engine.name} is reached over tcp:// without SSH: --in/--out do not travel "
+        "there yet (the notebook folder does); save to a file in the notebook folder instead, "
+        "or add the engine as ssh://")
+
+
 def run_oneshot(engine, binds, mode: str, run: Callable[[], object],
                 xroot: Optional[str] = None, image: Optional[str] = None):
     """RUN a one-shot cell on ENGINE with the notebook folder synced around it; XROOT: the
     cell's --in/--out folder (copied there when its container is made), brought back after."""
-    ws = workspace_for(engine, binds, mode, image)
     link = getattr(engine, "link", None)
+    if link is None and xroot:
+        raise no_exchange_over_tcp(engine)
+    ws = workspace_for(engine, binds, mode, image)
     if link is None:  # tcp://: the folder travels as tar through the engine API
         return run() if ws is None else ws.sync_cell(mode, run)
     generation = link.generation
@@ -73,7 +83,9 @@ def session_exchange(engine, binds, exchange: Callable[[Optional[str]], dict],
     at the notebook folder's path), pull what it reports changed there. MODE: the session's
     `--sync` (both, in, out, none). XROOT: the session's --in/--out folder, when this cell
     uses it (copied there before, back after)."""
-    if xroot and getattr(engine, "link", None) is not None:
+    if xroot and getattr(engine, "link", None) is None:
+        raise no_exchange_over_tcp(engine)
+    if xroot:
         mirror = engine.mirror(xroot)
         mirror.push()
         try:

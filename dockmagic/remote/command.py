@@ -88,9 +88,10 @@ def engines_command(args: Sequence[str], *, default: Optional[str] = None,
 def _remove_workspaces(name: str, say: Callable[[str], None]):
     """A tcp:// engine keeps the notebook folders' workspace volumes between kernels: forgetting
     the engine removes this user's there (when it answers; else says how to later)."""
-    from .. import errors
+    from .. import errors, spare
     from .engines import get_engine
     from .volume import remove_workspaces
+    spare.SPARES.discard()  # a ready spare for that engine mounts the volume
     try:
         gone = remove_workspaces(get_engine(name))
     except errors.DockmagicError as exc:

@@ -103,8 +103,11 @@ class RemoteEngine(Engine):
             raise self._named(exc, bool(spec.gpus)) from None
 
     def _with_volume(self, spec):
-        """No SSH: the notebook folder's bind becomes its workspace volume (see `volume`)."""
-        from .placement import NotCarried, binds_from_spec, to_volume_spec
+        """No SSH: the notebook folder's bind becomes its workspace volume (see `volume`); the
+        --in/--out exchange folder, a private tmpfs (`cells` refuses --in/--out here)."""
+        from .. import transfer
+        from .placement import NotCarried, binds_from_spec, to_tmpfs_spec, to_volume_spec
+        spec = to_tmpfs_spec(spec, transfer.exchange_root()[0])
         cwd = os.getcwd()
         if not any(src == cwd or src.startswith(cwd.rstrip("/") + "/")
                    for src, _t, _rw in binds_from_spec(spec)):

@@ -71,6 +71,19 @@ def to_volume_spec(spec, local_root: str, volume: str, engine: str):
     return dataclasses.replace(spec, volumes=tuple(volumes), mounts=tuple(mounts))
 
 
+def to_tmpfs_spec(spec, local_root: str):
+    """SPEC with bind mounts from LOCAL_ROOT (the kernel's --in/--out exchange root, a folder
+    of this machine) made private tmpfs mounts at the same targets: an engine without SSH
+    cannot see that folder, and a session or spare mounts its exchange folder whether a cell
+    uses --in/--out or not."""
+    mounts = []
+    for m in spec.mounts:
+        if getattr(m, "type", None) == "bind" and m.source and _inside(m.source, local_root):
+            m = type(m)(type="tmpfs", target=m.target, tmpfs_mode=0o1777)
+        mounts.append(m)
+    return dataclasses.replace(spec, mounts=tuple(mounts))
+
+
 def to_local_binds(engine, binds) -> list:
     """A reattached session's binds ((source there, target, rw)) with workspace sources mapped
     back to the notebook folder here (the workspace of the current folder on ENGINE)."""

@@ -156,7 +156,7 @@ def link_stays_inside(rel: str, target: str) -> bool:
 class Extracted:
     def __init__(self):
         self.written: List[str] = []
-        self.refused: List[Tuple[str, str]] = []  # (name as the tar had it, why)
+        self.refused: List[Tuple[str, str]] = []  # (the name, why it was left out)
 
 
 def _open_parent(root_fd: int, rel: str) -> int:
@@ -249,6 +249,15 @@ def _umask() -> int:
     return _UMASK[0]
 
 
+_FILTER_WORDS = {
+    "AbsolutePathError": "an absolute name",
+    "OutsideDestinationError": "a name outside the notebook folder",
+    "AbsoluteLinkError": "a link to an absolute path",
+    "LinkOutsideDestinationError": "a link out of the notebook folder",
+    "SpecialFileError": "a device, FIFO or other special file",
+}
+
+
 def extract(chunks: Iterable[bytes], root: str, top: str, base: str,
             wanted: Dict[str, Optional[Entry]], rename: Optional[Dict[str, str]] = None
             ) -> Extracted:
@@ -285,7 +294,8 @@ def extract(chunks: Iterable[bytes], root: str, top: str, base: str,
                 try:  # the stdlib's own rules for untrusted archives (PEP 706)
                     member = tarfile.data_filter(member.replace(name=rel, deep=False), root)
                 except tarfile.FilterError as exc:
-                    out.refused.append((name, type(exc).__name__))
+                    out.refused.append((rel, _FILTER_WORDS.get(type(exc).__name__,
+                                                               type(exc).__name__)))
                     continue
                 dest = (rename or {}).get(rel, rel)
                 if not safe_rel(dest):
@@ -306,10 +316,10 @@ def extract(chunks: Iterable[bytes], root: str, top: str, base: str,
                     else:
                         why = "a link out of the folder" if member.issym() else \
                             "a hard link" if member.islnk() else "not a regular file"
-                        out.refused.append((name, why))
+                        out.refused.append((rel, why))
                         continue
                 except OSError as exc:
-                    out.refused.append((name, exc.strerror or str(exc)))
+                    out.refused.append((rel, exc.strerror or str(exc)))
                     continue
                 out.written.append(rel)
     finally:

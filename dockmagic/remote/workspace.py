@@ -293,8 +293,11 @@ class Workspace:
             local = _lstat(os.path.join(self.local_root, rel))
             if local is not None and local == snap.get(rel):
                 gone.append(rel)
+        left_out = []
         if fetch:
-            fetch = self._fetch(fetch, changed)
+            brought = self._fetch(fetch, changed)
+            left_out = [r for r in fetch if r not in set(brought)]
+            fetch = brought
             rep.rsyncs += 1
         for rel in conflicts:
             copy = conflict_name(rel, self.engine)
@@ -322,6 +325,9 @@ class Workspace:
             for rel in conflicts:
                 # the engine keeps its version until the next push sends ours
                 self.snapshot[rel] = (-1, -1)
+            for rel in left_out:  # refused (a link out of the folder): ours goes back there
+                if _lstat(os.path.join(self.local_root, rel)) is not None:
+                    self.snapshot[rel] = (-1, -1)
         rep.received, rep.deleted = len(fetch), len(gone)
         rep.seconds = time.perf_counter() - t0
         return rep
