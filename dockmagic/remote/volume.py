@@ -68,6 +68,8 @@ class VolumeWorkspace(Workspace):
         self.volume = volume_name(self.local_root)
         self.image: Optional[str] = None  # the cell's image: helpers are made from it
         self._reader: Optional[volumes.Helper] = None
+        self._into: Optional[volumes.Helper] = None      # the cell's helper, before the cell
+        self._listed_by: Optional[volumes.Helper] = None  # ... and after it
 
     # -- where ---------------------------------------------------------------------------------
     @property
@@ -86,6 +88,7 @@ class VolumeWorkspace(Workspace):
 
     def _helper(self, argv=("true",), **kw) -> volumes.Helper:
         from ..kernel import kernel_id
+        self.ensure_dir()  # (a create would make the volume, unlabelled)
         if not self.image:
             raise errors.EngineError(f"engine {self.engine}: no image to copy files with")
         return volumes.Helper(self.api_engine, self.image, self.volume, MOUNT, dict(
@@ -104,10 +107,44 @@ class VolumeWorkspace(Workspace):
         return send, gone
 
     def _send(self, send: List[str], files: Dict[str, Entry]):
-        top = MOUNT.strip("/")
+        chunks = tarfiles.to_tar_chunks(self.local_root, send, MOUNT.strip("/"), os.getuid(),
+                                        os.getgid())
+        if self._into is not None:
+            self._into.put("/", chunks)
+            return
         with self._helper() as helper:
-            helper.put("/", tarfiles.to_tar_chunks(self.local_root, send, top,
-                                                   os.getuid(), os.getgid()))
+            helper.put("/", chunks)
+
+    def _lister(self, read_only: bool = True) -> volumes.Helper:
+        return self._helper(["python3", "-I", "-S", "-c", tarfiles.LIST_SCRIPT, MOUNT, LISTING],
+                            read_only=read_only, caps=("DAC_READ_SEARCH",))
+
+    def sync_cell(self, mode: str, run, reported=lambda: None, changed_only: bool = False):
+        """`Workspace.sync_cell` with one helper for the whole cell (`--sync both`): the files
+        go into the volume through it (never started), and after the cell it lists the volume
+        and the changed files come out of it -- two engine calls fewer than a helper each way
+        (each archive call costs the engine a mount, or a process, of its own)."""
+        helper = None
+        try:
+            if mode == "both" and self.snapshot is not None:
+                helper = self._lister(read_only=False)
+                helper.create()
+            self._into = helper
+            if mode in ("both", "in"):
+                self.push(changed_only=changed_only)
+            elif self.snapshot is None and mode == "out":
+                self.ensure_remote()
+            self._into = None
+            try:
+                return run()
+            finally:
+                if mode in ("both", "out"):
+                    self._listed_by = helper
+                    self.pull(reported())
+        finally:
+            self._into = self._listed_by = None
+            if helper is not None:
+                helper.remove()
 
     def _delete(self, gone: List[str]):
         paths = [posixpath.join(MOUNT, r) for r in gone if tarfiles.safe_rel(r)]
@@ -133,9 +170,10 @@ class VolumeWorkspace(Workspace):
     def list_remote(self) -> Dict[str, Entry]:
         """The volume's files -> (mtime_ns, size), listed by a helper that runs the image's
         python3 (stdlib only) with the volume read-only; its list is read back as a file."""
-        helper = self._helper(["python3", "-I", "-S", "-c", tarfiles.LIST_SCRIPT, MOUNT,
-                               LISTING], read_only=True, caps=("DAC_READ_SEARCH",))
-        helper.create()
+        helper, self._listed_by = self._listed_by, None
+        if helper is None:
+            helper = self._lister()
+            helper.create()
         try:
             code = helper.run()
             if code != 0:
