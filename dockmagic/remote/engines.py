@@ -3,7 +3,8 @@
 An ssh:// engine is an `Engine` on the local socket its `SSHLink` forwards, plus what only a
 remote engine has: the workspace its cells' notebook folder is synced to, the SSH user cells
 run as, and the GPUs read with nvidia-smi over the same connection. A tcp:// engine is an
-`Engine` on that address (TLS files as given). Everything above (cells, sessions, spares,
+`Engine` on that address (TLS files as given) whose workspace is a named volume filled with tar
+through the engine API (`volume`). Everything above (cells, sessions, spares,
 lifecycle magics, the panel) takes the `Engine` and need not know where it is; the few places
 that must (the tmpfs exchange folder is local only; files must travel) ask `is_remote(engine)`.
 """
