@@ -210,3 +210,24 @@ def test_in_out_on_a_tcp_engine_is_refused_in_one_line(kernel):
     assert res.status == "error"
     text = res.error["evalue"]
     assert "\n" not in text and "--in/--out" in text and "ssh://" in text
+
+
+def test_failed_and_interrupted_cells_bring_their_files_back_and_leave_no_container(kernel,
+                                                                                   folder):
+    res = cell(kernel, f"--engine {ENGINE} {IMAGE}",
+               "open('before-exit.txt', 'w').write('written')\nimport sys; sys.exit(3)", ok=False)
+    assert res.status == "error" and (folder / "before-exit.txt").read_text() == "written"
+    msg = kernel.send(f"%%docker --engine {ENGINE} {IMAGE}\n"
+                      "open('before-interrupt.txt', 'w').write('written')\n"
+                      "import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    kernel.collect(msg, until=lambda r: "started" in r.stdout)
+    t0 = time.monotonic()
+    kernel.km.interrupt_kernel()
+    res = kernel.collect(msg)
+    assert res.status == "error" and time.monotonic() - t0 < 30, res
+    assert (folder / "before-interrupt.txt").read_text() == "written"
+    mine = f"dockmagic.kernel={kernel.kernel_id}"
+    running = [c for c in rig_containers(mine)
+               if rig_exec("docker", "inspect", "-f", '{{index .Config.Labels "dockmagic.kind"}}',
+                           c).stdout.decode().strip() != "spare"]
+    assert running == []  # neither the cell's container nor a helper

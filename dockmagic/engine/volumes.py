@@ -85,6 +85,7 @@ class Helper:
     def create(self) -> str:
         docker = sdk.import_docker()
         api = self.engine.api
+        self.engine.reaper()  # labelled reap=1: removed with the kernel should it die meanwhile
         token = secrets.token_hex(8)
         host_config = api.create_host_config(
             mounts=[docker.types.Mount(self.target, self.volume, type="volume",
