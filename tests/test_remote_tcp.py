@@ -231,3 +231,23 @@ def test_failed_and_interrupted_cells_bring_their_files_back_and_leave_no_contai
                if rig_exec("docker", "inspect", "-f", '{{index .Config.Labels "dockmagic.kind"}}',
                            c).stdout.decode().strip() != "spare"]
     assert running == []  # neither the cell's container nor a helper
+
+
+def test_an_image_without_python3_still_syncs_both_ways(kernel, folder):
+    tag = "dockmagic-tcpsync-nopython:test"
+    rig_exec("docker", "build", "-q", "-t", tag, "-", input=(
+        f"FROM {IMAGE}\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n").encode())
+    try:
+        (folder / "data" / "in.txt").write_text("read by bash\n")
+        res = cell(kernel, f"--engine {ENGINE} {tag} bash",
+                   "command -v python3 || echo 'no python3'\ncat data/in.txt\n"
+                   "echo 'from bash' > results/bash.txt")
+        assert "no python3" in res.stdout and "read by bash" in res.stdout
+        assert (folder / "results" / "bash.txt").read_text() == "from bash\n"
+        assert "has no python3" in res.stderr
+        (folder / "results" / "bash.txt").write_text("edited here\n")
+        res = cell(kernel, f"--engine {ENGINE} {tag} bash", "cat results/bash.txt")
+        assert "edited here" in res.stdout
+        assert (folder / "results" / "bash.txt").read_text() == "edited here\n"
+    finally:
+        rig_exec("docker", "rmi", "-f", tag, check=False)

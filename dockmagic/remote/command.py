@@ -91,12 +91,22 @@ def _remove_workspaces(name: str, say: Callable[[str], None]):
     from .. import errors, spare
     from .engines import get_engine
     from .volume import remove_workspaces
+    later = ("later: docker -H URL volume rm $(docker -H URL volume ls -q --filter "
+             "label=dockmagic.workspace=1)")
+    import threading
+    rows = []
+    probing = threading.Thread(target=lambda: rows.append(table.probe(
+        name, store.get_engine(name).url)), daemon=True)
+    probing.start()
+    probing.join(6.0)  # a host that drops packets: not the engine client's long timeout
+    if not rows or not rows[0].reachable:
+        say(f"engine {name}: workspace volumes not removed (not reachable now); {later}")
+        return
     spare.SPARES.discard()  # a ready spare for that engine mounts the volume
     try:
         gone = remove_workspaces(get_engine(name))
     except errors.DockmagicError as exc:
-        say(f"engine {name}: workspace volumes not removed ({exc}); later: docker -H URL volume "
-            "rm $(docker -H URL volume ls -q --filter label=dockmagic.workspace=1)")
+        say(f"engine {name}: workspace volumes not removed ({exc}); {later}")
         return
     if gone:
         say(f"engine {name}: removed workspace volume{'s' if len(gone) > 1 else ''} "

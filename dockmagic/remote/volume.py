@@ -70,6 +70,7 @@ class VolumeWorkspace(Workspace):
         self._reader: Optional[volumes.Helper] = None
         self._into: Optional[volumes.Helper] = None      # the cell's helper, before the cell
         self._listed_by: Optional[volumes.Helper] = None  # ... and after it
+        self._said_no_python = False
 
     # -- where ---------------------------------------------------------------------------------
     @property
@@ -175,21 +176,47 @@ class VolumeWorkspace(Workspace):
             helper = self._lister()
             helper.create()
         try:
-            code = helper.run()
-            if code != 0:
-                raise rerrors.RemoteEngineError(
-                    f"engine {self.engine}: listing the workspace volume needs python3 in image "
-                    f"{self.image} (exit {code}); run the cell with --sync in (files go there, "
-                    "none come back) or --sync none, or add the engine as ssh://")
-            chunks, _stat = helper.get(LISTING)
-            data = _one_file(chunks)
+            if helper.run() == 0:
+                chunks, _stat = helper.get(LISTING)
+                there = tarfiles.parse_listing(_one_file(chunks))
+            else:  # no python3 in the image: the volume's own archive, read whole
+                there = self._list_by_tar(helper)
         except BaseException:
             helper.remove()
             raise
         if self._reader is not None:
             self._reader.remove()
         self._reader = helper  # read the changed files from it too (a stopped container)
-        return tarfiles.parse_listing(data)
+        return there
+
+    def _list_by_tar(self, helper: volumes.Helper) -> Dict[str, Entry]:
+        """The listing from the engine's archive of the whole volume (headers read, contents
+        skipped; slower for big folders). Tar keeps whole seconds: a file whose second and
+        size match the snapshot counts as the snapshot's (unchanged)."""
+        import io
+        import tarfile
+        if not self._said_no_python:
+            self._said_no_python = True
+            self.say(f"dockmagic: image {self.image} has no python3 to list the notebook "
+                     f"folder's volume on engine {self.engine}; reading the volume whole instead "
+                     "(slower for big folders)")
+        chunks, _stat = helper.get(MOUNT)
+        snap = self.snapshot or {}
+        top = posixpath.basename(MOUNT)
+        out: Dict[str, Entry] = {}
+        with tarfile.open(fileobj=io.BufferedReader(tarfiles.ChunkReader(chunks),
+                                                    tarfiles.CHUNK), mode="r|") as tar:
+            for m in tar:
+                rel = m.name[len(top) + 1:].rstrip("/") if m.name.startswith(top + "/") else ""
+                if not tarfiles.safe_rel(rel) or ".git" in rel.split("/") or \
+                        not (m.isreg() or m.issym()):
+                    continue
+                size = m.size if m.isreg() else len(os.fsencode(m.linkname))
+                sec = int(m.mtime)
+                known = snap.get(rel)
+                same = known is not None and known[1] == size and known[0] // 10**9 == sec
+                out[rel] = known if same else (sec * 10**9, size)
+        return out
 
     def _fetch(self, fetch: List[str], changed) -> List[str]:
         return self._extract(fetch, changed, {})
