@@ -296,7 +296,7 @@ class Workspace:
         left_out = []
         if fetch:
             brought = self._fetch(fetch, changed)
-            left_out = [r for r in fetch if r not in set(brought)]
+            left_out = sorted(set(fetch) - set(brought))
             fetch = brought
             rep.rsyncs += 1
         for rel in conflicts:
