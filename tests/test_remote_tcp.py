@@ -251,3 +251,46 @@ def test_an_image_without_python3_still_syncs_both_ways(kernel, folder):
         assert (folder / "results" / "bash.txt").read_text() == "edited here\n"
     finally:
         rig_exec("docker", "rmi", "-f", tag, check=False)
+
+
+def test_a_new_kernel_sends_only_what_the_volume_lacks(rig_tcp, tmp_path):
+    """The volume outlives kernels: a new kernel's first push lists it and sends only what
+    differs, and deletes there what this folder no longer has."""
+    from dockmagic.engine import volumes
+    from dockmagic.remote.engines import RemoteEngine
+    from dockmagic.remote.urls import parse_endpoint
+    from dockmagic.remote.volume import VolumeWorkspace
+
+    url, *opts = rig_tcp.split()
+    tls = {o.lstrip("-"): v for o, v in zip(opts[1::2], opts[2::2])}
+    engine = RemoteEngine(parse_endpoint("rigtcp2", url, dict(tls, tlsverify="1")))
+    nb = tmp_path / "nb2"
+    nb.mkdir()
+    for i in range(5):
+        (nb / f"f{i}.txt").write_text(f"file {i}\n")
+    said = []
+    first = VolumeWorkspace(engine, str(nb), say=said.append)
+    first.image = IMAGE
+    try:
+        assert first.push().sent == 5
+        assert sorted(first.list_remote()) == [f"f{i}.txt" for i in range(5)]
+        (nb / "f0.txt").write_text("changed since\n")
+        (nb / "f4.txt").unlink()
+        second = VolumeWorkspace(engine, str(nb), say=said.append)  # a new kernel's
+        second.image = IMAGE
+        send, gone = second._first_push_plan(second_scan(nb))
+        assert (send, gone) == (["f0.txt"], ["f4.txt"])
+        second.push()
+        there = second.list_remote()
+        assert sorted(there) == [f"f{i}.txt" for i in range(4)]
+        assert there["f0.txt"] == (os.lstat(nb / "f0.txt").st_mtime_ns, 14)
+    finally:
+        volumes.remove_volume(engine, first.volume)
+        engine.close()
+    mine = [c for c in rig_containers("dockmagic.kind=workspace")]
+    assert mine == []
+
+
+def second_scan(nb):
+    from dockmagic.remote.workspace import scan
+    return scan(str(nb))[0]

@@ -71,6 +71,7 @@ class VolumeWorkspace(Workspace):
         self._into: Optional[volumes.Helper] = None      # the cell's helper, before the cell
         self._listed_by: Optional[volumes.Helper] = None  # ... and after it
         self._said_no_python = False
+        self._keep_reader = False
 
     # -- where ---------------------------------------------------------------------------------
     @property
@@ -161,9 +162,11 @@ class VolumeWorkspace(Workspace):
     # -- pull ------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _reading(self):
+        self._keep_reader = True
         try:
             yield
         finally:
+            self._keep_reader = False
             reader, self._reader = self._reader, None
             if reader is not None:
                 reader.remove()
@@ -184,6 +187,9 @@ class VolumeWorkspace(Workspace):
         except BaseException:
             helper.remove()
             raise
+        if not self._keep_reader:  # not inside a pull: nothing more to read from it
+            helper.remove()
+            return there
         if self._reader is not None:
             self._reader.remove()
         self._reader = helper  # read the changed files from it too (a stopped container)
