@@ -42,7 +42,9 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kernel(rig_tcp, folder, tmp_path_factory):
-    k = Kernel(cwd=folder, env={"XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg"))})
+    env = {"XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg"))}
+    k = Kernel(cwd=folder, env=env)
+    k.env = env
     res = k.run(f"%docker engines add {ENGINE} {rig_tcp}")
     assert res.status == "ok", res
     yield k
@@ -294,3 +296,26 @@ def test_a_new_kernel_sends_only_what_the_volume_lacks(rig_tcp, tmp_path):
 def second_scan(nb):
     from dockmagic.remote.workspace import scan
     return scan(str(nb))[0]
+
+
+def test_a_session_reattached_by_another_kernel_syncs_through_the_same_volume(kernel, folder):
+    res = kernel.run(f"%docker session tcpkeep --engine {ENGINE} {IMAGE}")
+    assert res.status == "ok", res
+    other = None
+    try:
+        cell(kernel, "@tcpkeep", "x = 5")
+        other = Kernel(cwd=folder, env=kernel.env)  # same engines file, same folder
+        res = other.run(f"%docker session tcpkeep --engine {ENGINE} {IMAGE}")
+        assert res.status == "ok" and "reattached" in res.text, res
+        (folder / "data" / "in.txt").write_text("seen by the reattached kernel\n")
+        res = cell(other, "@tcpkeep", "print(x, open('data/in.txt').read())\n"
+                                      "open('reattached.txt', 'w').write(str(x * 2))")
+        assert "5 seen by the reattached kernel" in res.stdout
+        assert (folder / "reattached.txt").read_text() == "10"
+    finally:
+        stopper = other if other is not None else kernel
+        res = stopper.run("%docker session --stop tcpkeep")
+        if other is not None:
+            other.close()
+    assert res.status == "ok", res
+    assert rig_exec("docker", "ps", "-aq", "--filter", "name=^tcpkeep$").stdout.split() == []
