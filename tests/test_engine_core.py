@@ -1,12 +1,17 @@
-"""`Engine.inspect_image`: the same question asked while it is in flight goes to the engine once
-(a spare's freshness check and the cell's provenance record both ask at a cell's start)."""
+"""`Engine` against a real engine and a socket that never answers: `inspect_image` asks once for
+a question already in flight (a spare's freshness check and the cell's provenance record both
+ask at a cell's start); an engine that accepts and never answers fails in one line within the
+negotiation timeout, and closing the engine meanwhile does not wait for it."""
+import socket
 import threading
 import time
 
 import pytest
 
 from dockmagic import errors
+from dockmagic.engine import sdk
 from dockmagic.engine.core import Engine
+from dockmagic.engine.endpoint import Endpoint
 
 from conftest import BASE_IMAGE
 
@@ -66,3 +71,33 @@ def test_a_missing_image_fails_every_waiter_with_one_line(engine):
     for t in threads:
         t.join()
     assert len(failures) == 2 and all("no such image" in f and "\n" not in f for f in failures)
+
+
+def test_an_engine_that_never_answers_fails_in_one_line_and_close_does_not_wait(tmp_path):
+    path = str(tmp_path / "hung.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)  # accepts (in the kernel's backlog), never answers
+    engine = Engine(Endpoint(f"unix://{path}", name="hung"))
+    outcome = []
+
+    def ping():
+        t0 = time.monotonic()
+        try:
+            engine.ping()
+            outcome.append(("answered", 0.0))
+        except errors.EngineUnavailable as exc:
+            outcome.append((str(exc), time.monotonic() - t0))
+
+    asker = threading.Thread(target=ping)
+    asker.start()
+    time.sleep(0.5)  # the client is being made: its version question hangs
+    t0 = time.monotonic()
+    engine.close()
+    closed_in = time.monotonic() - t0
+    asker.join(120)
+    listener.close()
+    (message, took), = outcome
+    assert "hung" in message and path in message and "\n" not in message, message
+    assert took < sdk.NEGOTIATE_TIMEOUT_S + 30, f"ping took {took:.0f} s, not the negotiation's"
+    assert closed_in < 5, f"close waited {closed_in:.1f} s for the hung client"
