@@ -5,13 +5,14 @@ The volume (`dockmagic-ws-<folder>-<hash of host, uid, path>`, labelled `dockmag
 is mounted in the cell's container at the notebook folder's own path, like the SSH workspace.
 Files move through a short-lived helper container from the cell's image (see
 `engine.volumes.Helper`): never started to copy files in or out; started (no network, no
-capabilities but reading, the volume read-only) to list the volume after a one-shot cell, and
-(no network) to delete files deleted here. What moves, what conflicts and what the snapshot
-holds are `Workspace`'s decisions, the same as over SSH; only the transport differs.
+capabilities but reading) to list the volume with the image's python3 after a one-shot cell
+(without python3: the volume's archive is read whole), and (no network) to delete files deleted
+here. A one-shot cell has one helper for both (files in before, listing and files out after).
+What moves, what conflicts and what the snapshot holds are `Workspace`'s decisions, the same
+as over SSH; only the transport differs.
 
 The volume stays between kernels (the next kernel sends only what differs); `%docker engines
-rm NAME` removes this user's workspace volumes there, and so does
-`%docker engines volumes NAME --rm` (see `remove_workspaces`).
+rm NAME` removes this user's workspace volumes there (`remove_workspaces`).
 """
 from __future__ import annotations
 
