@@ -21,7 +21,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dockmagic.engine import reaper  # noqa: E402
+from dockmagic.engine import reaper, reaping  # noqa: E402
 
 IMAGE = os.environ.get("DOCKMAGIC_BASE_IMAGE", "dockmagic-base:bookworm")
 ENDPOINT = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -44,13 +44,13 @@ def main():
 
     first, later, rss = [], [], []
     for i in range(args.runs):
-        reaper._REAPERS.clear()
+        reaping._REAPERS.clear()
         t0 = time.perf_counter()
-        r = reaper.ensure_reaper(ENDPOINT, f"{kernel}{i}")
+        r = reaping.ensure_reaper(ENDPOINT, f"{kernel}{i}")
         first.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for _ in range(1000):
-            reaper.ensure_reaper(ENDPOINT, f"{kernel}{i}")
+            reaping.ensure_reaper(ENDPOINT, f"{kernel}{i}")
         later.append((time.perf_counter() - t0) / 1000)
         time.sleep(0.3)  # let it reach its wait on stdin
         rss.append(rss_kib(r.pid))
@@ -68,8 +68,8 @@ def main():
              f"dockmagic.kernel={label}", "-l", "dockmagic.reap=1", "-l",
              f"dockmagic.bench={run}", IMAGE, "sleep", "300"],
             check=True, capture_output=True, text=True).stdout.strip()
-        code = ("import time; from dockmagic.engine import reaper; "
-                f"r = reaper.ensure_reaper({ENDPOINT!r}, {label!r}); print(r.pid, flush=True); "
+        code = ("import time; from dockmagic.engine import reaping; "
+                f"r = reaping.ensure_reaper({ENDPOINT!r}, {label!r}); print(r.pid, flush=True); "
                 "time.sleep(600)")
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                                 start_new_session=True, cwd=os.path.dirname(reaper.__file__)

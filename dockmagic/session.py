@@ -389,6 +389,10 @@ class Session:
         --orphans` and that kernel's reaper leave it alone (see claims.py)."""
         from . import claims
         self.claimed = claims.claim(self.id)
+        reaper = self.engine.reaper()
+        if reaper is not None:  # a remote engine's reaper claims it on that host too
+            reaper.claim(self.id)
+            self.claimed = True
         self.folder_goes_with_it()  # if this kernel dies, its reaper takes a --rm session along
 
     def folder_goes_with_it(self):
@@ -407,6 +411,10 @@ class Session:
         if self.claimed:
             from . import claims
             claims.release(self.id)
+            from .engine import reaping
+            reaper = reaping.reaper_for(self.engine.endpoint.url)  # none started for this
+            if reaper is not None:
+                reaper.release(self.id)
             self.claimed = False
 
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from dockmagic import claims
-from dockmagic.engine import reaper
+from dockmagic.engine import reaper, reaping
 from conftest import BASE_IMAGE
 
 RUN = uuid.uuid4().hex[:8]
@@ -199,7 +199,7 @@ def exists(client, c) -> bool:
     return bool(client.containers.list(all=True, filters={"id": c.id}))
 
 
-def wait_exit(r: reaper.Reaper, timeout=60.0):
+def wait_exit(r: reaping.Reaper, timeout=60.0):
     r.proc.wait(timeout)
 
 
@@ -228,7 +228,7 @@ def test_eof_reaps_the_kernels_reapable_containers_and_folders(docker_client, ma
     with_target.mkdir()
     with_held.mkdir()
 
-    r = reaper.start_reaper(ENDPOINT, kernel, [f"{xroot}/k-{RUN}-*"], grace_s=0.5)
+    r = reaping.start_reaper(ENDPOINT, kernel, [f"{xroot}/k-{RUN}-*"], grace_s=0.5)
     try:
         r.track(str(tracked))
         r.remove_with(target.id, str(with_target))  # a folder that goes with its container
@@ -256,11 +256,11 @@ def test_eof_reaps_the_kernels_reapable_containers_and_folders(docker_client, ma
 def test_close_keep_exits_without_reaping_and_close_reap_reaps_at_once(docker_client, made):
     kernel = fake_kernel()
     keep = made(kernel)
-    r = reaper.start_reaper(ENDPOINT, kernel, grace_s=30)
+    r = reaping.start_reaper(ENDPOINT, kernel, grace_s=30)
     r.close(reap=False, wait=30)
     assert r.proc.returncode == 0 and exists(docker_client, keep)
 
-    r = reaper.start_reaper(ENDPOINT, kernel, grace_s=30)  # a grace it must not wait out
+    r = reaping.start_reaper(ENDPOINT, kernel, grace_s=30)  # a grace it must not wait out
     started = time.monotonic()
     r.close(reap=True, wait=30)
     assert r.proc.returncode == 0 and time.monotonic() - started < 25
@@ -269,7 +269,7 @@ def test_close_keep_exits_without_reaping_and_close_reap_reaps_at_once(docker_cl
 
 def test_an_engine_whose_socket_folder_is_gone_is_given_up_at_once(tmp_path):
     """A private engine purged with its folder will not come back: no hour of retries."""
-    r = reaper.start_reaper(f"unix://{tmp_path}/gone/docker.sock", fake_kernel(), grace_s=0.1)
+    r = reaping.start_reaper(f"unix://{tmp_path}/gone/docker.sock", fake_kernel(), grace_s=0.1)
     started = time.monotonic()
     r.proc.stdin.close()
     assert r.proc.wait(30) == 0
@@ -279,7 +279,7 @@ def test_an_engine_whose_socket_folder_is_gone_is_given_up_at_once(tmp_path):
 def test_remove_later_removes_while_the_kernel_lives(docker_client, made):
     kernel = fake_kernel()
     c = made(fake_kernel() + "1", reap=False, kind="detached")
-    r = reaper.start_reaper(ENDPOINT, kernel)
+    r = reaping.start_reaper(ENDPOINT, kernel)
     try:
         r.remove_later(c.id)
         deadline = time.monotonic() + 30
@@ -295,7 +295,7 @@ def test_remove_labelled_takes_containers_that_appear_after_the_request(docker_c
     """A create interrupted in flight may finish on the engine after the kernel looked for it:
     the reaper watches the create's token label for a while and removes what shows up."""
     token = f"dockmagic.token=reaper-test-{RUN}"
-    r = reaper.start_reaper(ENDPOINT, fake_kernel())
+    r = reaping.start_reaper(ENDPOINT, fake_kernel())
     try:
         r.remove_labelled(token)
         time.sleep(1.5)  # the container comes later than the request
@@ -314,22 +314,22 @@ def test_remove_labelled_takes_containers_that_appear_after_the_request(docker_c
 
 
 def test_ensure_reaper_is_one_per_endpoint_and_restarts_a_dead_one(monkeypatch):
-    monkeypatch.setattr(reaper, "_REAPERS", {})
+    monkeypatch.setattr(reaping, "_REAPERS", {})
     kernel = fake_kernel()
-    a = reaper.ensure_reaper(ENDPOINT, kernel)
+    a = reaping.ensure_reaper(ENDPOINT, kernel)
     try:
-        assert reaper.ensure_reaper(ENDPOINT, kernel) is a
-        b = reaper.ensure_reaper("tcp://127.0.0.1:1", kernel)
+        assert reaping.ensure_reaper(ENDPOINT, kernel) is a
+        b = reaping.ensure_reaper("tcp://127.0.0.1:1", kernel)
         assert b is not a and b.pid != a.pid
         b.close(reap=False, wait=30)
         a.proc.kill()
         a.proc.wait()
-        c = reaper.ensure_reaper(ENDPOINT, kernel)
+        c = reaping.ensure_reaper(ENDPOINT, kernel)
         assert c is not a and c.alive()
         c.close(reap=False, wait=30)
-        assert reaper.ensure_reaper("ssh://user@host", kernel) is None  # its host's business
+        assert reaping.ensure_reaper("ssh://user@host", kernel) is None  # its host's business
     finally:
-        for r in list(reaper._REAPERS.values()):
+        for r in list(reaping._REAPERS.values()):
             r.close(reap=False, wait=30)
         if a.proc.poll() is None:
             a.proc.kill()
@@ -340,8 +340,8 @@ def test_sigkill_of_the_kernels_process_group_does_not_reach_the_reaper(docker_c
     reaper and is killed with its whole process group: the reaper survives and reaps."""
     kernel = fake_kernel()
     c = made(kernel)
-    code = ("import sys, time; from dockmagic.engine import reaper; "
-            f"r = reaper.ensure_reaper({ENDPOINT!r}, {kernel!r}); "
+    code = ("import sys, time; from dockmagic.engine import reaping; "
+            f"r = reaping.ensure_reaper({ENDPOINT!r}, {kernel!r}); "
             "print(r.pid, flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             start_new_session=True, text=True)
@@ -372,11 +372,11 @@ def test_the_reaper_runs_from_its_source_alone_as_on_another_host(docker_client,
     only, no dockmagic installed, the pipe on stdin; EOF there reaps."""
     kernel = fake_kernel()
     c = made(kernel)
-    argv = reaper.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=0.2)
+    argv = reaping.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=0.2)
     assert argv[:4] == [sys.executable, "-I", "-S", "-c"] and "import dockmagic" not in argv[4]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, cwd="/", env={"PATH": "/usr/bin:/bin"})
-    r = reaper.Reaper(ENDPOINT, kernel, proc)
+    r = reaping.Reaper(ENDPOINT, kernel, proc)
     assert r.alive()
     r.proc.stdin.close()
     out = proc.stdout.read().decode()  # to EOF: the reaper has exited

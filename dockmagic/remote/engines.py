@@ -128,6 +128,19 @@ class RemoteEngine(Engine):
         rel = posixpath.relpath(local_dir, local_x)
         return Mirror(self.link, local_dir, posixpath.join(remote_x, rel))
 
+    def _ensure_reaper(self):
+        """Over SSH the reaper runs on the engine's host (`hostreaper`): a local one, talking to
+        the forwarded socket, would die with this host or its connection."""
+        if self.link is None:
+            return super()._ensure_reaper()
+        if self._reaper is not None and self._reaper.alive():
+            return
+        from ..engine import reaping
+        from ..kernel import kernel_id
+        from . import hostreaper
+        self._reaper = reaping.ensure_reaper(self.endpoint.url, kernel_id(),
+                                             start=lambda: hostreaper.start(self, kernel_id()))
+
     def reap_own(self):
         """Remove this kernel's containers there that die with it (one-shot, spare, --rm
         session): what a removal that failed while the link was down, or a spare made during

@@ -1,0 +1,188 @@
+"""A remote engine's reaper runs on the engine's host (#10): when the kernel's host dies, sleeps
+or loses its connection for good, the kernel's containers and exchange folders there go, and its
+GPUs with them.
+
+The process is `engine/reaper.py` itself, run with ``python3 -c SOURCE --remote`` over the
+engine's SSH connection (its ControlMaster), talking to that host's own Docker socket; the ssh
+channel's stdin is the pipe (`engine.reaping.remote_argv`). This module is the kernel's handle:
+
+* what the kernel tells it (exchange folders, `owns`, claims) is translated from this host's
+  exchange root to its copy there (`RemoteEngine.exchange_roots`) and remembered;
+* it pings the reaper every `HEARTBEAT_S` (silence there counts as a dead kernel);
+* when the channel goes (the link dropped and `SSHLink` reconnected, or the reaper died), it
+  starts a new reaper over the new connection and replays what it remembers; the old reaper,
+  in its longer grace, sees the newer one in the watch file there and exits without reaping.
+
+No python3 there: one line says the reaper cannot run there, and cells go on without it.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
+
+from ..engine import reaping
+from ..engine.reaper import HEARTBEAT_S, REMOTE_GRACE_S
+from . import errors as rerrors
+
+#: Engines (by name) found without python3, said once per kernel.
+_NO_PYTHON: set = set()
+
+
+class HostReaper(reaping.Reaper):
+    """This kernel's reaper on a remote engine's host (see the module docstring)."""
+
+    def __init__(self, engine, kernel_id: str, *, grace_s: float = REMOTE_GRACE_S,
+                 python: str = "python3"):
+        self.engine, self.link = engine, engine.link
+        self.grace_s, self.python = grace_s, python
+        self.local_x, self.remote_x = engine.exchange_roots()
+        self._globs: set = set()
+        self._tracked: set = set()
+        self._owned: dict = {}
+        self._claims: set = set()
+        self._removals: set = set()
+        self.restarts = 0
+        self.kernel_id = kernel_id
+        proc = self._spawn()
+        super().__init__(engine.endpoint.url, kernel_id, proc,
+                         os.path.join(self.link.dir, "reaper.log"))
+        self._keeper = threading.Thread(target=self._keep, daemon=True,
+                                        name=f"dockmagic-reaper-{engine.name}")
+        self._keeper.start()
+
+    # -- the process there ------------------------------------------------------------------
+    def argv(self) -> list:
+        remote = reaping.remote_argv("unix://" + self.link.endpoint.remote_socket, self.kernel_id,
+                                     python=self.python, grace_s=self.grace_s, remote=True)
+        return self.link.ssh_command() + [self.link.endpoint.host, shlex.join(remote)]
+
+    def _spawn(self) -> subprocess.Popen:
+        self.link.ensure()
+        with open(os.path.join(self.link.dir, "reaper.log"), "ab") as log:
+            # Its own session: the kernel's Ctrl-C is not for it. No PDEATHSIG: when the kernel
+            # dies the pipe closes, ssh passes the EOF on, and the reaper there takes it from
+            # there.
+            return subprocess.Popen(self.argv(), stdin=subprocess.PIPE, stdout=log,
+                                    stderr=subprocess.STDOUT, close_fds=True,
+                                    start_new_session=True, cwd="/")
+
+    def alive(self) -> bool:
+        return not self._closed  # a dead channel is restarted by the keeper thread
+
+    def _keep(self):
+        """Ping while the channel lives; start a new reaper when it goes."""
+        backoff = 0.5
+        while not self._closed:
+            proc = self.proc
+            try:
+                proc.wait(HEARTBEAT_S)
+            except subprocess.TimeoutExpired:
+                self.send("ping")
+                backoff = 0.5
+                continue
+            if self._closed or self.link.closed:
+                return
+            # The connection dropped (the link reconnects), or the reaper there died: a new one
+            # over the new connection takes over before the old one's grace runs out.
+            if not self.link.wait_up():
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            try:
+                new = self._spawn()
+            except (OSError, rerrors.RemoteEngineError):
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            with self._lock:
+                if self._closed:
+                    new.stdin.close()
+                    return
+                self.proc = new
+            self.restarts += 1
+            self._replay()
+            time.sleep(backoff)  # a reaper that ends at once must not spin
+            backoff = min(backoff * 2, 10.0)
+
+    def _replay(self):
+        for pattern in sorted(self._globs):
+            self.send(f"glob {pattern}")
+        for path in sorted(self._tracked):
+            self.send(f"track {path}")
+        for cid, paths in sorted(self._owned.items()):
+            for path in sorted(paths):
+                self.send(f"owns {cid} {path}")
+        for cid in sorted(self._claims):
+            self.send(f"claim {cid}")
+        for cid in sorted(self._removals):
+            self.send(f"rm {cid}")
+
+    # -- requests, in that host's paths ---------------------------------------------------------
+    def there(self, path: str) -> Optional[str]:
+        """PATH (or pattern) in this kernel's exchange root -> its copy on the engine's host;
+        None for anything else (it has no copy there)."""
+        root = self.local_x.rstrip("/")
+        if path.startswith(root + "/"):
+            return self.remote_x.rstrip("/") + path[len(root):]
+        return None
+
+    def track(self, path: str):
+        remote = self.there(path)
+        if remote:
+            self._tracked.add(remote)
+            self.send(f"track {remote}")
+
+    def untrack(self, path: str):
+        remote = self.there(path)
+        if remote:
+            self._tracked.discard(remote)
+            self.send(f"untrack {remote}")
+
+    def add_glob(self, pattern: str):
+        remote = self.there(pattern)
+        if remote and remote not in self._globs:
+            self._globs.add(remote)
+            self.send(f"glob {remote}")
+
+    def remove_with(self, container_id: str, path: str):
+        remote = self.there(path)
+        if remote:
+            self._owned.setdefault(container_id, set()).add(remote)
+            self.send(f"owns {container_id} {remote}")
+
+    def remove_later(self, container_id: str):
+        self._removals.add(container_id)
+        self.send(f"rm {container_id}")
+
+    def claim(self, container_id: str):
+        self._claims.add(container_id)
+        self.send(f"claim {container_id}")
+
+    def release(self, container_id: str):
+        self._claims.discard(container_id)
+        self._owned.pop(container_id, None)
+        self.send(f"release {container_id}")
+
+
+def start(engine, kernel_id: str) -> Optional[HostReaper]:
+    """The reaper for ENGINE (a `RemoteEngine` over SSH) on its host, or None where python3 is
+    missing there (said once, in one line; the cell goes on without it)."""
+    if engine.name in _NO_PYTHON:
+        return None
+    try:
+        found = engine.link.run("command -v python3 >/dev/null && echo yes || echo no",
+                                timeout=15).stdout.strip()
+    except rerrors.RemoteEngineError:
+        return None  # the link is down: the next cell's create asks again
+    if found != b"yes":
+        _NO_PYTHON.add(engine.name)
+        print(f"dockmagic: engine {engine.name}: no python3 on {engine.link.target}, so this "
+              "kernel's reaper cannot run there: if the kernel dies, its containers there stay "
+              "(install python3 there)", file=sys.stderr)
+        return None
+    return HostReaper(engine, kernel_id)
