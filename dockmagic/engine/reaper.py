@@ -82,6 +82,9 @@ RETRY_S = 2.0
 LABEL_WATCH_S = 30.0
 LABEL_POLL_S = 0.5
 _CALL_TIMEOUT_S = 10.0
+#: `--endpoint none`: folders only (a remote engine's local copies; its containers are reaped
+#: on its own host).
+NO_ENGINE = "none"
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -220,7 +223,10 @@ class EngineAPI:
     def __init__(self, url: str, tls=None):
         self.url = url
         self.tls = tls
-        if url.startswith("unix://"):
+        self.path = self.host = self.port = None
+        if url == NO_ENGINE:
+            pass
+        elif url.startswith("unix://"):
             self.path = url[len("unix://"):]
             self.host = self.port = None
         elif url.startswith(("tcp://", "http://", "https://")):
@@ -285,6 +291,9 @@ class EngineAPI:
         """Every container labelled dockmagic.reap=1 (or LABEL), any state: [(id, labels)]."""
         from urllib.parse import quote
 
+        if self.url == NO_ENGINE:
+            return []
+
         filters = quote(json.dumps({"label": [label]}))
         status, body = self.request("GET", f"/containers/json?all=1&filters={filters}")
         if status != 200:
@@ -294,6 +303,8 @@ class EngineAPI:
 
     def remove(self, cid: str) -> bool:
         """Force-remove CID with its anonymous volumes (as `--rm` does). True when it is gone."""
+        if self.url == NO_ENGINE:
+            return True
         status, body = self.request("DELETE", f"/containers/{cid}?force=1&v=1")
         if status in (200, 204, 404):
             return True
@@ -720,7 +731,7 @@ def main(argv=None) -> int:
     import signal
 
     p = argparse.ArgumentParser(prog="reaper", description=__doc__.split("\n\n")[0])
-    p.add_argument("--endpoint", required=True, help="unix:///var/run/docker.sock, tcp://H:P")
+    p.add_argument("--endpoint", required=True, help="unix:///var/run/docker.sock, tcp://H:P, or none (folders only)")
     p.add_argument("--kernel", required=True, help="the kernel's dockmagic.kernel label")
     p.add_argument("--claims", help="the claims folder on this host")
     p.add_argument("--glob", action="append", default=[],

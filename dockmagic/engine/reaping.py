@@ -14,7 +14,7 @@ import threading
 from typing import Callable, Optional
 
 from . import reaper as _process
-from .reaper import GRACE_S, EngineAPI, claims_dir, subdir
+from .reaper import GRACE_S, NO_ENGINE, EngineAPI, claims_dir, subdir  # noqa: F401 (NO_ENGINE)
 
 
 class Reaper:
@@ -105,7 +105,7 @@ class Reaper:
 _REAPERS: dict = {}
 _TRACKED: set = set()
 _GLOBS: set = set()
-_start_lock = threading.Lock()
+_start_lock = threading.RLock()  # a remote start ensures the local folders reaper inside
 
 
 def ensure_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,

@@ -37,8 +37,9 @@ class HostReaper(reaping.Reaper):
     """This kernel's reaper on a remote engine's host (see the module docstring)."""
 
     def __init__(self, engine, kernel_id: str, *, grace_s: float = REMOTE_GRACE_S,
-                 python: str = "python3"):
+                 python: str = "python3", local: Optional[reaping.Reaper] = None):
         self.engine, self.link = engine, engine.link
+        self.local = local  # this host's folders-only reaper: the local copies go too
         self.grace_s, self.python = grace_s, python
         self.local_x, self.remote_x = engine.exchange_roots()
         self._globs: set = set()
@@ -150,6 +151,10 @@ class HostReaper(reaping.Reaper):
             self.send(f"glob {remote}")
 
     def remove_with(self, container_id: str, path: str):
+        """A --rm session's folder goes with it there; its local copy goes with the kernel (no
+        kernel here uses it: a reattaching kernel makes its own)."""
+        if self.local is not None and self.local.alive():
+            self.local.track(path)
         remote = self.there(path)
         if remote:
             self._owned.setdefault(container_id, set()).add(remote)
@@ -185,4 +190,7 @@ def start(engine, kernel_id: str) -> Optional[HostReaper]:
               "kernel's reaper cannot run there: if the kernel dies, its containers there stay "
               "(install python3 there)", file=sys.stderr)
         return None
-    return HostReaper(engine, kernel_id)
+    # The local copies of the exchange folders go with the kernel too: a folders-only reaper
+    # here (it gets this kernel's folder globs and tracked folders like every reaper).
+    local = reaping.ensure_reaper(reaping.NO_ENGINE, kernel_id)
+    return HostReaper(engine, kernel_id, local=local)
