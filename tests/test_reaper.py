@@ -385,6 +385,97 @@ def test_the_reaper_runs_from_its_source_alone_as_on_another_host(docker_client,
     assert f"removed {c.id[:12]}" in out
 
 
+# -- --remote: a reaper on an engine's host (started over SSH by remote/hostreaper.py) ----------
+def start_remote_mode(kernel: str, grace_s: float, *extra) -> subprocess.Popen:
+    """A reaper in its --remote mode, here (its host's runtime folder, a log file there, the
+    watch file): as `HostReaper` runs it over ssh, the pipe on stdin."""
+    argv = reaping.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=grace_s,
+                               remote=True) + list(extra)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    first = proc.stdout.readline().decode()  # then its output goes to its log there
+    assert f"reaper {proc.pid} on {socket.gethostname()}: log " in first, first
+    return proc
+
+
+def test_a_remote_reaper_hands_over_to_a_newer_one_of_the_same_kernel(docker_client, made):
+    """The kernel's SSH connection dropped and came back: the old reaper's channel closed, the
+    kernel started a new one; the old one, in its grace, exits without reaping."""
+    kernel = fake_kernel()
+    c = made(kernel)
+    old = start_remote_mode(kernel, 30)
+    try:
+        old.stdin.close()  # the channel closed
+        time.sleep(1.0)
+        assert old.poll() is None, "it waits its grace"
+        new = start_remote_mode(kernel, 0.5)
+        started = time.monotonic()
+        assert old.wait(15) == 0
+        handed = time.monotonic() - started
+        assert exists(docker_client, c), "handed over: the kernel's container stays"
+        new.stdin.close()  # now the kernel is gone for good
+        assert new.wait(60) == 0
+        assert not exists(docker_client, c)
+        print(f"handed over {handed:.1f} s after the new reaper started")
+    finally:
+        for p in (old, locals().get("new")):
+            if p is not None and p.poll() is None:
+                p.kill()
+
+
+def test_a_remote_reaper_takes_silence_for_a_dead_kernel(docker_client, made):
+    """A laptop asleep never closes its TCP connection: no ping for --silence seconds counts."""
+    kernel = fake_kernel()
+    c = made(kernel)
+    proc = start_remote_mode(kernel, 0.5, "--silence", "2")
+    try:
+        proc.stdin.write(b"ping\n")
+        proc.stdin.flush()
+        assert proc.wait(60) == 0, "the pipe is still open: silence alone ended it"
+        assert not exists(docker_client, c)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+
+
+def test_a_claim_sent_to_a_remote_reaper_is_written_on_its_host(docker_client, made):
+    """`claim ID` over the pipe: the claims folder of the reaper's host holds it, so the reaper of
+    the kernel that made the container keeps it; the claimer's own reaper takes it later."""
+    maker, claimer = fake_kernel() + "m", fake_kernel() + "c"
+    c = made(maker, kind="session")
+    held = start_remote_mode(claimer, 0.5)
+    try:
+        held.stdin.write(f"claim {c.id}\n".encode())
+        held.stdin.flush()
+        cdir = reaper.claims_dir()
+        deadline = time.monotonic() + 10
+        while reaper.read_claim(cdir, c.id) != claimer and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reaper.read_claim(cdir, c.id) == claimer
+        r = reaping.start_reaper(ENDPOINT, maker, grace_s=0.2)
+        r.proc.stdin.close()
+        wait_exit(r)
+        assert exists(docker_client, c), "claimed by a kernel this host cannot judge: kept"
+        held.stdin.close()
+        assert held.wait(60) == 0
+        assert not exists(docker_client, c)
+        assert reaper.read_claim(cdir, c.id) is None
+    finally:
+        if held.poll() is None:
+            held.kill()
+
+
+def test_a_namesake_host_judges_no_kernel_by_pid(monkeypatch):
+    """A remote reaper on a host named like the kernel's: a pid there says nothing."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    label = f"{socket.gethostname()}:{gone.pid}:{int(time.time())}"
+    assert reaper.kernel_alive(label) is False
+    monkeypatch.setattr(reaper, "UNJUDGED_HOSTS", {socket.gethostname()})
+    assert reaper.kernel_alive(label) is None
+
+
 # -- orphans: what `prune --orphans` takes, and what the report says -------------------------
 def test_orphans_exclude_sessions_jobs_and_claimed_containers(shell, docker_client, made):
     from dockmagic import lifecycle
