@@ -168,3 +168,20 @@ def test_session_on_the_rig_is_found_by_at_name_after_a_restart(kernels):
     # Picking one reattaches, and @S follows it.
     c.run(f"%docker session {session} --engine rig2", check=True)
     assert "42" in c.run(f"%%docker @{session}\nprint(v + 1)", check=True).stdout
+
+
+def test_no_python3_there_is_one_line_and_the_cell_still_runs(kernels):
+    """The rig has python3; a name it lacks stands in for a host without it (the same check,
+    over the same connection)."""
+    k = kernels()
+    k.run("from dockmagic.remote import hostreaper\nhostreaper.PYTHON = 'python3-not-there'",
+          check=True)
+    res = k.run(f"%%docker --engine rig {LABEL} {BASE_IMAGE}\nprint('still runs')", check=True)
+    assert "still runs" in res.stdout
+    said = [ln for ln in res.stderr.splitlines() if "reaper" in ln]
+    assert said == ["dockmagic: engine rig: no python3-not-there on dockmagic-rig, so this "
+                    "kernel's reaper cannot run there: if the kernel dies, its containers there "
+                    "stay (install python3-not-there there)"], res.stderr
+    res = k.run(f"%%docker --engine rig {LABEL} {BASE_IMAGE}\nprint('again')", check=True)
+    assert "again" in res.stdout and "reaper" not in res.stderr, "said once"
+    assert not rig_reapers(k.kernel_id)

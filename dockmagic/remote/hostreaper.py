@@ -29,7 +29,9 @@ from ..engine import reaping
 from ..engine.reaper import HEARTBEAT_S, REMOTE_GRACE_S
 from . import errors as rerrors
 
-#: Engines (by name) found without python3, said once per kernel.
+#: The interpreter the reaper runs with there (stdlib only, Python >= 3.8).
+PYTHON = "python3"
+#: Engines (by name) found without it, said once per kernel.
 _NO_PYTHON: set = set()
 
 
@@ -177,20 +179,24 @@ class HostReaper(reaping.Reaper):
 def start(engine, kernel_id: str) -> Optional[HostReaper]:
     """The reaper for ENGINE (a `RemoteEngine` over SSH) on its host, or None where python3 is
     missing there (said once, in one line; the cell goes on without it)."""
+    python = PYTHON
     if engine.name in _NO_PYTHON:
         return None
     try:
-        found = engine.link.run("command -v python3 >/dev/null && echo yes || echo no",
-                                timeout=15).stdout.strip()
+        found = engine.link.run(f"command -v {shlex.quote(python)} >/dev/null && echo yes || "
+                                "echo no", timeout=15).stdout.strip()
     except rerrors.RemoteEngineError:
         return None  # the link is down: the next cell's create asks again
     if found != b"yes":
         _NO_PYTHON.add(engine.name)
-        print(f"dockmagic: engine {engine.name}: no python3 on {engine.link.target}, so this "
+        print(f"dockmagic: engine {engine.name}: no {python} on {engine.link.target}, so this "
               "kernel's reaper cannot run there: if the kernel dies, its containers there stay "
-              "(install python3 there)", file=sys.stderr)
+              f"(install {python} there)", file=sys.stderr)
         return None
     # The local copies of the exchange folders go with the kernel too: a folders-only reaper
     # here (it gets this kernel's folder globs and tracked folders like every reaper).
     local = reaping.ensure_reaper(reaping.NO_ENGINE, kernel_id)
-    return HostReaper(engine, kernel_id, local=local)
+    try:
+        return HostReaper(engine, kernel_id, local=local, python=python)
+    except rerrors.RemoteEngineError:
+        return None  # the link went meanwhile: the next cell's create asks again
