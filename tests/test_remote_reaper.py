@@ -141,6 +141,10 @@ def test_a_dropped_ssh_connection_does_not_reap_the_live_kernels_session(kernels
                      "print([getattr(r, 'restarts', None) for r in reaping.reapers()])",
                      check=True).stdout
     assert "1" in restarts, restarts
+    # A clean unload: the session goes (--rm) and the reaper there ends at once, reaping nothing.
+    k.run("%unload_ext dockmagic", check=True)
+    assert wait_until(lambda: not rig_reapers(k.kernel_id), 10), "the reaper there stays"
+    assert not rig_containers(f"dockmagic.kernel={k.kernel_id}")
 
 
 def test_session_on_the_rig_is_found_by_at_name_after_a_restart(kernels):

@@ -182,6 +182,8 @@ class RemoteEngine(Engine):
     def close(self):
         if self.link is not None and not self.link.closed and self.link.alive():
             self.reap_own()
+            if self._reaper is not None:  # `close keep` reaches it before the link goes
+                self._reaper.close(reap=False, wait=5.0)
         super().close()
         if self.link is not None:
             from .sshlink import drop_link

@@ -125,6 +125,11 @@ class HostReaper(reaping.Reaper):
         for cid in sorted(self._removals):
             self.send(f"rm {cid}")
 
+    def close(self, reap: bool = False, wait: float = 0.0):
+        """As `Reaper.close`, waiting (a little) for the reaper there to have read it: the link
+        may be closed right after, and a channel closed without `close` reads as a death."""
+        super().close(reap=reap, wait=max(wait, 3.0))
+
     # -- requests, in that host's paths ---------------------------------------------------------
     def there(self, path: str) -> Optional[str]:
         """PATH (or pattern) in this kernel's exchange root -> its copy on the engine's host;
