@@ -123,18 +123,20 @@ def to_devices(snap) -> list:
 def publish(record: dict, body: str):
     """Attach RECORD to the cell's output (one short line shows) and keep it in HISTORY.
 
-    In a kernel the line is text/plain and text/html. A terminal IPython prints text/plain into
-    the cell's own output, which a script may be reading, so there the record goes out with the
+    In a kernel the line is text/plain and text/html, sent without making the cell wait on the
+    kernel's I/O thread (`iopub.publish`). A terminal IPython prints text/plain into the
+    cell's own output, which a script may be reading, so there the record goes out with the
     HTML line only (not printed; `%docker history` shows it)."""
     from IPython.core.getipython import get_ipython
-    from IPython.display import publish_display_data
+
+    from . import iopub
 
     HISTORY.append({"record": record, "body": body})
     line = provenance.summary_line(record)
     data = {"text/html": provenance.to_summary_html(line)}
     if getattr(get_ipython(), "kernel", None) is not None:
         data["text/plain"] = line
-    publish_display_data(data=data, metadata={provenance.KEY: record})
+    iopub.publish(data, {provenance.KEY: record})
 
 
 # -- one-shot and detached cells ------------------------------------------------------------------

@@ -22,6 +22,8 @@ from .engine.frames import FrameSplitter
 #: How long an interrupted container gets after SIGINT before it is killed.
 INTERRUPT_GRACE_S = 2.0
 _STDERR_TAIL_BYTES = 4096
+#: Exit statuses of a container killed from outside (SIGKILL, SIGTERM): a stopping engine does it.
+_KILLED = (137, 143)
 
 
 @dataclass(frozen=True)
@@ -72,42 +74,59 @@ class OutputSink:
 
 
 def for_oneshot(spec):
-    """The one-shot container as created: stdin attached, in the foreground, and no engine-side
-    auto-remove (dockmagic removes it itself once it has read the exit status and OOM state,
-    which `--rm` would race; the effect is `--rm`'s)."""
+    """The one-shot container as created: stdin attached, in the foreground, and removed by the
+    engine when it exits (`--rm`), as `docker run --rm -i` makes it. With a memory limit the
+    engine does not remove it: dockmagic reads its OOM state after it exits (which an engine-side
+    removal would race; only the limit's OOM message needs it) and removes it itself."""
     return dataclasses.replace(spec, interactive=True, detach=False, tty=False,
-                               auto_remove=False)
+                               auto_remove=not _needs_oom_state(spec))
+
+
+def _needs_oom_state(spec) -> bool:
+    return spec.mem_limit is not None or spec.memswap_limit is not None
 
 
 def run_oneshot(engine, spec, body: bytes, *, stdout=None, stderr=None, on_pull=None,
-                on_pull_event=None, on_interrupt=None, remove: bool = True,
+                on_pull_event=None, on_interrupt=None,
                 on_started: Optional[Callable[[str], None]] = None) -> CellResult:
     """Run one cell: the container gets BODY on stdin and is removed afterwards, whatever happens.
 
     Output is streamed to ``stdout``/``stderr`` as it arrives. KeyboardInterrupt stops the
     container (SIGINT, a short grace, then SIGKILL), removes it and is re-raised.
+
+    Round trips are the CLI's: create, attach, wait (begun before start, so that a container the
+    engine removes on exit cannot take its exit status with it), start. The exit status is read
+    when the output ends; the engine removes the container meanwhile, off the cell's time.
     """
     run_spec = for_oneshot(spec)
-    cid = None
-    att = None
+    cid = att = waiting = None
+    removed_by_engine = False
     try:
         cid = engine.create(run_spec, on_pull=on_pull, on_pull_event=on_pull_event)
         att = engine.attach(cid)
+        if run_spec.auto_remove:
+            waiting = engine.begin_wait(cid)
         engine.start(cid, image=spec.image, wants_gpus=bool(spec.gpus))
-        return finish_cell(engine, cid, att, body, stdout=stdout, stderr=stderr,
-                           on_interrupt=on_interrupt, on_started=on_started)
+        result = finish_cell(engine, cid, att, body, stdout=stdout, stderr=stderr,
+                             on_interrupt=on_interrupt, on_started=on_started, waiting=waiting)
+        removed_by_engine = waiting is not None
+        return result
     finally:
         if att is not None:
             att.close()
-        if cid is not None and remove:
-            engine.remove(cid)
+        if waiting is not None:
+            waiting.close()
+        if cid is not None and not removed_by_engine:  # interrupted, or failed to start
+            engine.remove(cid, until_gone=run_spec.auto_remove)
 
 
 def finish_cell(engine, cid: str, att, body: bytes, *, stdout=None, stderr=None,
                 on_interrupt=None, intercept: Optional[Callable[[int, bytes], bool]] = None,
-                on_started: Optional[Callable[[str], None]] = None) -> CellResult:
+                on_started: Optional[Callable[[str], None]] = None,
+                waiting=None) -> CellResult:
     """A one-shot cell once its container runs with ATT attached: BODY on stdin, half-close,
-    stdout/stderr streamed until EOF, wait. ``intercept(kind, data)`` may claim a chunk before
+    stdout/stderr streamed until EOF, wait (WAITING's answer where a wait was begun before start:
+    the engine removes that container itself, so there is no OOM state to read). ``intercept(kind, data)`` may claim a chunk before
     it is shown. KeyboardInterrupt stops the container (SIGINT, grace, SIGKILL) while its output
     keeps streaming (the rest of its last line, its own traceback), calls
     ``on_interrupt(cid, signal, seconds)`` and raises `errors.CellInterrupted`: one line."""
@@ -145,6 +164,11 @@ def finish_cell(engine, cid: str, att, body: bytes, *, stdout=None, stderr=None,
             err.write(b"", final=True)
     except OSError as exc:  # the connection broke: the engine went away mid-cell
         raise engine_lost(engine, exc) from None
+    if waiting is not None:
+        code = waiting.result()
+        if code in _KILLED:  # by a user, or by an engine shutting down: ask it, and say which
+            engine.ping()
+        return CellResult(code, cid[:12], False, err.tail_text())
     code = engine.wait(cid)
     oom = code == 137 and bool(engine.inspect(cid)["State"].get("OOMKilled"))
     return CellResult(code, cid[:12], oom, err.tail_text())

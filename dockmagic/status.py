@@ -2,7 +2,7 @@
 the one summary line at the end; and the `-d` message.
 
 In a notebook (a frontend that updates outputs in place) a one-shot cell shows one line above
-its output, updated in place (``display(..., display_id=True)`` then ``update``): container,
+its output, updated in place (`iopub.show` then `iopub.update`): container,
 image, engine, elapsed time; or, while the image is pulled, layers and bytes as a progress bar.
 When the cell ends the same line becomes the summary: exit code, duration, peak memory where
 the engine reports it. The container's own output streams below it, untouched. In a terminal
@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Optional
 
-from . import errors
+from . import errors, iopub
 
 #: How often pull progress may redraw (events arrive per chunk).
 _PULL_REDRAW_S = 0.2
@@ -123,11 +123,10 @@ class PullView:
     """`%docker pull` in a notebook: one line with layers and bytes, updated in place."""
 
     def __init__(self, ref: str):
-        from IPython.display import display
         self.ref = ref
         self.pull = PullProgress()
         self._drawn = 0.0
-        self.handle = display(_Line(f"pulling {ref}", "run", (0, 1)), display_id=True)
+        self.display_id = iopub.show(_Line(f"pulling {ref}", "run", (0, 1)))
 
     def __call__(self, line: str):  # the engine's lines (none when it hands over events)
         pass
@@ -137,14 +136,16 @@ class PullView:
         now = time.monotonic()
         if now - self._drawn >= _PULL_REDRAW_S:
             self._drawn = now
-            self.handle.update(_Line(f"pulling {self.ref} · {self.pull.words()}", "run",
-                                     self.pull.fraction()))
+            iopub.update(_Line(f"pulling {self.ref} · {self.pull.words()}", "run",
+                               self.pull.fraction()), self.display_id)
 
     def done(self, image_id: str):
-        self.handle.update(_Line(f"pulled {self.ref} ({image_id}) · {self.pull.words()}", "ok"))
+        iopub.update(_Line(f"pulled {self.ref} ({image_id}) · {self.pull.words()}", "ok"),
+                     self.display_id)
 
     def failed(self, exc: BaseException):
-        self.handle.update(_Line(f"pulling {self.ref} failed · {self.pull.words()}", "fail"))
+        iopub.update(_Line(f"pulling {self.ref} failed · {self.pull.words()}", "fail"),
+                     self.display_id)
 
 
 class CellStatus:
@@ -167,9 +168,8 @@ class CellStatus:
         self._thread = None
         self._lock = threading.Lock()
         self.metadata = None   # the cell's provenance record, once known (``attach``)
-        from IPython.display import display
         self.last = _Line(self._running_words())
-        self.handle = display(self.last, display_id=True)
+        self.display_id = iopub.show(self.last)
 
     # what the runner calls
     def __call__(self, line: str):
@@ -227,10 +227,7 @@ class CellStatus:
     # drawing
     def _show(self, line):
         self.last = line
-        if self.metadata:
-            self.handle.update(line, metadata=self.metadata)
-        else:
-            self.handle.update(line)
+        iopub.update(line, self.display_id, self.metadata)
 
     def _who(self) -> str:
         if self.cid is None:

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 import uuid
 
@@ -290,11 +291,15 @@ def shot_cells(page, first, last, name):
 
 
 def wait_containers(client, label, timeout=90):
+    """The containers labelled LABEL once there is one, spares left out, with id, name and labels. Listed
+    without docker-py's per-container inspect, which fails on one removed meanwhile."""
     deadline = time.monotonic() + timeout
-    while not (found := client.containers.list(all=True, filters={"label": label})):
+    while not (found := [c for c in client.api.containers(all=True, filters={"label": label})
+                         if c["Labels"].get("dockmagic.kind") != "spare"]):
         assert time.monotonic() < deadline, f"the notebook started no container ({label})"
         time.sleep(0.2)
-    return found
+    return [types.SimpleNamespace(id=c["Id"], name=c["Names"][0].lstrip("/"), labels=c["Labels"])
+            for c in found]
 
 
 def cell_output_text(page, index):

@@ -63,6 +63,30 @@ class Attached:
             pass
 
 
+class Waiting:
+    """A wait the engine has registered (`Engine.begin_wait`); `result()` is the exit status."""
+
+    __slots__ = ("engine", "cid", "_res")
+
+    def __init__(self, engine, cid: str, res):
+        self.engine, self.cid, self._res = engine, cid, res
+
+    def result(self) -> int:
+        with mapped(self.engine.where, f"wait {self.cid[:12]}"):
+            answer = self._res.json()
+        error = (answer.get("Error") or {}).get("Message")
+        if error:
+            raise errors.EngineError(f"waiting for container {self.cid[:12]} on "
+                                        f"{self.engine.where}: {error}")
+        return int(answer["StatusCode"])
+
+    def close(self):
+        try:
+            self._res.close()
+        except Exception:
+            pass
+
+
 class Engine:
     """One Docker engine. Made from an `Endpoint` (default: docker's own rules); passed to what
     needs it. Thread-safe: docker-py's client keeps a connection pool."""
@@ -206,6 +230,12 @@ class Engine:
         with mapped(self.where, f"wait {cid[:12]}"):
             return int(self.api.wait(cid, timeout=timeout)["StatusCode"])
 
+    def begin_wait(self, cid: str, condition: str = "next-exit") -> "Waiting":
+        """A wait registered now (before `start`), its exit status read later (`Waiting.result`):
+        how a container the engine auto-removes gives its exit status without a race."""
+        with mapped(self.where, f"wait {cid[:12]}"):
+            return Waiting(self, cid, sdk.begin_wait(self.api, cid, condition))
+
     def kill(self, cid: str, signal: Optional[str] = None):
         with mapped(self.where, f"kill {cid[:12]}"):
             self.api.kill(cid, signal=signal)
@@ -228,9 +258,11 @@ class Engine:
                 pass
             return ("SIGKILL", time.monotonic() - t0)
 
-    def remove(self, cid: str, *, force: bool = True, quiet: bool = True):
-        """Remove a container. Already gone (404) or going (409) is fine; an engine that does
-        not answer keeps it pending, removed when the engine answers again (or by the reaper)."""
+    def remove(self, cid: str, *, force: bool = True, quiet: bool = True,
+               until_gone: bool = False):
+        """Remove a container. Already gone (404) or going (409) is fine (UNTIL_GONE: going is
+        waited for, a few seconds at most); an engine that does not answer keeps it pending,
+        removed when the engine answers again (or by the reaper)."""
         try:
             self.api.remove_container(cid, force=force)
             self._pending.discard(cid)
@@ -238,6 +270,11 @@ class Engine:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status in (404, 409):
                 self._pending.discard(cid)
+                if status == 409 and until_gone:  # the engine is removing it (`--rm`)
+                    try:
+                        self.api.wait(cid, timeout=10, condition="removed")
+                    except Exception:
+                        pass  # gone already (404), or slow: the engine finishes it anyway
                 return
             mapped_exc = map_error(exc, self.where, f"rm {cid[:12]}")
             if isinstance(mapped_exc, errors.EngineUnavailable):

@@ -63,6 +63,21 @@ def logs_response(api, name: str, params: dict, follow: bool):
     return res
 
 
+def begin_wait(api, cid: str, condition: str):
+    """`POST /containers/CID/wait?condition=CONDITION`, returned once its headers are in.
+
+    The engine answers the headers as soon as the wait is registered and the body (the exit
+    status) when the condition is met, so a wait begun before `start` cannot miss an exit, not even
+    that of a container the engine auto-removes at once (the CLI's own order for `run --rm`).
+    Private: docker-py's public `wait()` reads the whole answer; its request helpers (`_post`,
+    `_url`, `_raise_for_status`) stream it. No read timeout: a cell may run for days.
+    """
+    res = api._post(api._url("/containers/{0}/wait", cid), params={"condition": condition},
+                    stream=True, timeout=None)
+    api._raise_for_status(res)
+    return res
+
+
 def build_context(root: str, files, extra_files):
     """A tar build context (docker-py's public-but-undocumented build utilities)."""
     from docker.utils.build import create_archive
