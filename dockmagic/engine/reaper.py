@@ -607,14 +607,18 @@ class ReaperState:
         self.drop_claims()
 
 
+def kernel_tag(kernel: str) -> str:
+    """A kernel label as a file name (as `transfer.kernel_tag` names exchange folders)."""
+    return "".join(c if c.isascii() and c.isalnum() or c in ".-" else "_" for c in kernel)[:120]
+
+
 class Watch:
     """Who watches a kernel on this host now (``--remote``): ``<runtime>/reapers/<kernel>.watch``
     names the newest reaper started for it (`pid start`). A reaper whose channel closed hands over
     to a newer one that still runs instead of reaping the kernel it still serves."""
 
     def __init__(self, folder: str, kernel: str):
-        tag = "".join(c if c.isalnum() or c in ".-" else "_" for c in kernel)[:120]
-        self.path = os.path.join(folder, tag + ".watch")
+        self.path = os.path.join(folder, kernel_tag(kernel) + ".watch")
         self.me = f"{os.getpid()} {int(_process_start(os.getpid()) or 0)}"
 
     def take(self):
@@ -783,8 +787,7 @@ def _remote_setup(kernel: str, claims, log_path):
     folder = subdir("reapers")
     claims = claims or claims_dir()
     if not log_path:
-        tag = "".join(c if c.isalnum() or c in ".-" else "_" for c in kernel)[:120]
-        log_path = os.path.join(folder, f"{tag}-{os.getpid()}.log")
+        log_path = os.path.join(folder, f"{kernel_tag(kernel)}-{os.getpid()}.log")
     print(f"reaper {os.getpid()} on {socket.gethostname()}: log {log_path}", flush=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.dup2(fd, 1)

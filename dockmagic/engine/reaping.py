@@ -177,7 +177,9 @@ def remote_argv(endpoint_url: str, kernel_id: str, cleanup_globs=(), *, python: 
     """The command that runs a reaper on another host, e.g. ``ssh HOST -- shlex.join(ARGV)``
     with stdin a pipe kept open by the kernel (``Reaper(url, kernel, that_process)``).
     ``remote``: the reaper's ``--remote`` mode (its host's claims and runtime folder, a log
-    there, handover to a newer reaper of the same kernel, heartbeats; see reaper.py)."""
+    there, handover to a newer reaper of the same kernel, heartbeats; see reaper.py).
+    (The source travels as one argument of the remote shell: Linux takes up to 128 KiB there;
+    reaper.py is about 36 KiB.)"""
     return [python, "-I", "-S", "-c", reaper_source()] + script_args(
         endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, claims=claims) + (
         ["--remote"] if remote else [])

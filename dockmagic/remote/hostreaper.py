@@ -26,7 +26,7 @@ import time
 from typing import Optional
 
 from ..engine import reaping
-from ..engine.reaper import HEARTBEAT_S, REMOTE_GRACE_S
+from ..engine.reaper import HEARTBEAT_S, LABEL_WATCH_S, REMOTE_GRACE_S
 from . import errors as rerrors
 
 #: The interpreter the reaper runs with there (stdlib only, Python >= 3.8).
@@ -49,6 +49,7 @@ class HostReaper(reaping.Reaper):
         self._owned: dict = {}
         self._claims: set = set()
         self._removals: set = set()
+        self._labels: dict = {}  # rmlabel KEY=VALUE -> when asked (monotonic)
         self.restarts = 0
         self.kernel_id = kernel_id
         proc = self._spawn()
@@ -124,6 +125,12 @@ class HostReaper(reaping.Reaper):
             self.send(f"claim {cid}")
         for cid in sorted(self._removals):
             self.send(f"rm {cid}")
+        now = time.monotonic()
+        for label, asked in sorted(self._labels.items()):
+            if now - asked < LABEL_WATCH_S:  # the rest of its watch, anew
+                self.send(f"rmlabel {label}")
+            else:
+                self._labels.pop(label, None)
 
     def close(self, reap: bool = False, wait: float = 0.0):
         """As `Reaper.close`, waiting (a little) for the reaper there to have read it: the link
@@ -166,6 +173,10 @@ class HostReaper(reaping.Reaper):
         if remote:
             self._owned.setdefault(container_id, set()).add(remote)
             self.send(f"owns {container_id} {remote}")
+
+    def remove_labelled(self, label: str):
+        self._labels[label] = time.monotonic()
+        self.send(f"rmlabel {label}")
 
     def remove_later(self, container_id: str):
         self._removals.add(container_id)
