@@ -189,3 +189,34 @@ def test_no_python3_there_is_one_line_and_the_cell_still_runs(kernels):
     res = k.run(f"%%docker --engine rig {LABEL} {BASE_IMAGE}\nprint('again')", check=True)
     assert "again" in res.stdout and "reaper" not in res.stderr, "said once"
     assert not rig_reapers(k.kernel_id)
+
+
+def test_prune_orphans_on_the_rig_keeps_what_a_kernel_of_another_host_claimed_there(kernels):
+    """A kernel on another machine reattached to a session on the rig: its claim is in the rig's
+    claims folder (its reaper there wrote it), not in this host's. Prune reads both."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = f"{os.uname().nodename}:{gone.pid}:{int(time.time())}"  # a kernel of ours, gone
+    cid = rig_exec("docker", "run", "-d", "--init", "-l", "dockmagic.managed=1", "-l",
+                   f"dockmagic.kernel={dead}", "-l", "dockmagic.kind=session", "-l",
+                   "dockmagic.reap=1", "-l", f"{CASE}=rreap-{RUN}", BASE_IMAGE,
+                   "sleep", "300").stdout.decode().strip()
+    claims = "/dev/shm/dockmagic-run-0/claims"
+    rig_exec("sh", "-c", f"mkdir -p -m 700 {claims} && echo laptop-far:4242:1700000000 "
+                         f"> {claims}/{cid}")
+    k = kernels()
+    show = ("from dockmagic import lifecycle\nfrom dockmagic.remote import engines\n"
+            "print([v for e, v in lifecycle.query_owners(engine=engines.get_engine('rig'))\n"
+            f"       if e['Id'] == {cid!r}])")
+    try:
+        assert "['claimed']" in k.run(show, check=True).stdout
+        k.run(f"%docker prune -f --orphans --filter label={CASE}=rreap-{RUN} --engine rig",
+              check=True)
+        assert cid[:12] in " ".join(rig_containers(f"{CASE}=rreap-{RUN}")), "prune took it"
+        rig_exec("rm", "-f", f"{claims}/{cid}")  # unclaimed: an orphan of a kernel that is gone
+        assert "['orphan']" in k.run(show, check=True).stdout
+        k.run(f"%docker prune -f --orphans --filter label={CASE}=rreap-{RUN} --engine rig",
+              check=True)
+        assert cid[:12] not in " ".join(rig_containers(f"{CASE}=rreap-{RUN}"))
+    finally:
+        rig_exec("rm", "-f", f"{claims}/{cid}", check=False)

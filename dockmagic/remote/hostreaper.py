@@ -216,3 +216,26 @@ def start(engine, kernel_id: str) -> Optional[HostReaper]:
         return HostReaper(engine, kernel_id, local=local, python=python)
     except rerrors.RemoteEngineError:
         return None  # the link went meanwhile: the next cell's create asks again
+
+
+#: Lists the claims folder of the SSH user there (`reaper.runtime_dir`: /dev/shm first, then the
+#: temp folder): one line per claim, `ID KERNEL`.
+_LIST_CLAIMS = (
+    'u=$(id -u); for d in /dev/shm/dockmagic-run-$u/claims "${TMPDIR:-/tmp}"/dockmagic-run-$u/claims; '
+    'do [ -d "$d" ] || continue; cd "$d" || continue; for f in *; do '
+    '[ -f "$f" ] && [ ! -L "$f" ] && printf "%s %s\\n" "$f" "$(head -c 200 "$f")"; done; break; done')
+
+
+def claims_on_host(engine) -> dict:
+    """Container id -> the kernel claiming it, from the claims folder on ENGINE's host (where
+    the reapers there look; kernels of other hosts claim there too). {} when it cannot be read."""
+    try:
+        out = engine.link.run(_LIST_CLAIMS, timeout=15).stdout.decode("utf-8", "replace")
+    except rerrors.RemoteEngineError:
+        return {}
+    found = {}
+    for line in out.splitlines():
+        cid, _, kernel = line.strip().partition(" ")
+        if 12 <= len(cid) <= 64 and set(cid) <= set("0123456789abcdef") and kernel:
+            found[cid] = kernel
+    return found
