@@ -1,6 +1,6 @@
 """The reaper's cost to the kernel, and how soon it cleans up, in one run.
 
-    .venv/bin/python benchmarks/bench_reaper.py [--runs 20]
+    .venv/bin/python benchmarks/bench_reaper.py [--runs 20] [--remote]
 
 1. `ensure_reaper` on first use (a Popen, nothing waited on) and on later calls (a dict lookup
    and a waitpid): what the first cell and every later one pay, in the kernel.
@@ -47,8 +47,12 @@ def rss_kib(pid: int) -> int:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--remote", action="store_true", help="sections 4-6, against the rig")
     args = p.parse_args()
     run = uuid.uuid4().hex[:8]
+    print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+    if args.remote:
+        return remote(args.runs, run)
     kernel = f"{socket.gethostname()}-bench:{run}:0"
 
     first, later, rss = [], [], []
@@ -157,13 +161,19 @@ def remote(runs: int, run: str):
             f"r = hostreaper.start(e, {label!r}); print(r.pid, flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             start_new_session=True, cwd=ROOT)
-    proc.stdout.readline()
-    wait_for(lambda: rig_reapers(label))
+    if not proc.stdout.readline().strip():
+        raise SystemExit("the kernel process could not start its reaper on the rig")
+    wait_for(lambda: rig_reapers(label), 30)
+    if not rig_reapers(label):
+        raise SystemExit("no reaper on the rig for the kernel process")
     t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     wait_for(lambda: not rig("docker", "ps", "-aq", "--filter", f"id={cid}").strip(), 90, 0.2)
     took = time.monotonic() - t0
+    if rig("docker", "ps", "-aq", "--filter", f"id={cid}").strip():
+        print(rig("sh", "-c", f"tail -n 20 /dev/shm/dockmagic-run-0/reapers/"
+                              f"{reaper.kernel_tag(label)}-*.log", check=False))
     rig("docker", "rm", "-f", cid, check=False)
     print(f"kernel SIGKILLed -> its container on the rig gone: {took:.1f} s (1 run; remote grace "
           f"{reaper.REMOTE_GRACE_S:g} s)")
@@ -172,10 +182,4 @@ def remote(runs: int, run: str):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if __name__ == "__main__":
-    if "--remote" in sys.argv:
-        sys.argv.remove("--remote")
-        print(f"load average {os.getloadavg()[0]:.2f}")
-        remote(int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 5,
-               uuid.uuid4().hex[:8])
-    else:
-        main()
+    main()

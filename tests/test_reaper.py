@@ -423,6 +423,25 @@ def test_a_remote_reaper_hands_over_to_a_newer_one_of_the_same_kernel(docker_cli
                 p.kill()
 
 
+def test_a_remote_reaper_whose_channel_closed_as_it_started_still_reaps(docker_client, made):
+    """The kernel died while its reaper was starting there: the channel is gone before the
+    reaper says where its log is. Writing there must not end it before it reaps."""
+    kernel = fake_kernel()
+    c = made(kernel)
+    argv = reaping.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=0.2,
+                               remote=True)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    proc.stdout.close()
+    proc.stdin.close()
+    try:
+        assert proc.wait(60) == 0
+        assert not exists(docker_client, c)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_a_remote_reaper_takes_silence_for_a_dead_kernel(docker_client, made):
     """A laptop asleep never closes its TCP connection: no ping for --silence seconds counts."""
     kernel = fake_kernel()

@@ -299,8 +299,8 @@ class Engine:
         return frozenset(self._pending)
 
     def reaper(self):
-        """This kernel's reaper for this engine (engine/reaper.py), started if need be; None
-        where none can run from here (ssh:// endpoints)."""
+        """This kernel's reaper for this engine (engine/reaper.py), started if need be (for an
+        ssh:// engine on that engine's host: `RemoteEngine`); None where none can run."""
         self._ensure_reaper()
         return self._reaper
 

@@ -788,8 +788,12 @@ def _remote_setup(kernel: str, claims, log_path):
     claims = claims or claims_dir()
     if not log_path:
         log_path = os.path.join(folder, f"{kernel_tag(kernel)}-{os.getpid()}.log")
-    print(f"reaper {os.getpid()} on {socket.gethostname()}: log {log_path}", flush=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    try:  # where its log is, for the kernel's side; the channel may be closed already (the
+        # kernel died while we started): writing there must not end us before we reap
+        os.write(1, f"reaper {os.getpid()} on {socket.gethostname()}: log {log_path}\n".encode())
+    except OSError:
+        pass
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
