@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_panel.py [--containers 200] [--running 10]
                                                [--refreshes 20] [--cpu-seconds 60] [--in-process]
+                                               [--rig N]
 
 Creates N `sleep` containers labelled dockmagic.managed=1,dockmagic.bench=panel (created, and
 --running of them started so that stats are fetched too), then, inside a real ipykernel (so every
@@ -14,12 +15,21 @@ widget change is serialised onto the kernel's iopub socket, as in a notebook):
 * the refresher at its default 2 s interval: process CPU time (all threads: refresher, workers,
   iopub) over --cpu-seconds, as % of one core. Target: < 2 %.
 
+--rig N adds the test rig (scripts/ensure-rig.sh, a real engine over SSH) as an engine, with N
+running bench containers there, made last: the newest rows, among those drawn, so their inspect
+and stats are read over SSH too. The rig is read on its own reader thread (its listing every
+interval, its GPUs with nvidia-smi every 10 s), as in a running panel. Compare a run with and
+without it. The refresher CPU counts this process only (not the ssh processes the rig's GPU
+reads start).
+
 All bench containers are removed at the end, whatever happens. --in-process skips the kernel.
 """
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -53,6 +63,38 @@ def make_containers(n, running):
     print(f"made {n} containers ({running} running) in {time.perf_counter() - t0:.1f} s",
           flush=True)
     return ids
+
+
+RIG = os.environ.get("DOCKMAGIC_RIG_NAME", "dockmagic-rig")
+
+
+def make_rig_containers(n):
+    """N running bench containers on the rig's own engine, and the rig added as an engine in a
+    private engines.toml (returned: the XDG_CONFIG_HOME to give the kernel)."""
+    sys.path.insert(0, ROOT)
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "ensure-rig.sh")], check=True,
+                   capture_output=True)
+    labels = " ".join(f"--label {k}={v}" for k, v in LABELS.items())
+    t0 = time.perf_counter()
+    subprocess.run(["docker", "exec", RIG, "sh", "-c",
+                    f"for i in $(seq {n}); do docker run -d {labels} --label dockmagic.cell=r$i "
+                    f"{IMAGE} sleep 600 >/dev/null; done"], check=True)
+    print(f"made {n} running containers on the rig in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    xdg = tempfile.mkdtemp(prefix="bench-panel-xdg-")
+    os.environ["XDG_CONFIG_HOME"] = xdg
+    from dockmagic.remote import store, urls
+    store.add_engine(urls.parse_endpoint("rig", f"ssh://{RIG}"))
+    return xdg
+
+
+def remove_rig_containers():
+    out = subprocess.run(["docker", "exec", RIG, "docker", "ps", "-aq", "--filter",
+                          "label=dockmagic.bench=panel"], capture_output=True, text=True).stdout
+    if out.split():
+        subprocess.run(["docker", "exec", RIG, "docker", "rm", "-f", *out.split()],
+                       capture_output=True)
+    print(f"removed {len(out.split())} bench containers on the rig", flush=True)
 
 
 def remove_containers():
@@ -97,6 +139,7 @@ def inner(refreshes=20, cpu_seconds=60.0):
     for label, max_rows in (("50 rows drawn (default)", panel_mod.MAX_ROWS),
                             ("all rows drawn", 10_000)):
         p = Panel(autostart=False, max_rows=max_rows, **PANEL)
+        p.engines.start_threads()  # other engines on their own threads, as a running panel
         try:
             cold, t0 = [], time.perf_counter()
             while not cold or "drawing" in p.more_w.value:  # row widgets are made a few a tick
@@ -105,7 +148,8 @@ def inner(refreshes=20, cpu_seconds=60.0):
                 cold.append(time.perf_counter() - t1)
             fill = time.perf_counter() - t0
             deadline = time.monotonic() + 60
-            while any(r.gpus is None for r in p.state.rows[:max_rows]) \
+            while (any(r.gpus is None for r in p.state.rows[:max_rows])
+                   or any(g.reachable is None for g in p.state.groups)) \
                     and time.monotonic() < deadline:
                 time.sleep(0.2)  # the workers inspect every row shown once
                 p.refresh()
@@ -121,8 +165,12 @@ def inner(refreshes=20, cpu_seconds=60.0):
                 total.append(t2 - t0)
                 time.sleep(0.1)
             rows = len(state.rows)
+            engines = ", ".join(f"{g.name} {sum(r.engine == g.name for r in state.rows)} rows"
+                                f"{'' if g.reachable else ' (' + str(g.error) + ')'}"
+                                for g in state.groups)
             print(f"[{label}] {rows} rows in scope, {len(p.rows_w.children)} drawn, "
-                  f"{state.listed} dockmagic containers listed", flush=True)
+                  f"{state.listed} dockmagic containers listed here; engines: {engines}",
+                  flush=True)
             print(f"  first display: {len(cold)} ticks making row widgets: {_ms(cold)}; "
                   f"all drawn after {fill * 1000:.0f} ms", flush=True)
             print(f"  warm refresh total:   {_ms(total)}", flush=True)
@@ -203,15 +251,24 @@ def main(argv=None):
     ap.add_argument("--refreshes", type=int, default=20)
     ap.add_argument("--cpu-seconds", type=float, default=60.0)
     ap.add_argument("--in-process", action="store_true", help="no kernel: widgets without comms")
+    ap.add_argument("--rig", type=int, default=0, metavar="N",
+                    help="add the test rig as an engine, with N running containers there")
     args = ap.parse_args(argv)
     try:
         make_containers(args.containers, args.running)
+        if args.rig:  # made last: the newest rows, shown (inspected, stats read over SSH)
+            time.sleep(1.1)
+            make_rig_containers(args.rig)
+        else:  # no engine added, whatever the user's engines.toml holds
+            os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="bench-panel-xdg-")
         if args.in_process:
             inner(args.refreshes, args.cpu_seconds)
             return 0
         return in_kernel(args.refreshes, args.cpu_seconds)
     finally:
         remove_containers()
+        if args.rig:
+            remove_rig_containers()
 
 
 if __name__ == "__main__":

@@ -97,7 +97,10 @@ def cmd_session(magics, args):
 
 @subcommand("panel", "the live panel: containers and GPUs, with actions", group="cells",
             description="A live view of containers and GPUs with stop / restart / remove / "
-                        "logs / commit actions, refreshed from one background thread.")
+                        "logs / commit actions, refreshed from one background thread. With "
+                        "engines added (`%docker engines add`), every engine's containers "
+                        "(an engine column; each row's actions act there) and a GPU heading "
+                        "per engine.")
 @argument("--scope", choices=("notebook", "dockmagic", "all"), default="dockmagic",
           help="whose containers: this notebook's, dockmagic's (default), or all")
 @argument("--interval", type=float, default=None, metavar="SECONDS",

@@ -1,8 +1,10 @@
 """The live panel (``%docker panel`` / ``dockmagic.panel.Panel()``): what runs where, and actions.
 
 One ipywidgets view kept current by ONE daemon refresher thread (stop event, adjustable
-interval, pausable). Each tick reads the engine's container list (one call: dockmagic's
-containers, or every one for the "all" scope) and NVML, builds a frozen
+interval, pausable). Each tick reads the local engine's container list (one call: dockmagic's
+containers, or every one for the "all" scope) and NVML, takes what the other engines of
+``%docker engines`` last answered (each read on its own thread, :mod:`dockmagic.panelpoll`,
+so a slow or unreachable host never holds a tick), builds a frozen
 :class:`~dockmagic.panelstate.PanelState` off the kernel's thread
 (:func:`~dockmagic.panelstate.build_state`, pure) and applies it to the widgets inside
 ``hold_sync()``, sending only what changed. The slow per-container reads - ``inspect`` (for
@@ -10,8 +12,11 @@ containers, or every one for the "all" scope) and NVML, builds a frozen
 seconds for the running rows shown - run on two daemon workers that the refresh never waits
 for; their answers show on the next tick.
 
-A tick never raises: an engine that does not answer becomes a banner over the last rows seen,
-and the next tick tries again. Buttons act through :mod:`dockmagic.lifecycle` on short daemon
+With engines added, the table has an engine column, each row's buttons act on its own engine,
+and the GPU cards are grouped under a heading per engine (:mod:`dockmagic.panelgpus`).
+
+A tick never raises: an engine that does not answer becomes one line saying why over the last
+rows seen, and the next read tries again. Buttons act through :mod:`dockmagic.lifecycle` on short daemon
 threads, so a 10 s ``docker stop`` never blocks the kernel; destructive actions on containers
 dockmagic did not start (and force-removing a running one) ask first.
 
@@ -22,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import os
-import queue
 import re
 import threading
 import time
@@ -34,11 +38,11 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from . import errors, lifecycle
 from . import panelstate as ps
-from . import gpus
 from .gpus import attach_containers, attach_process_info
-from .units import NA  # the units and words of %gpus
 from .units import mem as fmt_bytes
-from .panelstate import ContainerRow, GpuCard, PanelState
+from .panelgpus import GpuGroups, card_html, sparkline_svg  # noqa: F401 (the panel's API)
+from .panelpoll import ENGINE_TIMEOUT_S, LOG_LINES, EnginePoller, Fetcher
+from .panelstate import ContainerRow, PanelState
 
 __all__ = ["Panel", "show_panel", "close_all", "row_html", "card_html", "sparkline_svg"]
 
@@ -50,15 +54,10 @@ MAX_ROWS = 50
 STATS_PER_TICK = 16
 #: A container's CPU/memory sample is renewed after this many seconds (or the interval, if
 #: longer): stale by a few seconds is fine, and each sample costs the engine and us.
-#: Seconds between two readings of every engine for the engines line (each costs a round trip
-#: per engine and, for GPUs, one nvidia-smi there).
-ENGINES_EVERY_S = 10.0
 STATS_EVERY_S = 4.0
 #: Row widgets made per tick at most (~10-15 ms a row in a kernel: 7 widgets): a first display
 #: of many rows fills over a few back-to-back ticks instead of one long one.
 NEW_ROWS_PER_TICK = 5
-LOG_LINES = 200
-UTIL_COLOUR, MEM_COLOUR = "#0969da", "#8250df"  # fallbacks; the theme's colours win (CSS)
 STOP_TIMEOUT_S = 10  # docker stop's own default grace before SIGKILL
 
 _live: "weakref.WeakSet[Panel]" = weakref.WeakSet()
@@ -106,6 +105,9 @@ CSS = """<style>
 .dm-id{width:104px}.dm-state{width:84px}.dm-up{width:52px}.dm-gpus{width:48px}
 .dm-cpu{width:46px;text-align:right}.dm-mem{width:124px;text-align:right;position:relative}
 .dm-nb{flex:0 1 120px;min-width:64px;padding-left:10px}.dm-cell{width:40px}
+.dm-engine{width:76px}.dm-panel:not(.dm-multi) .dm-engine{display:none}
+.dm-engine-down{color:var(--dm-err);padding:2px 4px;border-bottom:1px solid var(--jp-border-color2,#eaeef2)}
+.dm-engine-h .dm-endpoint{font-family:var(--jp-code-font-family,monospace);font-size:11px}
 /* narrow: the ID goes first, then uptime, CPU, the memory limit and the image; name, state,
    GPUs, memory, notebook and cell stay */
 @container (max-width:820px){.dm-id{display:none}}
@@ -177,6 +179,8 @@ CSS = """<style>
 # (class, heading, tooltip); the order of the row's cells
 _COLUMNS = (
     ("dm-name", "name", "container name"),
+    ("dm-engine", "engine", "the Docker engine it runs on (%docker engines); its buttons act "
+                            "there"),
     ("dm-id", "ID", "short container ID; click to copy the full ID"),
     ("dm-image", "image", "image"),
     ("dm-state", "state", "state (docker ps STATUS on hover); spare = a warm container kept "
@@ -253,6 +257,7 @@ def row_html(row: ContainerRow, note: Optional[str] = None) -> str:
                                 if row.spare else "")
     bodies = (
         (f"{row.name}{kind}", _e(cells["NAME"])),
+        (f"engine {row.engine}", _e(row.engine)),
         (f"ID {row.id}", _id_html(row)),
         (row.image, _e(cells["IMAGE"])),
         (state_title, state),
@@ -266,120 +271,6 @@ def row_html(row: ContainerRow, note: Optional[str] = None) -> str:
     body = "".join(f'<span class="dm-c {c}" title="{_e(t)}">{b}</span>'
                    for (c, _, _), (t, b) in zip(_COLUMNS, bodies))
     return f'<div class="dm-cells">{body}</div>'
-
-
-def _polylines(points: Sequence[Tuple[float, Optional[float]]], colour: str, cls: str) -> str:
-    """Polylines through (x, y) points; a None value breaks the line (a gap, not a zero)."""
-    runs, run = [], []
-    for x, y in points:
-        if y is None:
-            if run:
-                runs.append(run)
-            run = []
-        else:
-            run.append(f"{x:.1f},{y:.1f}")
-    if run:
-        runs.append(run)
-    out = []
-    for r in runs:
-        if len(r) == 1:
-            cx, cy = r[0].split(",")
-            out.append(f'<circle class="{cls}" cx="{cx}" cy="{cy}" r="1.2" fill="{colour}"/>')
-        else:
-            out.append(f'<polyline class="{cls}" fill="none" stroke="{colour}" '
-                       f'stroke-width="1.4" stroke-linejoin="round" points="{" ".join(r)}"/>')
-    return "".join(out)
-
-
-def sparkline_svg(samples: Sequence[Tuple[float, Optional[float], Optional[float]]], now: float,
-                  window: float = ps.HISTORY_S, width: int = 300, height: int = 30) -> str:
-    """An inline SVG of GPU utilisation and memory used, 0-100 %, over the last ``window``
-    seconds ending at ``now``; no plotting library. Its colours are the theme's (classes
-    styled by :data:`CSS`); the attributes are fallbacks for pages without it."""
-    top, bottom = 2.0, height - 2.0
-
-    def xy(t, v):
-        x = width * (1.0 - (now - t) / window)
-        y = None if v is None else bottom - (bottom - top) * max(0.0, min(100.0, v)) / 100.0
-        return x, y
-
-    recent = [s for s in samples if now - window <= s[0] <= now]
-    util = _polylines([xy(t, u) for t, u, _ in recent], UTIL_COLOUR, "dm-sp-util")
-    mem = _polylines([xy(t, m) for t, _, m in recent], MEM_COLOUR, "dm-sp-mem")
-    frame = (f'<rect class="dm-sp-bg" x="0" y="0" width="{width}" height="{height}" rx="3" '
-             f'fill="none"/>'
-             f'<line class="dm-sp-mid" x1="0" y1="{(top + bottom) / 2:.1f}" x2="{width}" '
-             f'y2="{(top + bottom) / 2:.1f}" stroke="#8c959f" stroke-width="0.6" '
-             f'stroke-dasharray="2 3"/>'
-             f'<text class="dm-sp-t" x="3" y="{height - 3}" font-size="8" '
-             f'fill="#8c959f">{window:g} s</text>')
-    return (f'<svg class="dm-spark" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
-            f'xmlns="http://www.w3.org/2000/svg" role="img">'
-            f"<title>{gpus.UTIL_NAME} and {gpus.MEMORY_NAME} used, last {window:g} s</title>"
-            f"{frame}{mem}{util}</svg>")
-
-
-def _bar(pct: Optional[float], levels: Tuple[int, int]) -> str:
-    width = 0.0 if pct is None else max(0.0, min(100.0, pct))
-    return (f'<div class="dm-bar"><div class="dm-lv-{gpus.level(pct, levels)}" '
-            f'style="width:{width:.1f}%"></div></div>')
-
-
-def _process_html(proc) -> str:
-    c = proc.container
-    where = ""
-    if c is not None:
-        where = f" · <b>{_e(c.name)}</b>"
-        if c.managed and (c.notebook or c.cell):
-            nb = (c.notebook or "").rsplit("/", 1)[-1]
-            where += f' <span class="dm-muted">{_e(nb)} [{_e(c.cell or "?")}]</span>'
-    who = ""
-    if proc.user or proc.command:
-        who = f' <span class="dm-muted">{_e(proc.user or NA)} {_e(proc.command or NA)}</span>'
-    title = " ".join(x for x in (proc.user, proc.command, gpus.process_where(proc)) if x)
-    return (f'<div title="{_e(title)}">PID {proc.pid} · {_e(fmt_bytes(proc.used_memory))}'
-            f"{where}{who}</div>")
-
-
-def card_html(card: GpuCard, now: float) -> str:
-    """One GPU: name, temperature, power, utilisation and memory bars (``%gpus``'s thresholds),
-    sparkline, processes."""
-    g = card.info
-    if g.lost:
-        return (f'<div class="dm-card"><div class="dm-card-h"><b>GPU {g.index}</b></div>'
-                f'<div class="dm-hot">lost or unreadable: {_e(g.error or NA)}</div></div>')
-    temp = gpus.format_temp(g.temperature)
-    if g.temperature is not None and g.temperature >= 75:
-        temp = f'<span class="{"dm-hot" if g.temperature >= 85 else "dm-warm"}">{_e(temp)}</span>'
-    else:
-        temp = _e(temp)
-    power = gpus.format_power_pair(g.power_mw, g.power_limit_mw)   # the same words as %gpus
-    mem_pct = gpus.memory_percent(g)
-    mem_text = gpus.format_memory_pair(g.mem_used, g.mem_total)
-    procs = "".join(_process_html(p) for p in g.processes[:4])
-    if len(g.processes) > 4:
-        procs += f'<div class="dm-muted">+{len(g.processes) - 4} more</div>'
-    if not procs:
-        procs = '<div class="dm-muted">no processes</div>'
-    return (
-        '<div class="dm-card">'
-        f'<div class="dm-card-h"><b>GPU {g.index}</b>'
-        f'<span class="dm-muted" title="{_e(g.uuid or "")}">{_e(g.name or NA)}</span>'
-        f'<span class="dm-num">{temp} · {_e(power)}</span></div>'
-        f'<div class="dm-meter"><span class="dm-k dm-key-util">{gpus.UTIL_NAME}</span>'
-        f"{_bar(g.util_gpu, gpus.UTIL_LEVELS)}"
-        f'<span class="dm-v">{_e(gpus.format_percent(g.util_gpu))}</span></div>'
-        f'<div class="dm-meter"><span class="dm-k dm-key-mem">{gpus.MEMORY_NAME}</span>'
-        f"{_bar(mem_pct, gpus.MEMORY_LEVELS)}"
-        f'<span class="dm-v">{_e(mem_text)}</span></div>'
-        f"{sparkline_svg(card.history, now)}"
-        f'<div class="dm-card-sub dm-muted"><span>'
-        f'<span class="dm-key-util">━ {gpus.UTIL_NAME}</span> '
-        f'<span class="dm-key-mem">━ {gpus.MEMORY_NAME}</span></span>'
-        f'<span class="dm-num" title="memory-controller utilisation">'
-        f"{gpus.MEM_UTIL_NAME} {_e(gpus.format_percent(g.util_mem))}</span></div>"
-        f'<div class="dm-procs">{procs}</div></div>')
 
 
 def status_html(state: PanelState, paused: bool, interval: float, shown: int) -> str:
@@ -398,91 +289,6 @@ def _engine_message(exc: BaseException) -> str:
     if isinstance(exc, errors.DockmagicError):
         return str(exc)
     return errors.describe_no_engine(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
-
-
-# --------------------------------------------------------------------------------------------
-# Slow per-container reads, off the refresh path
-# --------------------------------------------------------------------------------------------
-
-
-class _Fetcher:
-    """``inspect`` and one-shot ``stats`` on a few daemon workers. The refresher asks
-    (:meth:`want`) and takes what has arrived (:meth:`inspected`, :meth:`stats`); it never waits."""
-
-    def __init__(self, workers: int = 2):
-        self._q: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._pending: frozenset = frozenset()
-        self._inspected: Dict[str, ps.Inspected] = {}
-        self._samples: Dict[str, Tuple[float, dict, dict]] = {}  # id -> (when, merged, raw)
-        self._logs: Optional[Tuple[str, str]] = None  # (id, text): the last logs read
-        self._closed = threading.Event()
-        self._threads = [threading.Thread(target=self._work, daemon=True,
-                                          name=f"dockmagic-panel-fetch-{i}")
-                         for i in range(workers)]
-        for t in self._threads:
-            t.start()
-
-    def want(self, kind: str, cid: str) -> None:
-        with self._lock:
-            if self._closed.is_set() or (kind, cid) in self._pending:
-                return
-            self._pending = self._pending | {(kind, cid)}
-        self._q.put((kind, cid))
-
-    def inspected(self) -> Dict[str, ps.Inspected]:
-        return self._inspected  # replaced, never changed in place: safe to read
-
-    def stats(self) -> Dict[str, dict]:
-        return {cid: merged for cid, (_, merged, _) in self._samples.items()}
-
-    def logs(self) -> Optional[Tuple[str, str]]:
-        """The last logs read, as ``(container id, text)``."""
-        return self._logs
-
-    def sample_age(self, cid: str, now: float) -> float:
-        entry = self._samples.get(cid)
-        return float("inf") if entry is None else now - entry[0]
-
-    def forget_except(self, ids) -> None:
-        """Drop what is cached for containers no longer listed."""
-        with self._lock:
-            if any(k not in ids for k in self._inspected):
-                self._inspected = {k: v for k, v in self._inspected.items() if k in ids}
-            if any(k not in ids for k in self._samples):
-                self._samples = {k: v for k, v in self._samples.items() if k in ids}
-
-    def _work(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None or self._closed.is_set():
-                return
-            kind, cid = item
-            try:
-                if kind == "inspect":
-                    found = ps.parse_inspect(lifecycle.inspect_container(cid))
-                    with self._lock:
-                        self._inspected = {**self._inspected, cid: found}
-                elif kind == "logs":
-                    self._logs = (cid, lifecycle.fetch_logs(cid, tail=LOG_LINES))
-                else:
-                    sample = lifecycle.query_stats(cid)
-                    if sample:
-                        with self._lock:
-                            prev = self._samples.get(cid)
-                            merged = ps.with_precpu(sample, prev[2] if prev else None)
-                            self._samples = {**self._samples,
-                                             cid: (time.monotonic(), merged, sample)}
-            except Exception:  # gone, or the engine went away: the next tick asks again
-                pass
-            finally:
-                with self._lock:
-                    self._pending = self._pending - {item}
-
-    def close(self) -> None:
-        self._closed.set()
-        for _ in self._threads:
-            self._q.put(None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,13 +385,18 @@ class Panel(W.VBox):
     dockmagic made) or "all". ``interval``: seconds between refreshes. ``notebook``/``kernel``
     default to this kernel's, as the labels of its ``%%docker`` containers say.
     ``query_gpus``: a function returning a :class:`~dockmagic.nvml.GpuSnapshot` (tests pass
-    recorded ones). ``autostart=False`` leaves the thread off: call :meth:`refresh` yourself.
+    recorded ones). ``autostart=False`` leaves the thread off: call :meth:`refresh` yourself
+    (the other engines are then read by :meth:`refresh` too, each once, waiting for them).
+    ``default_engine``: the notebook's (``%docker config --engine``), marked ``*``.
     """
+
+    #: Another engine whose read has been in flight this long (seconds) shows as not answering.
+    engine_timeout = ENGINE_TIMEOUT_S
 
     def __init__(self, scope: str = "dockmagic", interval: float = DEFAULT_INTERVAL, *,
                  notebook: Optional[str] = None, kernel: Optional[str] = None,
                  max_rows: int = MAX_ROWS, query_gpus: Optional[Callable] = None,
-                 autostart: bool = True):
+                 autostart: bool = True, default_engine: Optional[str] = None):
         if scope not in ps.SCOPES:
             raise ValueError(f"scope must be one of {', '.join(ps.SCOPES)}, not {scope!r}")
         super().__init__()
@@ -610,11 +421,11 @@ class Panel(W.VBox):
         self._pstate = PanelState(scope=scope)
         self._listing: tuple = ()
         self._listed_at = 0.0
-        self._logs_id: Optional[str] = None  # the row whose logs pane is open
+        self.default_engine = default_engine
+        self._logs_id: Optional[str] = None  # the row (key) whose logs pane is open
         self._logs_shown: Optional[str] = None
-        self._notes: Dict[str, str] = {}  # id -> "stopping…" while an action on it runs
-        self._rows: Dict[str, _RowView] = {}
-        self._cards: Dict[str, W.HTML] = {}
+        self._notes: Dict[str, str] = {}  # row key -> "stopping…" while an action on it runs
+        self._rows: Dict[str, _RowView] = {}  # by row key (ps.row_key)
         self._pending_ok: Optional[Callable[[str], None]] = None
         self._apply_lock = threading.RLock()
         self._refresh_lock = threading.Lock()
@@ -623,8 +434,11 @@ class Panel(W.VBox):
         self._force = False
         self._closed = False
         self._thread: Optional[threading.Thread] = None
-        self._fetcher = _Fetcher()
-        self._engines_at = 0.0  # when the engines line was last read (see refresh_engines)
+        self._fetcher = Fetcher()  # the local engine's; each other engine has its own
+        # every other engine of `%docker engines`, each read on its own thread once started
+        self.engines = EnginePoller(lambda: self.interval, lambda: not self.paused,
+                                     lambda: self.scope != "all", self._on_engine_change)
+        self._local_url: Optional[str] = None
         self._build_widgets()
         _live.add(self)
         from .kernel import on_shutdown
@@ -706,13 +520,15 @@ class Panel(W.VBox):
                               layout=W.Layout(width="100%"))
         self.rows_w = W.VBox()
         self.more_w = W.HTML()
-        self.gpu_head_w = W.HTML('<div class="dm-section">GPUs</div>')
-        self.cards_w = W.Box(layout=W.Layout(flex_flow="row wrap"))
-        # every engine of `%docker engines` (shown once any is added): one line each
+        # the GPUs: a heading per engine, its cards under it (the local engine's first)
+        self.gpus_w = GpuGroups(self._html_style, self._card_layout)
+        self.gpu_head_w, self.cards_w = self.gpus_w.head, self.gpus_w.cards
+        # engines of `%docker engines` that do not answer: one line each, over the table
         self.engines_w = W.HTML(layout=W.Layout(display="none"))
         # the logs pane is not a child here: it is placed in rows_w, under its row
-        self.children = (header, self.banner_w, self.engines_w, self.prompt_w, self.notice_w,
-                         self.thead_w, self.rows_w, self.more_w, self.gpu_head_w, self.cards_w)
+        self.children = (header, self.banner_w, self.prompt_w, self.notice_w, self.engines_w,
+                         self.thead_w, self.rows_w, self.more_w, self.gpu_head_w, self.cards_w,
+                         self.gpus_w.others)
 
     # -- thread ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -720,6 +536,7 @@ class Panel(W.VBox):
         if self._closed or (self._thread is not None and self._thread.is_alive()):
             return
         self._stop.clear()
+        self.engines.start_threads()
         self._thread = threading.Thread(target=self._run, name="dockmagic-panel", daemon=True)
         self._thread.start()
 
@@ -729,32 +546,12 @@ class Panel(W.VBox):
             force, self._force = self._force, False
             if force or not self.paused:
                 self.refresh()
-                if time.monotonic() - self._engines_at >= ENGINES_EVERY_S:
-                    self.refresh_engines()
             self._wake.wait(self.interval)
 
-    def refresh_engines(self) -> None:
-        """Read every engine of `%docker engines` (each on its own thread, a few seconds at
-        most for one that does not answer) and show one line per engine. Never raises; costs
-        nothing while no engine was added."""
-        self._engines_at = time.monotonic()
-        try:
-            from .remote import store, table
-            if not store.load_engines():
-                html = ""
-            else:
-                html = table.to_panel_html(table.query_engines())
-        except Exception as exc:  # the engines file is broken: say so on the line
-            html = f'<div class="dm-muted">engines: {_e(str(exc))}</div>'
-        if self._stop.is_set() or self._closed:
-            return
-        try:
-            with self.hold_sync():
-                if self.engines_w.value != html:
-                    self.engines_w.value = html
-                _show(self.engines_w, bool(html))
-        except Exception:  # widgets closed under us
-            pass
+    def _on_engine_change(self) -> None:
+        """Another engine's rows or state changed (on its reader's thread): draw it now."""
+        if self._thread is not None and self._thread.is_alive():
+            self.refresh_soon()
 
     def refresh_soon(self) -> None:
         """Ask the refresher for a tick now, even while paused (after an action)."""
@@ -807,26 +604,79 @@ class Panel(W.VBox):
             snap = attach_process_info(snap)
             fetcher.forget_except({e.get("Id") for e in listing})
         history = _add_history(snap, now)
-        state = ps.build_state(listing, snap, fetcher.stats(), self.scope, self.notebook, now,
-                               kernel=self.kernel, inspected=fetcher.inspected(),
-                               history=history, engine_error=engine_error)
-        if self._logs_id is not None:
-            fetcher.want("logs", self._logs_id)  # the pane follows the container's output
+        readings = self._read_engines()
+        inspected, stats = fetcher.inspected(), fetcher.stats()
+        others = self.engines.fetchers()
+        if others:  # keyed ENGINE/id: one dict for the state builder
+            inspected = dict(inspected)
+            stats = dict(stats)
+            for f in others:
+                inspected.update(f.inspected())
+                stats.update(f.stats())
+        state = ps.build_state(listing, snap, stats, self.scope, self.notebook, now,
+                               kernel=self.kernel, inspected=inspected,
+                               history=history, engine_error=engine_error, engines=readings,
+                               local_endpoint=self._local_endpoint() if readings else "",
+                               default_engine=self.default_engine,
+                               timeout=self.engine_timeout)
+        if self._logs_id is not None:  # the pane follows the container's output
+            row = self._row(self._logs_id, state)
+            target = self._fetcher_for(row.engine) if row is not None else None
+            if target is not None:
+                target.want("logs", row.id)
+        shown = state.rows[:self.max_rows]
         if engine_error is None:
-            shown = {r.id for r in state.rows[:self.max_rows]}
-            entries = [e for e in listing if e.get("Id") in shown]
+            ids = {r.id for r in shown if r.engine == ps.LOCAL}
+            entries = [e for e in listing if e.get("Id") in ids]
             for cid in ps.ids_to_inspect(entries, fetcher.inspected(), now):
                 fetcher.want("inspect", cid)
-            self._want_stats(state)
+        for reading in readings:
+            if reading.listing is not None and reading.error is None:
+                self._want_inspect(reading, shown, now)
+        self._want_stats(state)
         return state
+
+    def _read_engines(self) -> tuple:
+        """The other engines' last readings (read now, and waited for, when no thread runs)."""
+        poller = self.engines
+        poller.sync()
+        if not poller.threaded:
+            poller.read_all()
+        return poller.readings()
+
+    def _want_inspect(self, reading, shown, now) -> None:
+        """Another engine's rows shown: inspect what is new or changed there (on its own
+        fetcher), and forget what is no longer listed."""
+        fetcher = self.engines.fetcher(reading.name)
+        if fetcher is None:
+            return
+        fetcher.forget_except({e.get("Id") for e in reading.listing})
+        ids = {r.id for r in shown if r.engine == reading.name}
+        entries = [e for e in reading.listing if e.get("Id") in ids]
+        for cid in ps.ids_to_inspect(entries, fetcher.inspected_ids(), now):
+            fetcher.want("inspect", cid)
+
+    def _local_endpoint(self) -> str:
+        if self._local_url is None:
+            from .engine import resolve_endpoint
+            try:
+                self._local_url = resolve_endpoint().url
+            except Exception:
+                self._local_url = ""
+        return self._local_url
+
+    def _fetcher_for(self, engine: str) -> Optional[Fetcher]:
+        return self._fetcher if engine == ps.LOCAL else self.engines.fetcher(engine)
 
     def _want_stats(self, state: PanelState) -> None:
         mono = time.monotonic()
-        due = [(self._fetcher.sample_age(r.id, mono), r.id)
-               for r in state.rows[:self.max_rows] if r.state == "running"]
+        due = [(self._fetcher_for(r.engine), r) for r in state.rows[:self.max_rows]
+               if r.state == "running"]
+        due = [(f.sample_age(r.id, mono), r.key, f, r.id) for f, r in due if f is not None]
         due = [d for d in due if d[0] >= max(self.interval, STATS_EVERY_S) * 0.9]
-        for _, cid in sorted(due, reverse=True)[:STATS_PER_TICK]:
-            self._fetcher.want("stats", cid)
+        for _, _, fetcher, cid in sorted(due, key=lambda d: (d[0], d[1]),
+                                         reverse=True)[:STATS_PER_TICK]:
+            fetcher.want("stats", cid)
 
     # -- applying a state ------------------------------------------------------------------
     def _apply(self, state: PanelState) -> None:
@@ -837,16 +687,16 @@ class Panel(W.VBox):
             shown = state.rows[:self.max_rows]
             views, made, waiting = {}, 0, 0
             for row in shown:
-                view = self._rows.get(row.id)
+                view = self._rows.get(row.key)
                 if view is None:
                     if made >= NEW_ROWS_PER_TICK:
                         waiting += 1
                         continue
-                    view, made = _RowView(self, row.id), made + 1
-                view.update(row, self._notes.get(row.id))
-                views[row.id] = view
-            for cid, view in self._rows.items():
-                if cid not in views:
+                    view, made = _RowView(self, row.key), made + 1
+                view.update(row, self._notes.get(row.key))
+                views[row.key] = view
+            for key, view in self._rows.items():
+                if key not in views:
                     view.close()
             self._rows = views
             if self._logs_id is not None and self._logs_id not in views:
@@ -877,39 +727,32 @@ class Panel(W.VBox):
                     f'<div class="dm-banner">Docker engine: {_e(state.engine_error)}<br>'
                     f"retrying every {self.interval:g} s; rows are as last seen ({seen})</div>")
             _show(self.banner_w, bool(state.engine_error))
-            self._apply_gpus(state)
+            self._apply_engines(state)
+            self.gpus_w.apply(state)
 
-    def _apply_gpus(self, state: PanelState) -> None:
-        snap = state.snapshot
-        if snap.error:
-            # the reason on the line, the fix (the rest of the message) on hover
-            reason = snap.error.split(". ", 1)[0]
-            text = f'<span title="{_e(snap.error)}">{_e(reason)}</span>'
-        else:
-            text = _e(ps.to_gpu_header(snap))
-        head = (f'<div class="dm-section">GPUs <span class="dm-muted" '
-                f'style="font-weight:400">· {text}</span></div>')
-        if self.gpu_head_w.value != head:
-            self.gpu_head_w.value = head
-        cards = {}
-        for card in state.cards:
-            key = card.info.uuid or f"#{card.info.index}"
-            w = self._cards.get(key) or W.HTML(style=self._html_style, layout=self._card_layout)
-            value = card_html(card, state.time)
-            if w.value != value:
-                w.value = value
-            cards[key] = w
-        for key, w in self._cards.items():
-            if key not in cards:
-                w.close()
-        self._cards = cards
-        children = tuple(cards.values())
-        if self.cards_w.children != children:
-            self.cards_w.children = children
+    def _apply_engines(self, state: PanelState) -> None:
+        """The engine column (shown once another engine is added), and one line per engine
+        that does not answer, with why and how old its rows are."""
+        if state.multi_engine != ("dm-multi" in self._dom_classes):
+            (self.add_class if state.multi_engine else self.remove_class)("dm-multi")
+        lines = []
+        for group in state.engine_problems:
+            seen = time.strftime("%H:%M:%S", time.localtime(group.seen_at)) \
+                if group.seen_at else "never"
+            lines.append(f'<div class="dm-engine-down" data-engine="{_e(group.name)}">'
+                         f"{_e(ps.to_engine_problem(group))} · its rows are as last seen "
+                         f"({seen}); retrying</div>")
+        if self.engines.error:
+            lines.append(f'<div class="dm-engine-down">engines: {_e(self.engines.error)}</div>')
+        value = "".join(lines)
+        if self.engines_w.value != value:
+            self.engines_w.value = value
+        _show(self.engines_w, bool(value))
 
     # -- controls --------------------------------------------------------------------------
     def _on_scope(self, change) -> None:
         self.scope = change["new"]
+        self.engines.poke()  # the other engines' listings follow the scope too
         self.refresh_soon()
 
     def _on_interval(self, change) -> None:
@@ -948,12 +791,12 @@ class Panel(W.VBox):
         if ok and action is not None:
             action(self.prompt_text.value.strip())
 
-    def _row(self, cid: str) -> Optional[ContainerRow]:
-        return next((r for r in self._pstate.rows if r.id == cid), None)
+    def _row(self, key: str, state: Optional[PanelState] = None) -> Optional[ContainerRow]:
+        return next((r for r in (state or self._pstate).rows if r.key == key), None)
 
-    def _on_action(self, action: str, cid: str) -> None:
+    def _on_action(self, action: str, key: str) -> None:
         """A row button was clicked (on the kernel's thread): ask if needed, then act."""
-        row = self._row(cid)
+        row = self._row(key)
         if row is None:
             return
         if action == "logs":
@@ -964,7 +807,7 @@ class Panel(W.VBox):
         elif not row.managed or (action == "remove" and row.active):
             who = "" if row.managed else " (not started by dockmagic)"
             verb = "force-remove running" if action == "remove" and row.active else action
-            self._ask(f"{verb} {row.name}{who}?", ok_label=action,
+            self._ask(f"{verb} {row.name}{_on(row)}{who}?", ok_label=action,
                       on_ok=lambda _t: self.act(action, row))
         else:
             self.act(action, row)
@@ -973,23 +816,25 @@ class Panel(W.VBox):
         """Run stop / restart / remove on ``row`` in the background; the row says so meanwhile."""
         note = ACTIONS[action][2]
         with self._apply_lock:
-            self._notes = {**self._notes, row.id: note}
-            view = self._rows.get(row.id)
+            self._notes = {**self._notes, row.key: note}
+            view = self._rows.get(row.key)
             if view is not None:
                 view.update(row, note)
 
         def work():
             try:
+                engine = self.engines.engine(row.engine)  # the row's own engine
                 if action == "stop":
-                    lifecycle.stop_container(row.id, timeout=STOP_TIMEOUT_S)
+                    lifecycle.stop_container(row.id, timeout=STOP_TIMEOUT_S, engine=engine)
                 elif action == "restart":
-                    lifecycle.restart_container(row.id, timeout=STOP_TIMEOUT_S)
+                    lifecycle.restart_container(row.id, timeout=STOP_TIMEOUT_S, engine=engine)
                 elif action == "remove":
-                    lifecycle.remove_container(row.id, force=row.active)
-                self.notice(f"{ACTIONS[action][3]} {row.name}")
+                    lifecycle.remove_container(row.id, force=row.active, engine=engine)
+                self.notice(f"{ACTIONS[action][3]} {row.name}{_on(row)}")
             finally:
                 with self._apply_lock:
-                    self._notes = {k: v for k, v in self._notes.items() if k != row.id}
+                    self._notes = {k: v for k, v in self._notes.items() if k != row.key}
+                self.engines.poke(row.engine)
                 self.refresh_soon()
 
         self._spawn(work)
@@ -1002,8 +847,8 @@ class Panel(W.VBox):
         def work():
             image = lifecycle.commit_container(
                 row.id, repo_tag, message=f"committed from the dockmagic panel ({row.name})",
-                author=os.environ.get("USER") or None)
-            self.notice(f"committed {row.name} as {repo_tag} ({image[:19]})")
+                author=os.environ.get("USER") or None, engine=self.engines.engine(row.engine))
+            self.notice(f"committed {row.name} as {repo_tag}{_on(row)} ({image[:19]})")
 
         self._spawn(work)
 
@@ -1011,20 +856,21 @@ class Panel(W.VBox):
     def _show_logs(self, row: ContainerRow) -> None:
         """Open the logs pane under ``row`` (on an action thread); each refresh then reads the
         last lines again on a worker, so the pane follows the container until closed."""
-        text = lifecycle.fetch_logs(row.id, tail=LOG_LINES)
+        text = lifecycle.fetch_logs(row.id, tail=LOG_LINES,
+                                    engine=self.engines.engine(row.engine))
         with self._apply_lock, self.hold_sync():
             if self._closed:
                 return
             previous = self._rows.get(self._logs_id) if self._logs_id else None
-            if previous is not None and self._logs_id != row.id:
+            if previous is not None and self._logs_id != row.key:
                 previous.box.remove_class("dm-logs-open")
-            self._logs_id, self._logs_shown = row.id, text
+            self._logs_id, self._logs_shown = row.key, text
             self.logs_title.value = (
-                f'<b>logs of {_e(row.name)}</b> <span class="dm-muted">last {LOG_LINES} '
-                f'lines, newest at the bottom · <span class="dm-live">●</span> following '
-                f"(every {self.interval:g} s)</span>")
+                f'<b>logs of {_e(row.name)}{_e(_on(row))}</b> <span class="dm-muted">last '
+                f'{LOG_LINES} lines, newest at the bottom · <span class="dm-live">●</span> '
+                f"following (every {self.interval:g} s)</span>")
             self.logs_body.value = logs_html(text)
-            view = self._rows.get(row.id)
+            view = self._rows.get(row.key)
             if view is not None:
                 view.box.add_class("dm-logs-open")
             _show(self.logs_w, True)
@@ -1047,17 +893,19 @@ class Panel(W.VBox):
     def _place_rows(self) -> None:
         """The rows' boxes in order, with the logs pane right under its row."""
         children = []
-        for cid, view in self._rows.items():
+        for key, view in self._rows.items():
             children.append(view.box)
-            if cid == self._logs_id:
+            if key == self._logs_id:
                 children.append(self.logs_w)
         children = tuple(children)
         if self.rows_w.children != children:
             self.rows_w.children = children
 
     def _apply_logs(self) -> None:
-        got = self._fetcher.logs()
-        if self._logs_id is None or got is None or got[0] != self._logs_id:
+        row = self._row(self._logs_id) if self._logs_id is not None else None
+        fetcher = self._fetcher_for(row.engine) if row is not None else None
+        got = fetcher.logs() if fetcher is not None else None
+        if got is None or got[0] != self._logs_id:
             return
         if got[1] != self._logs_shown:
             self._logs_shown = got[1]
@@ -1073,11 +921,15 @@ class Panel(W.VBox):
                   on_ok=lambda _t: self._spawn(self._prune, rows))
 
     def _prune(self, rows: Sequence[ContainerRow]) -> None:
+        removed = []
         try:
-            removed = lifecycle.prune_stopped([r.id for r in rows])
+            for name in dict.fromkeys(r.engine for r in rows):  # each engine's own, in order
+                removed += lifecycle.prune_stopped([r.id for r in rows if r.engine == name],
+                                                   engine=self.engines.engine(name))
+                self.engines.poke(name)
+        finally:
             self.notice(f"removed {len(removed)} stopped container"
                         f"{'s' if len(removed) != 1 else ''}")
-        finally:
             self.refresh_soon()
 
     def _spawn(self, fn, *args) -> None:
@@ -1102,15 +954,16 @@ class Panel(W.VBox):
             if t is not None and t.is_alive() and t is not threading.current_thread():
                 t.join(timeout=10)
             self._fetcher.close()
+            self.engines.close()
             with self._apply_lock:
                 owned = [w for view in self._rows.values()
                          for w in (*view.buttons.values(), view.cells, view.box)]
-                owned += [*self._cards.values(), *_descendants(self),
+                owned += [*self.gpus_w.widgets(), *_descendants(self),
                           *_descendants(self.logs_w), self.logs_w, self._btn_layout,
                           self._btn_style, self._row_layout, self._cell_layout,
                           self._card_layout,
                           self._html_style, self.layout]
-                self._rows, self._cards = {}, {}
+                self._rows = {}
                 for w in owned:
                     for part in (getattr(w, "layout", None), getattr(w, "style", None)):
                         if isinstance(part, W.Widget):
@@ -1118,6 +971,11 @@ class Panel(W.VBox):
                     w.close()
             _live.discard(self)
         super().close()
+
+
+def _on(row: ContainerRow) -> str:
+    """' on ENGINE' for a row of another engine than the local one, else ""."""
+    return "" if row.engine == ps.LOCAL else f" on {row.engine}"
 
 
 def _descendants(box) -> list:
@@ -1161,7 +1019,8 @@ def show_panel(magics=None, args: Sequence[str] = ()) -> Panel:
         if previous is not None:
             previous.close()
         notebook = magics._notebook()
-    panel = Panel(scope=options["--scope"], interval=interval, notebook=notebook)
+    panel = Panel(scope=options["--scope"], interval=interval, notebook=notebook,
+                  default_engine=getattr(getattr(magics, "config_", None), "engine", None))
     if magics is not None:
         _by_owner[magics] = panel
     return panel

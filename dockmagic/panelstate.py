@@ -6,7 +6,11 @@
 * :func:`parse_inspect` / :func:`ids_to_inspect` - what the low-level listing lacks (GPU device
   requests, start time) comes from ``inspect``, asked only for new or changed containers;
 * :func:`build_history` - the last 60 s of utilisation and memory per GPU, for the sparklines;
-* :func:`with_precpu` - CPU % from two one-shot stats samples (a one-shot sample has no ``precpu``).
+* :func:`with_precpu` - CPU % from two one-shot stats samples (a one-shot sample has no ``precpu``);
+* :class:`EngineReading` -> :class:`EngineGroup` (:func:`build_group`) - every engine of
+  ``%docker engines``: its rows join the table (an engine column), and its GPUs are grouped
+  under a heading (name, endpoint, reachable, GPUs free/total); an engine that does not answer,
+  or answers too slowly (:func:`to_engine_status`), is one line saying why.
 
 Inputs are plain engine dicts (``client.api.containers(all=True)`` entries, ``inspect`` and
 ``stats`` answers) and :class:`~dockmagic.nvml.GpuSnapshot`; nothing here talks to a service.
@@ -33,6 +37,8 @@ __all__ = [
     "container_name",
     "COLUMNS", "to_cells", "to_state_text", "to_cpu_text", "to_mem_text", "to_gpus_text",
     "to_notebook_text", "to_gpu_header",
+    "LOCAL", "row_key", "EngineReading", "EngineGroup", "build_group", "to_engine_status",
+    "to_gpu_counts", "to_engine_heading", "to_engine_problem",
 ]
 
 #: Row filters: this notebook's containers, every container dockmagic made, every container.
@@ -45,6 +51,14 @@ STOPPED = frozenset({"created", "exited", "dead"})
 ACTIVE = frozenset({"running", "paused", "restarting"})
 #: The ``dockmagic.kind`` label value spare.py gives its warm containers.
 SPARE_KIND = "spare"
+#: The local engine's name (as in ``%docker engines``; remote/urls.py's LOCAL).
+LOCAL = "local"
+
+
+def row_key(engine: str, cid: str) -> str:
+    """A row's key in the panel: the container id on the local engine (as before engines
+    existed), ``ENGINE/id`` on another one (ids are only unique per engine)."""
+    return cid if engine == LOCAL else f"{engine}/{cid}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,6 +189,12 @@ class ContainerRow:
     cell: Optional[str] = None
     kind: Optional[str] = None
     kernel: Optional[str] = None  # host:pid:start of the kernel that made it
+    engine: str = LOCAL  # the engine it runs on (`%docker engines`)
+
+    @property
+    def key(self) -> str:
+        """Unique among the panel's rows (see :func:`row_key`)."""
+        return row_key(self.engine, self.id)
 
     @property
     def active(self) -> bool:
@@ -216,10 +236,59 @@ class GpuCard:
 
 
 @dataclass(frozen=True)
+class EngineReading:
+    """What the panel last read from one engine (plain data; the local engine's is read on the
+    refresher's tick, every other one on its own thread, see :mod:`dockmagic.panelengines`).
+
+    ``listing``: the last listing it gave (None: none yet); ``listed_at``: when; ``error``: why
+    the last read failed (None: it answered); ``busy_since``: a read in flight since then (epoch
+    seconds), to tell an engine that hangs; ``snapshot``: its GPUs (None: not read yet);
+    ``history``: per GPU key its samples (:func:`build_history`)."""
+
+    name: str
+    endpoint: str = ""
+    listing: Optional[Tuple[Mapping, ...]] = None
+    listed_at: Optional[float] = None
+    error: Optional[str] = None
+    busy_since: Optional[float] = None
+    snapshot: Optional[GpuSnapshot] = None
+    history: Optional[Mapping[str, Tuple]] = None
+    version: Optional[str] = None
+    rtt_ms: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class EngineGroup:
+    """One engine as the panel heads its part: whether it answers (``reachable`` None: not
+    read yet), why not (``error``), its GPUs (``snapshot``, ``cards``) and its counts."""
+
+    name: str
+    endpoint: str = ""
+    reachable: Optional[bool] = None
+    error: Optional[str] = None
+    snapshot: Optional[GpuSnapshot] = None
+    cards: Tuple[GpuCard, ...] = ()
+    running: Optional[int] = None
+    seen_at: Optional[float] = None
+    version: Optional[str] = None
+    rtt_ms: Optional[float] = None
+    default: bool = False
+
+    @property
+    def gpus_free(self) -> Optional[int]:
+        return to_gpu_counts(self.snapshot)[0]
+
+    @property
+    def gpus_total(self) -> Optional[int]:
+        return to_gpu_counts(self.snapshot)[1]
+
+
+@dataclass(frozen=True)
 class PanelState:
-    """Everything the panel shows at one moment. ``rows`` are in scope, newest first;
-    ``listed``: how many containers the listing had; ``engine_error`` set means the listing is
-    the last one the engine gave (or empty)."""
+    """Everything the panel shows at one moment. ``rows`` are in scope, newest first, from
+    every engine; ``listed``: how many containers the local listing had; ``engine_error`` set
+    means the local listing is the last one the engine gave (or empty). ``groups``: the local
+    engine, then each engine of ``%docker engines``, with their GPUs."""
 
     time: float = 0.0
     scope: str = "dockmagic"
@@ -228,6 +297,18 @@ class PanelState:
     snapshot: GpuSnapshot = GpuSnapshot()
     cards: Tuple[GpuCard, ...] = ()
     engine_error: Optional[str] = None
+    groups: Tuple[EngineGroup, ...] = ()
+
+    @property
+    def multi_engine(self) -> bool:
+        """More than the local engine: the table shows its engine column."""
+        return len(self.groups) > 1
+
+    @property
+    def engine_problems(self) -> Tuple[EngineGroup, ...]:
+        """The engines other than the local one that do not answer (the local one has its
+        banner, ``engine_error``)."""
+        return tuple(g for g in self.groups[1:] if g.reachable is False)
 
     @property
     def gpu_error(self) -> Optional[str]:
@@ -292,7 +373,8 @@ def container_name(entry: Mapping) -> str:
 
 
 def _row(entry: Mapping, now: float, inspected: Optional[Inspected],
-         stats: Optional[Mapping], snapshot: Optional[GpuSnapshot]) -> ContainerRow:
+         stats: Optional[Mapping], snapshot: Optional[GpuSnapshot],
+         engine: str = LOCAL) -> ContainerRow:
     # read the labels dict directly: this runs for every container on every tick
     labels = entry.get("Labels") or {}
     managed = _managed(labels)
@@ -316,6 +398,7 @@ def _row(entry: Mapping, now: float, inspected: Optional[Inspected],
         cell=labels.get("dockmagic.cell") if managed else None,
         kind=labels.get("dockmagic.kind") if managed else None,
         kernel=labels.get(KERNEL_LABEL) if managed else None,
+        engine=engine,
     )
 
 
@@ -325,14 +408,19 @@ def build_state(containers: Optional[Sequence[Mapping]], snapshot: Optional[GpuS
                 kernel: Optional[str] = None,
                 inspected: Optional[Mapping[str, Inspected]] = None,
                 history: Optional[Mapping[str, Sequence]] = None,
-                engine_error: Optional[str] = None) -> PanelState:
-    """The panel's state from one engine listing (``client.api.containers(all=True)``), one GPU
-    snapshot, the latest stats sample per container id (CPU % needs ``precpu_stats``, see
-    :func:`with_precpu`) and the cached inspect results per id.
+                engine_error: Optional[str] = None,
+                engines: Sequence[EngineReading] = (),
+                local_endpoint: str = "", default_engine: Optional[str] = None,
+                timeout: float = 10.0) -> PanelState:
+    """The panel's state from one local engine listing (``client.api.containers(all=True)``),
+    one local GPU snapshot, the latest stats sample per row key (CPU % needs ``precpu_stats``,
+    see :func:`with_precpu`) and the cached inspect results per row key (:func:`row_key`: the
+    id, for the local engine), plus what was last read from every other engine (``engines``).
 
     ``scope``: "notebook" (labelled with this ``kernel``, or this ``notebook`` path),
     "dockmagic" (labelled ``dockmagic.managed``) or "all". Rows are newest first.
-    ``history``: per GPU key (see :func:`build_history`) its samples.
+    ``history``: per local GPU key (see :func:`build_history`) its samples. ``timeout``: an
+    engine whose read has been in flight longer is shown as not answering.
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
@@ -342,12 +430,98 @@ def build_state(containers: Optional[Sequence[Mapping]], snapshot: Optional[GpuS
     snap = snapshot if snapshot is not None else GpuSnapshot(time=now, error="no GPU reading yet")
     rows = [_row(e, now, inspected.get(e.get("Id", "")), stats.get(e.get("Id", "")), snap)
             for e in containers if _in_scope(e.get("Labels") or {}, scope, notebook, kernel)]
-    rows.sort(key=lambda r: (-r.created, r.name))
     history = history or {}
-    cards = () if snap.error else tuple(
-        GpuCard(g, tuple(history.get(_gpu_key(g), ()))) for g in snap.gpus)
+    local = EngineReading(LOCAL, local_endpoint, tuple(containers), now, engine_error,
+                          snapshot=snap, history=history)
+    for reading in engines:
+        snap_there = reading.snapshot
+        for e in reading.listing or ():
+            if not _in_scope(e.get("Labels") or {}, scope, notebook, kernel):
+                continue
+            key = row_key(reading.name, e.get("Id", ""))
+            rows.append(_row(e, now, inspected.get(key), stats.get(key), snap_there,
+                             reading.name))
+    rows.sort(key=lambda r: (-r.created, r.name, r.engine))
+    running: Dict[str, int] = {}
+    for r in rows:
+        if r.state == "running" and not r.spare:
+            running[r.engine] = running.get(r.engine, 0) + 1
+    groups = [build_group(g, now, timeout, default_engine, running.get(g.name, 0))
+              for g in (local, *engines)]
     return PanelState(time=now, scope=scope, rows=tuple(rows), listed=len(containers),
-                      snapshot=snap, cards=cards, engine_error=engine_error)
+                      snapshot=snap, cards=groups[0].cards, engine_error=engine_error,
+                      groups=tuple(groups))
+
+
+def to_engine_status(reading: EngineReading, now: float,
+                     timeout: float = 10.0) -> Tuple[Optional[bool], Optional[str]]:
+    """(reachable, why not) for one engine's last reading: a read in flight longer than
+    ``timeout`` seconds is "no answer for N s" (with the last failure, if any); a failed read
+    is its one-line reason; no reading yet is (None, None)."""
+    if reading.busy_since is not None and now - reading.busy_since > timeout:
+        waited = f"no answer for {now - reading.busy_since:.0f} s"
+        return False, f"{waited} (before: {reading.error})" if reading.error else waited
+    if reading.error:
+        return False, reading.error
+    if reading.listing is None:
+        return None, None
+    return True, None
+
+
+def to_gpu_counts(snapshot: Optional[GpuSnapshot]) -> Tuple[Optional[int], Optional[int]]:
+    """(free, total) GPUs, free = readable with no process on it (as ``%docker engines``
+    counts); (None, None) without a reading or a driver."""
+    if snapshot is None or snapshot.error:
+        return None, None
+    free = sum(1 for g in snapshot.gpus if not g.lost and not g.processes)
+    return free, len(snapshot.gpus)
+
+
+def build_group(reading: EngineReading, now: float, timeout: float = 10.0,
+                default_engine: Optional[str] = None,
+                running: Optional[int] = None) -> EngineGroup:
+    """One engine's heading and GPU cards from its last reading; ``running``: its running
+    jobs among the rows in scope (None: not counted)."""
+    reachable, error = to_engine_status(reading, now, timeout)
+    snap = reading.snapshot
+    history = reading.history or {}
+    cards = () if snap is None or snap.error else tuple(
+        GpuCard(g, tuple(history.get(_gpu_key(g), ()))) for g in snap.gpus)
+    return EngineGroup(name=reading.name, endpoint=reading.endpoint, reachable=reachable,
+                       error=error, snapshot=snap, cards=cards,
+                       running=None if reading.listing is None else running,
+                       seen_at=reading.listed_at, version=reading.version,
+                       rtt_ms=reading.rtt_ms,
+                       default=reading.name == (default_engine or LOCAL))
+
+
+def to_engine_heading(group: EngineGroup) -> Tuple[str, ...]:
+    """The parts of an engine's heading, in order: name (``*`` for the notebook's default),
+    endpoint, reachable, GPUs free/total (or why none), then running and RTT when known."""
+    name = group.name + (" *" if group.default else "")
+    if group.reachable is None:
+        return (name, group.endpoint, "connecting…")
+    if not group.reachable:
+        return (name, group.endpoint, "not reachable")
+    snap = group.snapshot
+    if snap is None:
+        gpus = "GPUs …"
+    elif snap.error:
+        gpus = "no GPUs: " + snap.error.split(". ", 1)[0]
+    else:
+        gpus = f"GPUs {group.gpus_free}/{group.gpus_total} free"
+    parts = [name, group.endpoint, "reachable", gpus]
+    if group.running is not None:
+        parts.append(f"{group.running} running")
+    if group.rtt_ms is not None:
+        parts.append(f"{group.rtt_ms:.1f} ms")
+    return tuple(p for p in parts if p)
+
+
+def to_engine_problem(group: EngineGroup) -> str:
+    """The one line for an engine that does not answer: which one, where, and why."""
+    where = f" ({group.endpoint})" if group.endpoint else ""
+    return f"engine {group.name}{where} does not answer: {group.error or 'no reason given'}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,20 +616,30 @@ def to_cells(row: ContainerRow) -> Tuple[str, ...]:
 
 
 def to_text(state: PanelState, gpus: bool = True) -> str:
-    """The panel as a terminal table: containers (like ``docker ps``), then the GPUs."""
+    """The panel as a terminal table: containers (like ``docker ps``; with an ENGINE column
+    when more than the local engine is known), then the GPUs (under each engine's heading)."""
     lines = []
     if state.engine_error:
         lines.append(f"engine: {state.engine_error}")
+    lines.extend(to_engine_problem(g) for g in state.engine_problems)
+    multi = state.multi_engine
     if state.rows:
-        table = [COLUMNS] + [to_cells(r) for r in state.rows]
+        table = [(("ENGINE",) if multi else ()) + COLUMNS]
+        table += [((r.engine,) if multi else ()) + to_cells(r) for r in state.rows]
         widths = [max(len(c) for c in col) for col in zip(*table)]
         for cells in table:
             lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
     else:
         lines.append(f"no containers ({SCOPE_NAMES[state.scope]})")
-    if gpus:
+    if gpus and not multi:
         lines.append("")
         lines.append(gpus_to_text(state.snapshot))
+    elif gpus:
+        for group in state.groups:
+            lines.append("")
+            lines.append("engine " + " · ".join(to_engine_heading(group)))
+            if group.snapshot is not None and group.reachable:
+                lines.append(gpus_to_text(group.snapshot))
     return "\n".join(lines)
 
 

@@ -643,3 +643,75 @@ def test_failing_cell_shows_its_traceback_once(cells_page):
     assert text.count("Traceback (most recent call last)") == 1, text
     assert text.count("ZeroDivisionError") >= 1
     assert text.count("return a / b") == 1, text  # with its source line, once
+
+
+# ---------------------------------------------------------------------------------------------
+# every engine: the rig added, a job on each engine
+# ---------------------------------------------------------------------------------------------
+
+ENGINES = "dockmagic.test=browser-engines"
+
+
+def test_engine_column_and_gpu_headings_per_engine_render(lab, browser, docker_client,
+                                                          base_image, rig):
+    """With the rig added, the panel's table has an engine column (each job under its own
+    engine) and the GPU part a heading per engine (name, endpoint, reachable, GPU state)."""
+    from playwright.sync_api import expect
+
+    from remote_rig import rig_exec
+
+    xdg = lab[2] / f"xdg-{uuid.uuid4().hex[:6]}"  # the kernel's engines.toml, not the user's
+    sleeper = "import time\ntime.sleep(600)"
+    name = write_notebook(lab, f"engines-{uuid.uuid4().hex[:6]}.ipynb", [
+        f"import os\nos.environ['XDG_CONFIG_HOME'] = {str(xdg)!r}",
+        "%load_ext dockmagic",
+        f"%docker engines add rig ssh://{rig}",
+        f"%%docker -d --engine rig -l {ENGINES} {BASE_IMAGE}\n{sleeper}",
+        f"%%docker -d -l {ENGINES} {BASE_IMAGE}\n{sleeper}",
+        "import dockmagic\npanel = dockmagic.Panel(scope='notebook')\npanel",
+    ])
+    remove_labelled(docker_client, ENGINES)
+    page = open_and_run_all(lab, browser, name)
+    try:
+        wait_ran(page, 5)
+        there = rig_exec("docker", "ps", "--filter", f"label={ENGINES}",
+                         "--format", "{{.Names}}").stdout.decode().split()
+        here = [c.name for c in wait_containers(docker_client, ENGINES)]
+        assert len(there) == 1 and len(here) == 1, (there, here)
+        panel = page.locator(".dm-panel")
+        expect(panel.locator(".dm-head .dm-engine")).to_have_text("engine", timeout=30_000)
+        for job, engine in ((there[0], "rig"), (here[0], "local")):
+            row = panel.locator(".dm-row", has_text=job)
+            expect(row.locator(".dm-s-running")).to_be_visible(timeout=60_000)
+            cell = row.locator(".dm-engine")
+            expect(cell).to_be_visible()
+            expect(cell).to_have_text(engine)
+        heads = panel.locator(".dm-engine-h")
+        expect(heads).to_have_count(2, timeout=30_000)
+        expect(heads.nth(0)).to_contain_text("GPUs on local")
+        expect(heads.nth(1)).to_contain_text("GPUs on rig")
+        expect(heads.nth(1)).to_contain_text(f"ssh://{rig}")
+        expect(heads.nth(1)).to_contain_text("reachable", timeout=30_000)
+        expect(heads.nth(1)).to_contain_text("no GPUs")
+        expect(heads.nth(1)).to_contain_text("nvidia-smi not found")
+        expect(heads.nth(0)).to_contain_text("NVML")  # no driver here either
+        # each row's reads come from its own engine: inspect (uptime) and stats (memory)
+        for job in (there[0], here[0]):
+            row = panel.locator(".dm-row", has_text=job)
+            expect(row.locator(".dm-mem")).to_contain_text("iB", timeout=30_000)
+            expect(row.locator(".dm-up")).to_contain_text(re.compile(r"\d+[smh]"))
+        # the heading is laid out as one line of text above its (here empty) cards
+        assert heads.nth(1).evaluate("el => el.getBoundingClientRect().height < 40")
+        page.mouse.move(0, 0)
+        shot(panel, "panel-engines.png")
+    except Exception:
+        page.screenshot(path=os.path.join(ARTIFACTS, "engines-failure.png"))
+        raise
+    finally:
+        page.close()
+        stop_kernels(lab)
+        left = rig_exec("docker", "ps", "-aq", "--filter", f"label={ENGINES}",
+                        check=False).stdout.decode().split()
+        if left:
+            rig_exec("docker", "rm", "-f", *left, check=False)
+        remove_labelled(docker_client, ENGINES)

@@ -12,6 +12,7 @@ import secrets
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence
 
 from .. import errors, labels
@@ -98,6 +99,8 @@ class Engine:
         self._api = None
         self._lock = threading.Lock()
         self._pending = set()   # container ids whose removal failed while the engine was gone
+        self._inspecting: Dict[str, Future] = {}  # image inspects in flight, by reference
+        self._inspect_lock = threading.Lock()
         self._reaper = None
         self.reaper_globs: tuple = ()   # exchange folders the reaper removes after a crash
 
@@ -135,13 +138,12 @@ class Engine:
             except Exception:
                 pass
             self._reaper = None
-        with self._lock:
-            if self._api is not None:
-                try:
-                    self._api.close()
-                except Exception:
-                    pass
-            self._api = None
+        api, self._api = self._api, None  # not under the lock: a client being made (an
+        if api is not None:               # engine that does not answer) must not hold shutdown
+            try:
+                api.close()
+            except Exception:
+                pass
 
     def call(self, what: str, fn: Callable, *args, **kwargs):
         """``fn(*args, **kwargs)`` (a method of `api`), its failures as one dockmagic line."""
@@ -412,8 +414,28 @@ class Engine:
 
     # -- images ----------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> dict:
-        with mapped(self.where, f"inspect {ref}"):
-            return self.api.inspect_image(ref)
+        """`docker image inspect REF`. Asked again while the same question is in flight (a
+        spare's freshness check and the cell's provenance record, at the cell's start), the
+        engine is asked once and both get its answer."""
+        with self._inspect_lock:
+            asked = self._inspecting.get(ref)
+            mine = asked is None
+            if mine:
+                asked = self._inspecting[ref] = Future()
+        if not mine:
+            return dict(asked.result())
+        try:
+            with mapped(self.where, f"inspect {ref}"):
+                info = self.api.inspect_image(ref)
+            asked.set_result(info)
+            return info
+        except BaseException as exc:  # an interrupt here is this thread's, not the other's
+            asked.set_exception(exc if isinstance(exc, Exception) else errors.EngineError(
+                f"inspect {ref} on {self.where} was interrupted"))
+            raise
+        finally:
+            with self._inspect_lock:
+                self._inspecting.pop(ref, None)
 
     def images(self, name: Optional[str] = None, all: bool = False) -> list:
         with mapped(self.where, "listing images"):

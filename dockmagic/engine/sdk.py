@@ -27,7 +27,16 @@ def make_api_client(endpoint, timeout: float):
                         ca_cert=ca if os.path.exists(ca) and not endpoint.skip_tls_verify else None,
                         verify=not endpoint.skip_tls_verify and (endpoint.tls_verify or
                                                                  os.path.exists(ca)))
-    return docker.APIClient(base_url=endpoint.url, timeout=timeout, version="auto", tls=tls)
+    # The version is asked for at once ("auto"): an engine that accepts and never answers must
+    # not hold the caller (and every other caller of this engine) for the long call timeout.
+    api = docker.APIClient(base_url=endpoint.url, timeout=min(timeout, NEGOTIATE_TIMEOUT_S),
+                           version="auto", tls=tls)
+    api.timeout = timeout  # what each later call gets (docker-py reads it per request)
+    return api
+
+
+#: Seconds the first call to an engine (its API version) may take.
+NEGOTIATE_TIMEOUT_S = 10.0
 
 
 # -- docker-py private API: all of it, here -----------------------------------------------------

@@ -15,7 +15,7 @@ Which file owns what:
 | `auto.py` | `--engine auto --gpus auto:N`: the engine and GPUs with the most free memory | choice pure |
 | `engines.py` | named engines as `Engine`s; `RemoteEngine` (the link, the workspace, the SSH user, reconnect-and-retry of idempotent calls, refusals naming the engine) | I/O |
 | `cells.py` | the folder synced around one-shot cells, change-only around session cells | I/O |
-| `table.py` | `%docker engines` rows (each engine probed on its own thread), the panel's engines line, remote GPU snapshots | I/O + pure rendering |
+| `table.py` | `%docker engines` rows (each engine probed on its own thread), remote GPU snapshots (also the panel's, see `dockmagic/panelpoll.py`) | I/O + pure rendering |
 | `command.py` | `%docker engines [add|rm]` | thin |
 | `hostreaper.py` | this kernel's reaper on the engine's host, over the engine's SSH connection: paths translated there, pings, restarted after a reconnect (the old one hands over) | I/O |
 | `lookup.py` | which engine runs session NAME (`%%docker @NAME` after a restart) | I/O |

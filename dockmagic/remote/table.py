@@ -163,19 +163,3 @@ def to_html(rows: Sequence[EngineRow]) -> str:
                         f"style='text-align:left;color:#b00'>{html.escape(r.error)}</td></tr>")
     return (f"<table class='dockmagic-engines'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
-
-
-def to_panel_html(rows: Sequence[EngineRow]) -> str:
-    """The panel's engines line: one entry per engine (name, reachable, running, GPUs, RTT)."""
-    parts = []
-    for r in rows:
-        name = html.escape(r.name)
-        if not r.reachable:
-            parts.append(f"<span class='dm-engine dm-engine-down' title='{html.escape(r.error or '', quote=True)}'>"
-                         f"<b>{name}</b> not reachable</span>")
-            continue
-        gpus = "no GPUs" if r.gpus_total is None else f"GPUs {r.gpus_free}/{r.gpus_total} free"
-        parts.append(f"<span class='dm-engine' title='{html.escape(r.endpoint, quote=True)}'>"
-                     f"<b>{name}</b> {r.running} running · {gpus} · {r.rtt_ms:.1f} ms</span>")
-    return ("<div class='dm-engines'>engines: " + " &nbsp;|&nbsp; ".join(parts) + "</div>"
-            if parts else "")
