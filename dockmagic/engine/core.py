@@ -331,25 +331,22 @@ class Engine:
         return frozenset(self._pending)
 
     def reaper(self):
-        """This kernel's reaper for this engine (engine/reaper.py), started if need be; None
-        where none can run from here (ssh:// endpoints)."""
+        """This kernel's reaper for this engine (engine/reaper.py), started if need be (for an
+        ssh:// engine on that engine's host: `RemoteEngine`); None where none can run."""
         self._ensure_reaper()
         return self._reaper
 
     def _ensure_reaper(self):
         if self._reaper is not None and self._reaper.alive():  # closed at unload, or died
             return
-        try:
-            from . import reaper
-        except ImportError:  # the reaper module lands separately
-            return
         from ..kernel import kernel_id
+        from . import reaping
 
         tls = None
         if self.endpoint.uses_tls:  # the reaper speaks TLS with docker's ca/cert/key.pem
             d = self.endpoint.cert_path
             tls = tuple(f"{d}/{n}.pem" for n in ("ca", "cert", "key")) if d else ()
-        self._reaper = reaper.ensure_reaper(self.endpoint.url, kernel_id(), self.reaper_globs,
+        self._reaper = reaping.ensure_reaper(self.endpoint.url, kernel_id(), self.reaper_globs,
                                             tls=tls)
 
     def inspect(self, cid: str) -> dict:

@@ -20,6 +20,8 @@ Which file owns what:
 | `cells.py` | the folder synced around one-shot cells, change-only around session cells | I/O |
 | `table.py` | `%docker engines` rows (each engine probed on its own thread), remote GPU snapshots (also the panel's, see `dockmagic/panelpoll.py`) | I/O + pure rendering |
 | `command.py` | `%docker engines [add|rm]` | thin |
+| `hostreaper.py` | this kernel's reaper on the engine's host, over the engine's SSH connection: paths translated there, pings, restarted after a reconnect (the old one hands over) | I/O |
+| `lookup.py` | which engine runs session NAME (`%%docker @NAME` after a restart) | I/O |
 
 Nothing here imports docker, requests or urllib3: the Docker API is reached through
 `dockmagic.engine`'s `Engine`, made from the local socket `sshlink` forwards.

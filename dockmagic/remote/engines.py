@@ -149,6 +149,19 @@ class RemoteEngine(Engine):
         rel = posixpath.relpath(local_dir, local_x)
         return Mirror(self.link, local_dir, posixpath.join(remote_x, rel))
 
+    def _ensure_reaper(self):
+        """Over SSH the reaper runs on the engine's host (`hostreaper`): a local one, talking to
+        the forwarded socket, would die with this host or its connection."""
+        if self.link is None:
+            return super()._ensure_reaper()
+        if self._reaper is not None and self._reaper.alive():
+            return
+        from ..engine import reaping
+        from ..kernel import kernel_id
+        from . import hostreaper
+        self._reaper = reaping.ensure_reaper(self.endpoint.url, kernel_id(),
+                                             start=lambda: hostreaper.start(self, kernel_id()))
+
     def reap_own(self):
         """Remove this kernel's containers there that die with it (one-shot, spare, --rm
         session): what a removal that failed while the link was down, or a spare made during
@@ -195,6 +208,8 @@ class RemoteEngine(Engine):
     def close(self):
         if self.link is not None and not self.link.closed and self.link.alive():
             self.reap_own()
+            if self._reaper is not None:  # `close keep` reaches it before the link goes
+                self._reaper.close(reap=False, wait=5.0)
         super().close()
         if self.link is not None:
             from .sshlink import drop_link
