@@ -13,7 +13,7 @@ import pytest
 
 from conftest import BASE_IMAGE
 from kernels import Kernel
-from remote_rig import rig_containers, rig_exec
+from remote_rig import RIG, rig_containers, rig_exec
 
 pytestmark = pytest.mark.engine
 
@@ -183,7 +183,7 @@ def test_no_python3_there_is_one_line_and_the_cell_still_runs(kernels):
     res = k.run(f"%%docker --engine rig {LABEL} {BASE_IMAGE}\nprint('still runs')", check=True)
     assert "still runs" in res.stdout
     said = [ln for ln in res.stderr.splitlines() if "reaper" in ln]
-    assert said == ["dockmagic: engine rig: no python3-not-there on dockmagic-rig, so this "
+    assert said == [f"dockmagic: engine rig: no python3-not-there on {RIG}, so this "
                     "kernel's reaper cannot run there: if the kernel dies, its containers there "
                     "stay (install python3-not-there there)"], res.stderr
     res = k.run(f"%%docker --engine rig {LABEL} {BASE_IMAGE}\nprint('again')", check=True)
