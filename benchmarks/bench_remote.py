@@ -1,10 +1,13 @@
 """Remote engines against the rig (scripts/ensure-rig.sh), in one run.
 
-    .venv/bin/python benchmarks/bench_remote.py [--parts sync,oneshot,session] [--runs N]
+    .venv/bin/python benchmarks/bench_remote.py [--parts sync,tcpsync,oneshot,session] [--runs N]
 
 1. sync: a 1 GB notebook folder (100 files of 10 MB) pushed to the rig's workspace once; then
    one 1 MB file changes and the folder is synced again, as a session cell does it (change-only
    push) and as a one-shot cell does it (push + pull of what the cell changed). Target < 1 s.
+1b. tcpsync: the same over the rig's tcp:// engine (TLS), no SSH: tar through the engine API into
+   the notebook folder's named volume; the one-shot figure includes listing the volume (a
+   helper container from the cell's image). Target < 1 s.
 2. oneshot: a remote one-shot `%%docker --engine rig IMAGE` cell (`print(1)`, notebook folder
    synced both ways) vs `docker -H ssh://rig run --rm IMAGE python3 -c 'print(1)'` through the
    CLI, interleaved: medians and the ratio (target <= 0.5x).
@@ -80,6 +83,74 @@ def bench_sync(runs: int):
     finally:
         link.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def bench_sync_tcp(runs: int):
+    """The same resync over the rig's tcp:// engine (TLS): tar through the engine API into the
+    notebook folder's volume (remote/volume.py), with no SSH."""
+    from dockmagic.remote.engines import RemoteEngine
+    from dockmagic.remote.urls import parse_endpoint
+    from dockmagic.remote.volume import VolumeWorkspace
+    from dockmagic.engine import volumes
+
+    env = _rig_env()
+    tls = env["DOCKMAGIC_RIG_TLS"]
+    engine = RemoteEngine(parse_endpoint("rigtcp", f"tcp://127.0.0.1:{env['DOCKMAGIC_RIG_TCP_PORT']}",
+                                         {"tlsverify": "1", "tlscacert": f"{tls}/ca.pem",
+                                          "tlscert": f"{tls}/cert.pem",
+                                          "tlskey": f"{tls}/key.pem"}))
+    folder = tempfile.mkdtemp(prefix="dm-bench-tcp-")
+    ws = None
+    try:
+        block = os.urandom(1 << 20)
+        for i in range(100):
+            with open(os.path.join(folder, f"part{i:03d}.bin"), "wb") as f:
+                for _ in range(10):
+                    f.write(block)
+        ws = VolumeWorkspace(engine, folder, say=lambda s: None)
+        ws.image = IMAGE
+        t0 = time.perf_counter()
+        ws.push()
+        first = time.perf_counter() - t0
+        print(f"tcp: first push of 1.05 GB (100 x 10 MB) into volume {ws.volume}: {first:.2f} s")
+        session, oneshot = [], []
+        for r in range(runs):
+            path = os.path.join(folder, f"change{r % 3}.bin")
+            with open(path, "wb") as f:
+                f.write(os.urandom(1 << 20))
+            t0 = time.perf_counter()
+            rep = ws.push(changed_only=True)
+            session.append(time.perf_counter() - t0)
+            assert rep.sent == 1, rep
+            with open(path, "r+b") as f:
+                f.write(os.urandom(4096))
+            t0 = time.perf_counter()
+            ws.sync_cell("both", lambda: None)  # what a one-shot cell does around its run
+            oneshot.append(time.perf_counter() - t0)
+        noop = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            rep = ws.push(changed_only=True)
+            noop.append(time.perf_counter() - t0)
+            assert rep.rsyncs == 0
+        print(f"tcp: resync, one 1 MB file changed, session cell (change-only push by tar): "
+              f"median {med_ms(session):.0f} ms, max {max(session) * 1000:.0f} ms ({runs} runs)"
+              "   target < 1 s")
+        print(f"tcp: resync, one file changed, one-shot cell (push + volume listing + pull): "
+              f"median {med_ms(oneshot):.0f} ms, max {max(oneshot) * 1000:.0f} ms   target < 1 s")
+        print(f"tcp: nothing changed (mtime scan, no engine call): median {med_ms(noop):.2f} ms")
+    finally:
+        if ws is not None:
+            volumes.remove_volume(engine, ws.volume)
+        engine.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _rig_env() -> dict:
+    import pwd
+    path = os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ssh", RIG, "env")
+    with open(path) as f:
+        return dict(line.strip().split("=", 1) for line in f if "=" in line)
 
 
 class Quiet:
@@ -183,7 +254,7 @@ def bench_session(ip, runs: int, cli_runs: int):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="sync,oneshot,session")
+    ap.add_argument("--parts", default="sync,tcpsync,oneshot,session")
     ap.add_argument("--runs", type=int, default=10)
     args = ap.parse_args()
     subprocess.run(["bash", os.path.join(os.path.dirname(__file__), "..", "scripts",
@@ -193,6 +264,8 @@ def main():
     parts = args.parts.split(",")
     if "sync" in parts:
         bench_sync(args.runs)
+    if "tcpsync" in parts:
+        bench_sync_tcp(args.runs)
     if "oneshot" in parts or "session" in parts:
         ip = _shell()
         try:

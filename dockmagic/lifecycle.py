@@ -117,7 +117,13 @@ def query_owners(hostname: Optional[str] = None, labels: Sequence[str] = (),
     from . import claims
 
     alive = lambda label: kernel_alive(label, hostname)  # noqa: E731
-    return [(e, claims.classify(e.get("Labels") or {}, claims.claimer(e["Id"]), alive))
+    engine = _engine(engine)
+    there = {}
+    if getattr(engine, "link", None) is not None:  # claims on its host too (remote kernels')
+        from .remote import hostreaper
+        there = hostreaper.claims_on_host(engine)
+    return [(e, claims.classify(e.get("Labels") or {},
+                                claims.claimer(e["Id"]) or there.get(e["Id"]), alive))
             for e in query_containers(all=True, managed_only=True, labels=labels, engine=engine)]
 
 

@@ -349,7 +349,7 @@ class DockerMagics(Magics):
             mounts = placement.binds_from_spec(spec)
             xroot = xfer.exchange.host_dir if xfer is not None else None
             sync = lambda run, mode=plan.sync: cells.run_oneshot(  # noqa: E731
-                engine, mounts, mode, run, xroot=xroot)
+                engine, mounts, mode, run, xroot=xroot, image=spec.image)
         if spec.detach:
             if sync is None:
                 name = runner.run_detached(engine, spec, data, on_pull=say)

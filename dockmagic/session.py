@@ -161,12 +161,20 @@ class Session:
     def _attach(self):
         self._att = self.engine.attach(self.id)
         self._raw = self._att.raw
+        self._link_gen = getattr(getattr(self.engine, "link", None), "generation", None)
+
+    def _link_dropped(self) -> bool:
+        """A remote engine's SSH connection dropped (and came back, or will on the next call)
+        since this session's stream was attached: that stream is dead."""
+        link = getattr(self.engine, "link", None)
+        return link is not None and (link.generation != getattr(self, "_link_gen", None)
+                                     or not link.alive())
 
     def _send(self, kind: int, payload: bytes) -> int:
         self._next += 1
         rid = self._next
         try:
-            self._raw.sendall(agent.HEADER.pack(agent.MAGIC, kind, rid, len(payload)) + payload)
+            self._att.send(agent.HEADER.pack(agent.MAGIC, kind, rid, len(payload)) + payload)
         except OSError as exc:
             self._gone(f"sending to it failed ({exc.strerror or exc})")
         return rid
@@ -193,7 +201,8 @@ class Session:
                   timeout: Optional[float] = None) -> dict:
         """Send one request, stream its output, return the agent's reply."""
         with self._lock:
-            if self._raw is None:
+            if self._raw is None or self._link_dropped():
+                self.close_socket()  # between cells, the connection dropped: attach anew
                 self._attach()
             stdout = stdout or sys.stdout
             stderr = stderr or sys.stderr
@@ -287,7 +296,7 @@ class Session:
         traceback streams as the cell's own. Returns the one line that says what happened."""
         t0 = time.monotonic()
         try:
-            self._raw.sendall(agent.HEADER.pack(agent.MAGIC, agent.INTERRUPT, rid, 0))
+            self._att.send(agent.HEADER.pack(agent.MAGIC, agent.INTERRUPT, rid, 0))
             self._pump(done, on_output, on_marker, time.monotonic() + INTERRUPT_WAIT_S)
         except (socket.timeout, KeyboardInterrupt):
             self._waiting.add(token)
@@ -388,7 +397,7 @@ class Session:
         return cells.session_exchange(
             self.engine, self.binds, lambda watch: self._exchange(
                 kind, dict(payload, watch=watch) if watch else payload, stdout, stderr),
-            self.sync, xroot=self.xroot if payload.get("xdir") else None)
+            self.sync, xroot=self.xroot if payload.get("xdir") else None, image=self.image)
 
     def _check(self, reply: dict, raise_error: bool):
         self.last_reply = reply  # the cell's outcome, for its provenance record
@@ -407,6 +416,10 @@ class Session:
         --orphans` and that kernel's reaper leave it alone (see claims.py)."""
         from . import claims
         self.claimed = claims.claim(self.id)
+        reaper = self.engine.reaper()
+        if reaper is not None:  # a remote engine's reaper claims it on that host too
+            reaper.claim(self.id)
+            self.claimed = True
         self.folder_goes_with_it()  # if this kernel dies, its reaper takes a --rm session along
 
     def folder_goes_with_it(self):
@@ -425,6 +438,10 @@ class Session:
         if self.claimed:
             from . import claims
             claims.release(self.id)
+            from .engine import reaping
+            reaper = reaping.reaper_for(self.engine.endpoint.url)  # none started for this
+            if reaper is not None:
+                reaper.release(self.id)
             self.claimed = False
 
 
@@ -478,9 +495,10 @@ def _from_container(engine, name: str, info: dict) -> Session:
                    info["Config"].get("User") or None)
     if getattr(engine, "remote", False):  # workspace paths there -> the notebook folder here
         from .remote.placement import to_local_binds
-        sess.binds = to_local_binds(engine, [
-            (m["Source"], m["Destination"], bool(m.get("RW"))) for m in info.get("Mounts", ())
-            if m.get("Type") == "bind" and m["Destination"] != transfer.XFER_TARGET])
+        sess.binds = to_local_binds(engine, [  # (a tcp:// engine's workspace is a volume)
+            (m["Source"] if m.get("Type") == "bind" else m.get("Name", ""), m["Destination"],
+             bool(m.get("RW"))) for m in info.get("Mounts", ())
+            if m.get("Type") in ("bind", "volume") and m["Destination"] != transfer.XFER_TARGET])
     return sess
 
 
@@ -505,12 +523,29 @@ def get(engine, name: str) -> Session:
         return sess
     info = _inspect(engine, name)
     if info is None:
-        raise SessionUsage(f"no session {name}; start one with `%docker session {name} IMAGE`")
+        engine, info = _elsewhere(engine, name)
     _check_session_container(name, info)
     if not info["State"].get("Running"):
         raise SessionUsage(f"session {name} is {info['State'].get('Status')}; start it again "
                            f"with `%docker session {name} IMAGE` (its variables are gone)")
     return _reattach(engine, name, info)
+
+
+def _elsewhere(first, name: str):
+    """Session NAME on another engine than FIRST (a kernel restarted: it ran on `--engine`):
+    (engine, inspect info), or one line saying it runs on none or on several."""
+    from .remote import lookup
+    found, unreachable, asked = lookup.find_session(first, name)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        where = lookup.engine_word(e.name for e, _ in found)
+        raise SessionUsage(f"session {name} runs on {where}; say which: `%docker session "
+                           f"{name} --engine {found[0][0].name}` reattaches to that one")
+    looked = lookup.engine_word([first.name] + asked)
+    note = "; ".join(f"{n}: {why}" for n, why in unreachable)
+    raise SessionUsage(f"no session {name} on {looked}" + (f" (not asked: {note})" if note else "")
+                       + f"; start one with `%docker session {name} IMAGE`")
 
 
 def _reattach(engine, name: str, info: dict) -> Session:

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import threading
 
-from .engine import reaper
+from .engine import reaping
 from .kernel import on_shutdown
 
 _PREFIX = ".gone-"
@@ -30,11 +30,11 @@ def discard(path: str, root: str):
     it is removed soon after. Where it cannot be renamed, it is removed here and now."""
     global _worker
     trash = os.path.join(root, _PREFIX + secrets.token_hex(16))
-    reaper.track([trash])
+    reaping.track([trash])
     try:
         os.rename(path, trash)
     except OSError:
-        reaper.untrack([trash])
+        reaping.untrack([trash])
         shutil.rmtree(path, ignore_errors=True)
         return
     with _cond:
@@ -62,7 +62,7 @@ def _remove_next() -> bool:
         _busy += 1
     try:
         shutil.rmtree(path, ignore_errors=True)
-        reaper.untrack([path])
+        reaping.untrack([path])
     finally:
         with _cond:
             _busy -= 1

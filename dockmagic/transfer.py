@@ -50,7 +50,7 @@ import threading
 from typing import Iterable, List, Mapping, Optional, Tuple
 
 from . import agent, errors, handover
-from .engine import reaper  # stdlib only: removes this kernel's folders if the kernel dies
+from .engine import reaping  # removes this kernel's folders if the kernel dies (reaper.py)
 
 #: Where a container's private exchange folder appears in it.
 XFER_TARGET = agent.XFER_TARGET
@@ -155,7 +155,7 @@ def exchange_root() -> Tuple[str, bool]:
         raise TransferError(f"--in/--out: cannot use {root} for the exchange (it must be a "
                             f"folder of uid {os.getuid()}); remove it, or set "
                             "DOCKMAGIC_XFER_ROOT to another folder")
-    reaper.add_globs([os.path.join(root, cell_dir_prefix() + "*")])  # one-shot and spare folders
+    reaping.add_globs([os.path.join(root, cell_dir_prefix() + "*")])  # one-shot and spare folders
     return root, tmpfs or _is_tmpfs(parent)
 
 
@@ -425,7 +425,7 @@ class Exchange:
         except OSError as exc:
             raise TransferError(f"--in/--out: cannot make a folder in {parent}: "
                                 f"{exc.strerror}") from None
-        reaper.track([host_dir])  # a session cell's too: it goes if this kernel dies mid-cell
+        reaping.track([host_dir])  # a session cell's too: it goes if this kernel dies mid-cell
         inside = XFER_TARGET if container_parent is None else posixpath.join(
             container_parent, os.path.basename(host_dir))
         # a one-shot folder is in the exchange root; a session's cell folder in its session's
@@ -518,9 +518,9 @@ class Exchange:
             for name in os.listdir(self.host_dir):
                 os.rename(os.path.join(self.host_dir, name), os.path.join(host_dir, name))
             remove_dir(self.host_dir)
-            reaper.untrack([self.host_dir])
+            reaping.untrack([self.host_dir])
             self.host_dir = host_dir
-            reaper.track([host_dir])
+            reaping.track([host_dir])
 
     def read_outputs(self, outputs, user_ns: dict, writer_gone: bool = False,
                      handed: Optional[Mapping[int, int]] = None):
@@ -608,7 +608,7 @@ class Exchange:
             sweeper.discard(self.host_dir, self.root)
         else:
             remove_dir(self.host_dir)
-        reaper.untrack([self.host_dir])
+        reaping.untrack([self.host_dir])
 
 
 def measure(exchange: "Exchange", inputs, outputs, handed=None) -> dict:

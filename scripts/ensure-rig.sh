@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The test rig for remote engines (#10): a "remote GPU server" in a container, with its own
 # dockerd (data on the docker volume dockmagic-rig-docker, so overlay2 works) and sshd on a
-# loopback port. Idempotent: builds the image, (re)starts the container, and writes
+# loopback port, and the same engine on a loopback TCP port with mutual TLS (for `tcp://` engines).
+# Idempotent: builds the image, (re)starts the container, and writes
 #   ~/.ssh/dockmagic-rig/{id_ed25519,known_hosts,env}   the key it generated, the rig's host key
+#   ~/.ssh/dockmagic-rig/tls/{ca,cert,key}.pem          the client certificate for its TCP engine
 #   ~/.ssh/config                                        a `Host dockmagic-rig` alias (marked block)
 # so `ssh dockmagic-rig` and `%docker engines add rig ssh://dockmagic-rig` work. The rig gets the
 # base image loaded into its own engine. `--down` removes the container (and `--purge` its volume).
 # Where apt cannot reach a mirror from inside `docker build` (or DOCKMAGIC_RIG_DEBOOTSTRAP=1),
 # the same Debian packages are debootstrapped from this machine's mirror instead.
-# The rig's dockerd runs inside the rig's network namespace, never the host's.
+# The rig's dockerd runs inside the rig's network namespace, never the host's. Its TCP socket
+# demands a client certificate signed by the rig's own CA: it is reachable from the docker bridge
+# (and from the rig's own containers), so without TLS any container could drive the rig's engine.
+# The env file records DOCKMAGIC_RIG_TCP_PORT and DOCKMAGIC_RIG_TLS (the client folder).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 name=${DOCKMAGIC_RIG_NAME:-dockmagic-rig}
@@ -38,8 +43,8 @@ PY
     echo "rig: removed $name"; exit 0 ;;
 esac
 
-command -v ssh >/dev/null && command -v rsync >/dev/null || {
-  echo "rig: needs ssh and rsync on this machine (bash scripts/setup.sh installs them)" >&2; exit 1; }
+command -v ssh >/dev/null && command -v rsync >/dev/null && command -v openssl >/dev/null || {
+  echo "rig: needs ssh, rsync and openssl on this machine (bash scripts/setup.sh installs them)" >&2; exit 1; }
 
 missing_caps() {  # capabilities docker knows that this machine's bounding set lacks
   python3 - <<'PY'
@@ -82,13 +87,34 @@ fi
 mkdir -p "$dir"; chmod 700 "$home_ssh" "$dir"
 [ -f "$dir/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C "$name" -f "$dir/id_ed25519"
 pub=$(cat "$dir/id_ed25519.pub")
-want=$(printf '%s %s' "$(docker image inspect -f '{{.Id}}' "$image")" "$pub" | sha256sum | cut -c1-16)
+# the TCP engine's certificates (made once): a CA, the server's (IP 127.0.0.1), the client's
+tls=$dir/tls
+if [ ! -f "$tls/key.pem" ] || [ ! -f "$tls/server/server-key.pem" ]; then
+  rm -rf "$tls"; mkdir -p -m 700 "$tls" "$tls/server"
+  ( cd "$tls" && umask 077
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout ca-key.pem -out ca.pem -days 3650 -subj "/CN=$name CA" 2>/dev/null
+    openssl req "${ec[@]}" -keyout server/server-key.pem -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile server.ext -out server/server-cert.pem 2>/dev/null
+    openssl req "${ec[@]}" -keyout key.pem -out client.csr -subj "/CN=$name client" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile client.ext -out cert.pem 2>/dev/null
+    cp ca.pem server/ca.pem
+    rm -f ./*.csr ./*.ext ca.srl )
+fi
+tcp_flags="-H tcp://0.0.0.0:2376 --tlsverify --tlscacert /etc/rig-tls/ca.pem --tlscert /etc/rig-tls/server-cert.pem --tlskey /etc/rig-tls/server-key.pem"
+want=$(printf '%s %s %s %s' "$(docker image inspect -f '{{.Id}}' "$image")" "$pub" "$tcp_flags" \
+       "$(cat "$tls/server/server-cert.pem")" | sha256sum | cut -c1-16)
 have=$(docker inspect -f '{{index .Config.Labels "dockmagic.rig.want"}} {{.State.Running}}' "$name" 2>/dev/null || true)
 start_rig() {
   docker rm -f "$name" >/dev/null 2>&1 || true
   common=(-d --name "$name" --hostname "$name" --init --restart unless-stopped
           --label dockmagic.rig=1 --label dockmagic.rig.want="$want"
-          -e RIG_AUTHORIZED_KEY="$pub" -v "$volume:/var/lib/docker" -p 127.0.0.1::22)
+          -e RIG_AUTHORIZED_KEY="$pub" -v "$volume:/var/lib/docker" -p 127.0.0.1::22
+          -e RIG_DOCKERD_FLAGS="$tcp_flags" -v "$tls/server:/etc/rig-tls:ro" -p 127.0.0.1::2376)
   if ! docker run "${common[@]}" --privileged "$image" >/dev/null 2>"$dir/run.err"; then
     # Where --privileged is refused (the host engine lacks a capability): the equivalent flags --
     # every capability this machine's bounding set holds, seccomp and AppArmor unconfined, all
@@ -111,7 +137,8 @@ wait_rig() {  # $1 seconds for its sshd port and its engine
   port=
   for _ in $(seq 1 "$1"); do
     port=$(docker port "$name" 22/tcp 2>/dev/null | grep -m1 '^127.0.0.1:' | cut -d: -f2 || true)
-    [ -n "$port" ] && docker exec "$name" docker info >/dev/null 2>&1 && return 0
+    tcp_port=$(docker port "$name" 2376/tcp 2>/dev/null | grep -m1 '^127.0.0.1:' | cut -d: -f2 || true)
+    [ -n "$port" ] && [ -n "$tcp_port" ] && docker exec "$name" docker info >/dev/null 2>&1 && return 0
     sleep 1
   done
   return 1
@@ -128,8 +155,8 @@ if ! wait_rig 60; then
 fi
 hostkey=$(docker exec "$name" cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1,2)
 echo "[127.0.0.1]:$port $hostkey" > "$dir/known_hosts"
-printf 'DOCKMAGIC_RIG_NAME=%s\nDOCKMAGIC_RIG_PORT=%s\nDOCKMAGIC_RIG_KEY=%s\nDOCKMAGIC_RIG_HOST=%s\n' \
-  "$name" "$port" "$dir/id_ed25519" "$name" > "$dir/env"
+printf 'DOCKMAGIC_RIG_NAME=%s\nDOCKMAGIC_RIG_PORT=%s\nDOCKMAGIC_RIG_KEY=%s\nDOCKMAGIC_RIG_HOST=%s\nDOCKMAGIC_RIG_TCP_PORT=%s\nDOCKMAGIC_RIG_TLS=%s\n' \
+  "$name" "$port" "$dir/id_ed25519" "$name" "$tcp_port" "$tls" > "$dir/env"
 block="# >>> $name (written by dockmagic scripts/ensure-rig.sh) >>>
 Host $name
   HostName 127.0.0.1
@@ -159,4 +186,4 @@ if ! docker exec "$name" docker image inspect "$base" >/dev/null 2>&1; then
   echo "rig: loading $base into the rig's engine"
   docker save "$base" | docker exec -i "$name" docker load -q >/dev/null
 fi
-echo "rig: $name answers: ssh $name (127.0.0.1:$port), engine $(docker exec "$name" docker version -f '{{.Server.Version}}')"
+echo "rig: $name answers: ssh $name (127.0.0.1:$port), tcp://127.0.0.1:$tcp_port (TLS: $tls), engine $(docker exec "$name" docker version -f '{{.Server.Version}}')"

@@ -12,6 +12,7 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)            # remote engines sync files with rsync over ssh
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)     # ... through one OpenSSH connection per engine
+command -v openssl >/dev/null 2>&1 || need+=(openssl)           # the test rig's TCP engine: its TLS certificates
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)  # `%docker export compose.yaml` is checked with it
 if [ "$want_browser" = 1 ]; then command -v chromium >/dev/null 2>&1 || need+=(chromium); fi
 if [ ${#need[@]} -gt 0 ]; then

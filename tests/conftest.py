@@ -146,4 +146,4 @@ def _no_dockmagic_leftovers():
 
 
 # The "remote GPU server" the remote-engine tests use (scripts/ensure-rig.sh).
-from remote_rig import rig  # noqa: E402,F401
+from remote_rig import rig, rig_tcp  # noqa: E402,F401

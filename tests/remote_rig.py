@@ -28,3 +28,20 @@ def rig():
     if res.returncode != 0:
         pytest.fail(f"the rig did not start (scripts/ensure-rig.sh): {res.stderr[-2000:]}")
     return RIG
+
+
+def rig_env() -> dict:
+    """What scripts/ensure-rig.sh recorded (ports, the key, the TCP engine's TLS folder)."""
+    import pwd
+    home = pwd.getpwuid(os.getuid()).pw_dir  # ensure-rig writes under the passwd home's .ssh
+    with open(os.path.join(home, ".ssh", RIG, "env")) as f:
+        return dict(line.strip().split("=", 1) for line in f if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def rig_tcp(rig) -> str:
+    """`URL --tls* options` of the rig's engine on its loopback TCP port (mutual TLS)."""
+    env = rig_env()
+    tls = env["DOCKMAGIC_RIG_TLS"]
+    return (f"tcp://127.0.0.1:{env['DOCKMAGIC_RIG_TCP_PORT']} --tlsverify "
+            f"--tlscacert {tls}/ca.pem --tlscert {tls}/cert.pem --tlskey {tls}/key.pem")

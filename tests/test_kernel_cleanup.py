@@ -111,8 +111,8 @@ def test_prune_orphans_keeps_a_session_a_live_kernel_reattached_to(kernels, dock
     a.run(f"%docker session {rm_name} --rm {label} {BASE_IMAGE}", check=True)
     a.run(f"%docker session {keep_name} {label} {BASE_IMAGE}", check=True)
     a.run(f"%%docker @{rm_name}\nv = 41", check=True)
-    reaper_pid = int(a.run("from dockmagic.engine import reaper\n"
-                           "print(next(iter(reaper._REAPERS.values())).pid)").stdout)
+    reaper_pid = int(a.run("from dockmagic.engine import reaping\n"
+                           "print(next(iter(reaping._REAPERS.values())).pid)").stdout)
     # B reattaches to A's --rm session while A lives: B claims it.
     out = b.run(f"%docker session {rm_name}", check=True)
     assert "reattached" in out.text

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from dockmagic import claims
-from dockmagic.engine import reaper
+from dockmagic.engine import reaper, reaping
 from conftest import BASE_IMAGE
 
 RUN = uuid.uuid4().hex[:8]
@@ -199,7 +199,7 @@ def exists(client, c) -> bool:
     return bool(client.containers.list(all=True, filters={"id": c.id}))
 
 
-def wait_exit(r: reaper.Reaper, timeout=60.0):
+def wait_exit(r: reaping.Reaper, timeout=60.0):
     r.proc.wait(timeout)
 
 
@@ -228,7 +228,7 @@ def test_eof_reaps_the_kernels_reapable_containers_and_folders(docker_client, ma
     with_target.mkdir()
     with_held.mkdir()
 
-    r = reaper.start_reaper(ENDPOINT, kernel, [f"{xroot}/k-{RUN}-*"], grace_s=0.5)
+    r = reaping.start_reaper(ENDPOINT, kernel, [f"{xroot}/k-{RUN}-*"], grace_s=0.5)
     try:
         r.track(str(tracked))
         r.remove_with(target.id, str(with_target))  # a folder that goes with its container
@@ -256,11 +256,11 @@ def test_eof_reaps_the_kernels_reapable_containers_and_folders(docker_client, ma
 def test_close_keep_exits_without_reaping_and_close_reap_reaps_at_once(docker_client, made):
     kernel = fake_kernel()
     keep = made(kernel)
-    r = reaper.start_reaper(ENDPOINT, kernel, grace_s=30)
+    r = reaping.start_reaper(ENDPOINT, kernel, grace_s=30)
     r.close(reap=False, wait=30)
     assert r.proc.returncode == 0 and exists(docker_client, keep)
 
-    r = reaper.start_reaper(ENDPOINT, kernel, grace_s=30)  # a grace it must not wait out
+    r = reaping.start_reaper(ENDPOINT, kernel, grace_s=30)  # a grace it must not wait out
     started = time.monotonic()
     r.close(reap=True, wait=30)
     assert r.proc.returncode == 0 and time.monotonic() - started < 25
@@ -269,7 +269,7 @@ def test_close_keep_exits_without_reaping_and_close_reap_reaps_at_once(docker_cl
 
 def test_an_engine_whose_socket_folder_is_gone_is_given_up_at_once(tmp_path):
     """A private engine purged with its folder will not come back: no hour of retries."""
-    r = reaper.start_reaper(f"unix://{tmp_path}/gone/docker.sock", fake_kernel(), grace_s=0.1)
+    r = reaping.start_reaper(f"unix://{tmp_path}/gone/docker.sock", fake_kernel(), grace_s=0.1)
     started = time.monotonic()
     r.proc.stdin.close()
     assert r.proc.wait(30) == 0
@@ -279,7 +279,7 @@ def test_an_engine_whose_socket_folder_is_gone_is_given_up_at_once(tmp_path):
 def test_remove_later_removes_while_the_kernel_lives(docker_client, made):
     kernel = fake_kernel()
     c = made(fake_kernel() + "1", reap=False, kind="detached")
-    r = reaper.start_reaper(ENDPOINT, kernel)
+    r = reaping.start_reaper(ENDPOINT, kernel)
     try:
         r.remove_later(c.id)
         deadline = time.monotonic() + 30
@@ -295,7 +295,7 @@ def test_remove_labelled_takes_containers_that_appear_after_the_request(docker_c
     """A create interrupted in flight may finish on the engine after the kernel looked for it:
     the reaper watches the create's token label for a while and removes what shows up."""
     token = f"dockmagic.token=reaper-test-{RUN}"
-    r = reaper.start_reaper(ENDPOINT, fake_kernel())
+    r = reaping.start_reaper(ENDPOINT, fake_kernel())
     try:
         r.remove_labelled(token)
         time.sleep(1.5)  # the container comes later than the request
@@ -314,22 +314,22 @@ def test_remove_labelled_takes_containers_that_appear_after_the_request(docker_c
 
 
 def test_ensure_reaper_is_one_per_endpoint_and_restarts_a_dead_one(monkeypatch):
-    monkeypatch.setattr(reaper, "_REAPERS", {})
+    monkeypatch.setattr(reaping, "_REAPERS", {})
     kernel = fake_kernel()
-    a = reaper.ensure_reaper(ENDPOINT, kernel)
+    a = reaping.ensure_reaper(ENDPOINT, kernel)
     try:
-        assert reaper.ensure_reaper(ENDPOINT, kernel) is a
-        b = reaper.ensure_reaper("tcp://127.0.0.1:1", kernel)
+        assert reaping.ensure_reaper(ENDPOINT, kernel) is a
+        b = reaping.ensure_reaper("tcp://127.0.0.1:1", kernel)
         assert b is not a and b.pid != a.pid
         b.close(reap=False, wait=30)
         a.proc.kill()
         a.proc.wait()
-        c = reaper.ensure_reaper(ENDPOINT, kernel)
+        c = reaping.ensure_reaper(ENDPOINT, kernel)
         assert c is not a and c.alive()
         c.close(reap=False, wait=30)
-        assert reaper.ensure_reaper("ssh://user@host", kernel) is None  # its host's business
+        assert reaping.ensure_reaper("ssh://user@host", kernel) is None  # its host's business
     finally:
-        for r in list(reaper._REAPERS.values()):
+        for r in list(reaping._REAPERS.values()):
             r.close(reap=False, wait=30)
         if a.proc.poll() is None:
             a.proc.kill()
@@ -340,8 +340,8 @@ def test_sigkill_of_the_kernels_process_group_does_not_reach_the_reaper(docker_c
     reaper and is killed with its whole process group: the reaper survives and reaps."""
     kernel = fake_kernel()
     c = made(kernel)
-    code = ("import sys, time; from dockmagic.engine import reaper; "
-            f"r = reaper.ensure_reaper({ENDPOINT!r}, {kernel!r}); "
+    code = ("import sys, time; from dockmagic.engine import reaping; "
+            f"r = reaping.ensure_reaper({ENDPOINT!r}, {kernel!r}); "
             "print(r.pid, flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             start_new_session=True, text=True)
@@ -372,17 +372,127 @@ def test_the_reaper_runs_from_its_source_alone_as_on_another_host(docker_client,
     only, no dockmagic installed, the pipe on stdin; EOF there reaps."""
     kernel = fake_kernel()
     c = made(kernel)
-    argv = reaper.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=0.2)
+    argv = reaping.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=0.2)
     assert argv[:4] == [sys.executable, "-I", "-S", "-c"] and "import dockmagic" not in argv[4]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, cwd="/", env={"PATH": "/usr/bin:/bin"})
-    r = reaper.Reaper(ENDPOINT, kernel, proc)
+    r = reaping.Reaper(ENDPOINT, kernel, proc)
     assert r.alive()
     r.proc.stdin.close()
     out = proc.stdout.read().decode()  # to EOF: the reaper has exited
     assert proc.wait(60) == 0, out
     assert not exists(docker_client, c), out
     assert f"removed {c.id[:12]}" in out
+
+
+# -- --remote: a reaper on an engine's host (started over SSH by remote/hostreaper.py) ----------
+def start_remote_mode(kernel: str, grace_s: float, *extra) -> subprocess.Popen:
+    """A reaper in its --remote mode, here (its host's runtime folder, a log file there, the
+    watch file): as `HostReaper` runs it over ssh, the pipe on stdin."""
+    argv = reaping.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=grace_s,
+                               remote=True) + list(extra)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    first = proc.stdout.readline().decode()  # then its output goes to its log there
+    assert f"reaper {proc.pid} on {socket.gethostname()}: log " in first, first
+    return proc
+
+
+def test_a_remote_reaper_hands_over_to_a_newer_one_of_the_same_kernel(docker_client, made):
+    """The kernel's SSH connection dropped and came back: the old reaper's channel closed, the
+    kernel started a new one; the old one, in its grace, exits without reaping."""
+    kernel = fake_kernel()
+    c = made(kernel)
+    old = start_remote_mode(kernel, 30)
+    try:
+        old.stdin.close()  # the channel closed
+        time.sleep(1.0)
+        assert old.poll() is None, "it waits its grace"
+        new = start_remote_mode(kernel, 0.5)
+        started = time.monotonic()
+        assert old.wait(15) == 0
+        handed = time.monotonic() - started
+        assert exists(docker_client, c), "handed over: the kernel's container stays"
+        new.stdin.close()  # now the kernel is gone for good
+        assert new.wait(60) == 0
+        assert not exists(docker_client, c)
+        print(f"handed over {handed:.1f} s after the new reaper started")
+    finally:
+        for p in (old, locals().get("new")):
+            if p is not None and p.poll() is None:
+                p.kill()
+
+
+def test_a_remote_reaper_whose_channel_closed_as_it_started_still_reaps(docker_client, made):
+    """The kernel died while its reaper was starting there: the channel is gone before the
+    reaper says where its log is. Writing there must not end it before it reaps."""
+    kernel = fake_kernel()
+    c = made(kernel)
+    argv = reaping.remote_argv(ENDPOINT, kernel, python=sys.executable, grace_s=0.2,
+                               remote=True)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    proc.stdout.close()
+    proc.stdin.close()
+    try:
+        assert proc.wait(60) == 0
+        assert not exists(docker_client, c)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_remote_reaper_takes_silence_for_a_dead_kernel(docker_client, made):
+    """A laptop asleep never closes its TCP connection: no ping for --silence seconds counts."""
+    kernel = fake_kernel()
+    c = made(kernel)
+    proc = start_remote_mode(kernel, 0.5, "--silence", "2")
+    try:
+        proc.stdin.write(b"ping\n")
+        proc.stdin.flush()
+        assert proc.wait(60) == 0, "the pipe is still open: silence alone ended it"
+        assert not exists(docker_client, c)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+
+
+def test_a_claim_sent_to_a_remote_reaper_is_written_on_its_host(docker_client, made):
+    """`claim ID` over the pipe: the claims folder of the reaper's host holds it, so the reaper of
+    the kernel that made the container keeps it; the claimer's own reaper takes it later."""
+    maker, claimer = fake_kernel() + "m", fake_kernel() + "c"
+    c = made(maker, kind="session")
+    held = start_remote_mode(claimer, 0.5)
+    try:
+        held.stdin.write(f"claim {c.id}\n".encode())
+        held.stdin.flush()
+        cdir = reaper.claims_dir()
+        deadline = time.monotonic() + 10
+        while reaper.read_claim(cdir, c.id) != claimer and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reaper.read_claim(cdir, c.id) == claimer
+        r = reaping.start_reaper(ENDPOINT, maker, grace_s=0.2)
+        r.proc.stdin.close()
+        wait_exit(r)
+        assert exists(docker_client, c), "claimed by a kernel this host cannot judge: kept"
+        held.stdin.close()
+        assert held.wait(60) == 0
+        assert not exists(docker_client, c)
+        assert reaper.read_claim(cdir, c.id) is None
+    finally:
+        if held.poll() is None:
+            held.kill()
+
+
+def test_a_namesake_host_judges_no_kernel_by_pid(monkeypatch):
+    """A remote reaper on a host named like the kernel's: a pid there says nothing."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    label = f"{socket.gethostname()}:{gone.pid}:{int(time.time())}"
+    assert reaper.kernel_alive(label) is False
+    monkeypatch.setattr(reaper, "UNJUDGED_HOSTS", {socket.gethostname()})
+    assert reaper.kernel_alive(label) is None
 
 
 # -- orphans: what `prune --orphans` takes, and what the report says -------------------------

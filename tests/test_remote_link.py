@@ -12,7 +12,7 @@ from dockmagic.remote import errors as rerrors
 from dockmagic.remote.sshlink import SSHLink
 from dockmagic.remote.urls import parse_endpoint
 
-from remote_rig import ROOT
+from remote_rig import RIG, ROOT
 
 pytestmark = pytest.mark.engine
 
@@ -36,7 +36,7 @@ def _alive(pid):
 def test_forwarded_socket_reaches_the_rigs_own_engine(link):
     info = subprocess.run(["docker", "-H", link.base_url, "info", "-f", "{{.Name}}"],
                           capture_output=True, text=True, timeout=30)
-    assert info.stdout.strip() == "dockmagic-rig"
+    assert info.stdout.strip() == RIG  # its hostname is its name
     assert link.ping() > 0
     assert os.stat(link.socket_path).st_mode & 0o077 == 0  # private to this user
     me = link.remote_info()
@@ -46,7 +46,7 @@ def test_forwarded_socket_reaches_the_rigs_own_engine(link):
 def test_remote_commands_reuse_the_one_connection(link):
     pid = link.pid
     for _ in range(3):
-        assert link.run("hostname", check=True).stdout.decode().strip() == "dockmagic-rig"
+        assert link.run("hostname", check=True).stdout.decode().strip() == RIG
     assert link.pid == pid and link.generation == 1
     # one TCP connection from the master; the commands ran as channels inside it
     ssh_procs = subprocess.run(["pgrep", "-f", f"ControlPath={link.control_path}"],

@@ -6,6 +6,7 @@ urllib3, or calls docker-py's low-level API).
 * ``frames``    docker's multiplexed stream: the one frame reader
 * ``sdkerrors`` the one mapping from SDK/transport errors to dockmagic's error tree
 * ``sdk``       docker-py's import and every private name of it dockmagic touches
+* ``volumes``   named volumes, and tar in and out of them through helper containers
 
 `default()` is the engine docker's own rules point at; code above the engine receives an
 `Engine` and never makes one itself.

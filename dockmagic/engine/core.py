@@ -29,19 +29,38 @@ DEFAULT_TIMEOUT_S = 600.0
 
 
 class Attached:
-    """One hijacked attach connection: stdin in, the multiplexed stdout/stderr out."""
+    """One hijacked attach connection: stdin in, the multiplexed stdout/stderr out.
 
-    __slots__ = ("_wrapper", "raw")
+    Over TLS (a tcp:// engine with --tls*) stdin has a connection of its own (``stdin``):
+    a TLS connection cannot be half-closed from Python (`SSLSocket.shutdown` drops the TLS
+    state, and `unwrap` fails on output that arrives after its close_notify), so the end of
+    stdin is that connection's close, which ends the container's stdin (StdinOnce) while the
+    output goes on arriving on ``raw``."""
 
-    def __init__(self, wrapper):
+    __slots__ = ("_wrapper", "raw", "_stdin_wrapper", "_stdin")
+
+    def __init__(self, wrapper, stdin_wrapper=None):
         self._wrapper = wrapper
         self.raw = sdk.raw_socket(wrapper)
+        self._stdin_wrapper = stdin_wrapper
+        self._stdin = sdk.raw_socket(stdin_wrapper) if stdin_wrapper is not None else self.raw
 
     def send(self, data: bytes):
-        self.raw.sendall(data)
+        self._stdin.sendall(data)
 
     def close_stdin(self):
-        self.raw.shutdown(socket.SHUT_WR)
+        if self._stdin_wrapper is None:
+            self.raw.shutdown(socket.SHUT_WR)
+            return
+        try:  # a TCP FIN, now (close() waits for the HTTP response's file to let go)
+            self._stdin.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        for closing in (self._stdin_wrapper, self._stdin):
+            try:
+                closing.close()
+            except Exception:
+                pass
 
     def read_frames(self, on_frame: OnOutput, frames=None):
         read_frames(self.raw, on_frame, frames)
@@ -54,6 +73,8 @@ class Attached:
         return self.raw.fileno()
 
     def close(self):
+        if self._stdin_wrapper is not None:
+            self.close_stdin()
         try:
             self._wrapper.close()
         except Exception:
@@ -218,6 +239,15 @@ class Engine:
                stderr: bool = True) -> Attached:
         params = {"stdin": int(stdin), "stdout": int(stdout), "stderr": int(stderr), "stream": 1}
         with mapped(self.where, f"attach {cid[:12]}"):
+            if stdin and self.endpoint.uses_tls:  # stdin on its own connection (see Attached)
+                out = self.api.attach_socket(cid, params=dict(params, stdin=0))
+                try:
+                    inp = self.api.attach_socket(cid, params={"stdin": 1, "stdout": 0,
+                                                              "stderr": 0, "stream": 1})
+                except BaseException:
+                    out.close()
+                    raise
+                return Attached(out, inp)
             return Attached(self.api.attach_socket(cid, params=params))
 
     def start(self, cid: str, *, image: str = "", wants_gpus: bool = False):
@@ -301,25 +331,22 @@ class Engine:
         return frozenset(self._pending)
 
     def reaper(self):
-        """This kernel's reaper for this engine (engine/reaper.py), started if need be; None
-        where none can run from here (ssh:// endpoints)."""
+        """This kernel's reaper for this engine (engine/reaper.py), started if need be (for an
+        ssh:// engine on that engine's host: `RemoteEngine`); None where none can run."""
         self._ensure_reaper()
         return self._reaper
 
     def _ensure_reaper(self):
         if self._reaper is not None and self._reaper.alive():  # closed at unload, or died
             return
-        try:
-            from . import reaper
-        except ImportError:  # the reaper module lands separately
-            return
         from ..kernel import kernel_id
+        from . import reaping
 
         tls = None
         if self.endpoint.uses_tls:  # the reaper speaks TLS with docker's ca/cert/key.pem
             d = self.endpoint.cert_path
             tls = tuple(f"{d}/{n}.pem" for n in ("ca", "cert", "key")) if d else ()
-        self._reaper = reaper.ensure_reaper(self.endpoint.url, kernel_id(), self.reaper_globs,
+        self._reaper = reaping.ensure_reaper(self.endpoint.url, kernel_id(), self.reaper_globs,
                                             tls=tls)
 
     def inspect(self, cid: str) -> dict:

@@ -14,9 +14,23 @@ exchange folders; and exits. If the engine does not answer it keeps trying for a
 Why a process on the engine's host and not a container like Ryuk: the reaper needs the engine's
 socket, and a container with the socket mounted is root on the host. Ryuk runs a trusted image;
 ours would have to be the user's (untrusted) image or one we pull, so a host process it is. On
-another host the same file runs over ssh, its source passed with ``-c`` (`remote_argv`), the ssh
-channel's stdin being the pipe (not ``python3 - < reaper.py``: that stdin would end with the
-source, and the reaper would take the EOF for the kernel's death).
+another host the same file runs over ssh, its source passed with ``-c`` (`reaping.remote_argv`),
+the ssh channel's stdin being the pipe (not ``python3 - < reaper.py``: that stdin would end with
+the source, and the reaper would take the EOF for the kernel's death).
+
+``--remote`` (a reaper on an engine's host, started over the kernel's SSH connection): a closed
+channel may be a dropped connection the kernel reconnects from, not its death, so
+  * the grace is longer (REMOTE_GRACE_S), and a newer reaper for the same kernel takes over: each
+    records itself in ``<runtime>/reapers/<kernel>.watch`` when it starts; one whose kernel went
+    quiet that finds another live reaper named there finishes its `rm` requests and exits
+    without reaping (the kernel replays its state to the new one);
+  * the kernel sends ``ping`` every few seconds, and silence for ``--silence`` seconds counts as
+    a closed channel (a sleeping laptop's TCP connection is never closed; its GPUs must not stay
+    held);
+  * claims and logs live in this host's runtime folder; the log is a file there (the channel may
+    be gone when the reaper writes);
+  * kernels of the kernel's host are judged only there: if this host has the same name, no
+    kernel label is judged by pid here.
 
 This file is stdlib only (Python >= 3.8) and stands alone (``python3 -I -S reaper.py ARGS``, or
 ``-c SOURCE``). It also holds what both sides must agree on: how a kernel label is judged alive,
@@ -34,6 +48,9 @@ Requests on stdin, one per line (the kernel side below writes them):
   ``close keep``                     the kernel shuts down cleanly (its own clean-up ran): finish
                                      the `rm`/`rmlabel` requests, then exit
   ``close reap``                     the kernel is about to exit without cleaning up: reap now
+  ``claim ID`` / ``release ID``      the kernel holds container ID (a session it reattached to) /
+                                     no longer: written in this host's claims folder
+  ``ping``                           the kernel lives (see ``--silence``)
 """
 from __future__ import annotations
 
@@ -52,6 +69,12 @@ REAP_LABEL = "dockmagic.reap"
 KERNEL_LABEL = "dockmagic.kernel"
 #: After EOF without `close`: how long before reaping (late writes of a dying kernel settle).
 GRACE_S = 2.0
+#: The same for a reaper on another host (``--remote``): its channel closes when the kernel's SSH
+#: connection drops, and the kernel reconnects and starts the reaper that takes over within it.
+REMOTE_GRACE_S = 25.0
+#: How often the kernel pings a remote reaper, and how long a silence means the kernel is gone.
+HEARTBEAT_S = 5.0
+REMOTE_SILENCE_S = 60.0
 #: How long the reaper keeps trying an engine that does not answer before it gives up.
 GIVE_UP_S = 3600.0
 RETRY_S = 2.0
@@ -59,6 +82,9 @@ RETRY_S = 2.0
 LABEL_WATCH_S = 30.0
 LABEL_POLL_S = 0.5
 _CALL_TIMEOUT_S = 10.0
+#: `--endpoint none`: folders only (a remote engine's local copies; its containers are reaped
+#: on its own host).
+NO_ENGINE = "none"
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -85,6 +111,10 @@ def _process_start(pid: int):
         return None
 
 
+#: Host names whose kernels this process may not judge by pid (see ``--remote``).
+UNJUDGED_HOSTS: set = set()
+
+
 def kernel_alive(label: str, hostname=None):
     """Whether the kernel a `dockmagic.kernel` label names still runs: True / False, or None
     when this host cannot tell (another host, or a malformed label)."""
@@ -92,7 +122,7 @@ def kernel_alive(label: str, hostname=None):
     if parsed is None:
         return None
     host, pid, start = parsed
-    if host != (hostname or socket.gethostname()):
+    if host != (hostname or socket.gethostname()) or host in UNJUDGED_HOSTS:
         return None
     try:
         os.kill(pid, 0)
@@ -193,7 +223,10 @@ class EngineAPI:
     def __init__(self, url: str, tls=None):
         self.url = url
         self.tls = tls
-        if url.startswith("unix://"):
+        self.path = self.host = self.port = None
+        if url == NO_ENGINE:
+            pass
+        elif url.startswith("unix://"):
             self.path = url[len("unix://"):]
             self.host = self.port = None
         elif url.startswith(("tcp://", "http://", "https://")):
@@ -258,6 +291,9 @@ class EngineAPI:
         """Every container labelled dockmagic.reap=1 (or LABEL), any state: [(id, labels)]."""
         from urllib.parse import quote
 
+        if self.url == NO_ENGINE:
+            return []
+
         filters = quote(json.dumps({"label": [label]}))
         status, body = self.request("GET", f"/containers/json?all=1&filters={filters}")
         if status != 200:
@@ -267,6 +303,8 @@ class EngineAPI:
 
     def remove(self, cid: str) -> bool:
         """Force-remove CID with its anonymous volumes (as `--rm` does). True when it is gone."""
+        if self.url == NO_ENGINE:
+            return True
         status, body = self.request("DELETE", f"/containers/{cid}?force=1&v=1")
         if status in (200, 204, 404):
             return True
@@ -434,6 +472,16 @@ class ReaperState:
             self.watched[arg] = time.monotonic() + LABEL_WATCH_S
         elif verb == "close" and arg in ("reap", "keep"):
             self.mode = arg
+        elif verb == "ping":
+            pass
+        elif verb in ("claim", "release") and _valid_id(arg) and self.claims_dir:
+            try:
+                if verb == "claim":
+                    write_claim(self.claims_dir, arg, self.kernel)
+                else:
+                    drop_claim(self.claims_dir, arg, self.kernel)
+            except OSError as exc:
+                log(f"could not {verb} {arg[:12]}: {exc}")
         elif verb:
             log(f"ignoring {line.strip()[:80]!r}")
 
@@ -559,17 +607,94 @@ class ReaperState:
         self.drop_claims()
 
 
+def kernel_tag(kernel: str) -> str:
+    """A kernel label as a file name (as `transfer.kernel_tag` names exchange folders)."""
+    return "".join(c if c.isascii() and c.isalnum() or c in ".-" else "_" for c in kernel)[:120]
+
+
+class Watch:
+    """Who watches a kernel on this host now (``--remote``): ``<runtime>/reapers/<kernel>.watch``
+    names the newest reaper started for it (`pid start`). A reaper whose channel closed hands over
+    to a newer one that still runs instead of reaping the kernel it still serves."""
+
+    def __init__(self, folder: str, kernel: str):
+        self.path = os.path.join(folder, kernel_tag(kernel) + ".watch")
+        self.me = f"{os.getpid()} {int(_process_start(os.getpid()) or 0)}"
+
+    def take(self):
+        tmp = f"{self.path}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, self.me.encode() + b"\n")
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+    def _named(self) -> str:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return ""
+        try:
+            return os.read(fd, 100).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+
+    def successor(self):
+        """The pid of a newer reaper for the kernel that still runs, or None."""
+        named = self._named()
+        try:
+            pid, start = (int(x) for x in named.split())
+        except ValueError:
+            return None
+        if named == self.me or pid == os.getpid():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            pass
+        began = _process_start(pid)
+        return pid if began is None or abs(began - start) <= 2 else None
+
+    def wait_successor(self, seconds: float):
+        """Poll for a successor for up to SECONDS; its pid, or None."""
+        deadline = time.monotonic() + seconds
+        while True:
+            pid = self.successor()
+            if pid is not None or time.monotonic() >= deadline:
+                return pid
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def leave(self):
+        if self._named() == self.me:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
 def serve(state: ReaperState, stdin_fd: int = 0, grace_s: float = GRACE_S,
-          give_up_s: float = GIVE_UP_S):
-    """Read requests until EOF (or `close`); meanwhile retry pending removals."""
+          give_up_s: float = GIVE_UP_S, silence_s: Optional[float] = None,
+          watch: Optional[Watch] = None):
+    """Read requests until EOF (or `close`, or SILENCE_S seconds without a line); meanwhile
+    retry pending removals. WATCH: hand over to a newer reaper rather than reap (``--remote``)."""
     buf = b""
     next_pending = next_watch = 0.0
+    heard = time.monotonic()
     while state.mode is None:
         timeout = LABEL_POLL_S if state.watched else RETRY_S if state.pending else None
+        if silence_s:
+            left = max(0.0, heard + silence_s - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
         try:
             ready, _, _ = select.select([stdin_fd], [], [], timeout)
         except InterruptedError:
             continue
+        if not ready and silence_s and time.monotonic() - heard >= silence_s:
+            log(f"no word from kernel {state.kernel} for {silence_s:g} s")
+            break  # asleep, or its connection gone without a word: as good as gone
         if ready:
             try:
                 data = os.read(stdin_fd, 65536)
@@ -577,6 +702,7 @@ def serve(state: ReaperState, stdin_fd: int = 0, grace_s: float = GRACE_S,
                 data = b""
             if not data:
                 break  # the kernel is gone
+            heard = time.monotonic()
             buf += data
             *lines, buf = buf.split(b"\n")
             for line in lines:
@@ -594,7 +720,11 @@ def serve(state: ReaperState, stdin_fd: int = 0, grace_s: float = GRACE_S,
         return
     if state.mode is None:
         log(f"kernel {state.kernel} gone; reaping in {grace_s:g} s")
-        time.sleep(grace_s)
+        successor = watch.wait_successor(grace_s) if watch is not None else time.sleep(grace_s)
+        if successor is not None:  # the kernel reconnected and started a new reaper
+            log(f"reaper {successor} took over; finishing the removals asked for, then exiting")
+            state.finish_requests(min(give_up_s, 60.0))
+            return
     else:
         log("kernel closed (reap): reaping")
     state.reap(give_up_s)
@@ -605,7 +735,7 @@ def main(argv=None) -> int:
     import signal
 
     p = argparse.ArgumentParser(prog="reaper", description=__doc__.split("\n\n")[0])
-    p.add_argument("--endpoint", required=True, help="unix:///var/run/docker.sock, tcp://H:P")
+    p.add_argument("--endpoint", required=True, help="unix:///var/run/docker.sock, tcp://H:P, or none (folders only)")
     p.add_argument("--kernel", required=True, help="the kernel's dockmagic.kernel label")
     p.add_argument("--claims", help="the claims folder on this host")
     p.add_argument("--glob", action="append", default=[],
@@ -616,15 +746,29 @@ def main(argv=None) -> int:
     p.add_argument("--grace", type=float, default=GRACE_S)
     p.add_argument("--give-up", type=float, default=GIVE_UP_S)
     p.add_argument("--log", help="this reaper's log file, removed when all went well")
+    p.add_argument("--remote", action="store_true",
+                   help="on an engine's host, over the kernel's SSH connection (see above)")
+    p.add_argument("--silence", type=float, default=None,
+                   help=f"seconds without a line that count as EOF (--remote: "
+                        f"{REMOTE_SILENCE_S:g})")
     args = p.parse_args(argv)
     # A Ctrl-C or hangup meant for the kernel's terminal is not for us (we have our own session
     # when started by ensure_reaper; not necessarily over ssh).
-    for sig in (signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
+    watch = None
+    if args.remote:
+        watch, args.claims, args.log = _remote_setup(args.kernel, args.claims, args.log)
+        if args.silence is None:
+            args.silence = REMOTE_SILENCE_S
     state = ReaperState(EngineAPI(args.endpoint, None if args.tls is None else tuple(args.tls)),
                         args.kernel, args.claims, args.glob)
     log(f"watching kernel {args.kernel} on {args.endpoint}")
-    serve(state, 0, args.grace, args.give_up)
+    try:
+        serve(state, 0, args.grace, args.give_up, args.silence or None, watch)
+    finally:
+        if watch is not None:
+            watch.leave()
     log("done")
     if args.log and not state.errors and not state.pending:
         try:
@@ -634,7 +778,31 @@ def main(argv=None) -> int:
     return 0
 
 
-# -- the kernel's side -----------------------------------------------------------------------------
+def _remote_setup(kernel: str, claims, log_path):
+    """``--remote``: this host's claims folder, a log file in its runtime folder (stdout and
+    stderr go there: the channel may be gone when we write), the watch file taken."""
+    host = (parse_kernel_label(kernel) or ("",))[0]
+    if host and host == socket.gethostname():
+        UNJUDGED_HOSTS.add(host)  # a namesake of the kernel's host: its pids mean nothing here
+    folder = subdir("reapers")
+    claims = claims or claims_dir()
+    if not log_path:
+        log_path = os.path.join(folder, f"{kernel_tag(kernel)}-{os.getpid()}.log")
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    try:  # where its log is, for the kernel's side; the channel may be closed already (the
+        # kernel died while we started): writing there must not end us before we reap
+        os.write(1, f"reaper {os.getpid()} on {socket.gethostname()}: log {log_path}\n".encode())
+    except OSError:
+        pass
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    watch = Watch(folder, kernel)
+    watch.take()
+    return watch, claims, log_path
+
+
+# -- this user's runtime folder on this host (both sides) ---------------------------------------
 def runtime_dir() -> str:
     """This user's private runtime folder on this host (claims, reaper logs): the same for
     every kernel of the user, private (0700, ours, no link), gone at reboot when on /dev/shm.
@@ -659,7 +827,7 @@ def runtime_dir() -> str:
     raise OSError("no private runtime folder: /dev/shm and the temp folder refuse one")
 
 
-def _subdir(name: str) -> str:
+def subdir(name: str) -> str:
     path = os.path.join(runtime_dir(), name)
     try:
         os.mkdir(path, 0o700)
@@ -669,7 +837,7 @@ def _subdir(name: str) -> str:
 
 
 def claims_dir() -> str:
-    return _subdir("claims")
+    return subdir("claims")
 
 
 def _root_of(pattern: str) -> str:
@@ -682,207 +850,6 @@ def _root_of(pattern: str) -> str:
         fixed.append(part)
     return "/".join(fixed) or "/"
 
-
-class Reaper:
-    """The kernel's handle on one reaper process (see the module docstring)."""
-
-    def __init__(self, endpoint_url: str, kernel_id: str, proc, log_path: Optional[str] = None):
-        self.endpoint_url, self.kernel_id = endpoint_url, kernel_id
-        self.proc = proc
-        self.log_path = log_path
-        self._lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return not self._closed and self.proc.poll() is None
-
-    def send(self, line: str) -> bool:
-        """One request; False when the reaper is gone (it is then started anew on next use)."""
-        with self._lock:
-            if self._closed:
-                return False
-            try:
-                self.proc.stdin.write(line.encode("utf-8") + b"\n")
-                self.proc.stdin.flush()
-                return True
-            except (OSError, ValueError):
-                return False
-
-    def track(self, path: str):
-        self.send(f"track {path}")
-
-    def untrack(self, path: str):
-        self.send(f"untrack {path}")
-
-    def remove_labelled(self, label: str):
-        """For a while (LABEL_WATCH_S), remove containers labelled LABEL (`KEY=VALUE`) as they
-        appear: a create interrupted in flight may finish on the engine after the kernel looked
-        for it (the engine's client-side create token)."""
-        self.send(f"rmlabel {label}")
-
-    def remove_with(self, container_id: str, path: str):
-        """The folder PATH (e.g. a `--rm` session's exchange folder) is removed when the reaper
-        removes CONTAINER_ID (its full id), and only then: a session another kernel claimed keeps
-        its folder too."""
-        self.send(f"owns {container_id} {path}")
-
-    def remove_later(self, container_id: str):
-        """The kernel could not remove CONTAINER_ID (engine away): the reaper removes it as soon
-        as the engine answers again, while the kernel goes on."""
-        self.send(f"rm {container_id}")
-
-    def close(self, reap: bool = False, wait: float = 0.0):
-        """Clean shutdown. Not ``reap``: the reaper finishes the removals it was asked for and
-        exits. ``reap``: it removes this kernel's reapable containers and folders now, as if the
-        kernel had died; only for a process about to exit that made no clean-up of its own (it
-        would remove containers the process makes afterwards). ``wait``: seconds to wait."""
-        self.send(f"close {'reap' if reap else 'keep'}")
-        with self._lock:
-            self._closed = True
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        if _REAPERS.get(self.endpoint_url) is self:
-            _REAPERS.pop(self.endpoint_url, None)
-        if wait:
-            try:
-                self.proc.wait(wait)
-            except Exception:
-                pass
-        self.proc.poll()
-
-
-_REAPERS: dict = {}
-_TRACKED: set = set()
-_GLOBS: set = set()
-_start_lock = threading.Lock()
-
-
-def ensure_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
-                  grace_s: float = GRACE_S, tls=None) -> Optional[Reaper]:
-    """This kernel's reaper for the engine at ENDPOINT_URL, started on first use (a Popen, nothing
-    waited on); later calls return it (one dict lookup and a waitpid). ``cleanup_globs``: absolute
-    glob patterns of this kernel's exchange folders, each under a folder only we may write to.
-    ``tls``: (ca, cert, key) file names for a tcp:// endpoint with TLS.
-
-    None for an endpoint this host cannot reach with the stdlib (ssh://, npipe://): such an
-    engine needs its reaper started on its own host (`remote_argv`, over ssh)."""
-    reaper = _REAPERS.get(endpoint_url)
-    if reaper is not None and reaper.alive():
-        return reaper
-    try:
-        EngineAPI(endpoint_url, tls)
-    except ValueError:
-        return None
-    with _start_lock:
-        reaper = _REAPERS.get(endpoint_url)
-        if reaper is not None and reaper.alive():
-            return reaper
-        try:
-            reaper = start_reaper(endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, tls=tls)
-        except OSError:
-            return None  # a safety net must never fail the cell that asked for it
-        _REAPERS[endpoint_url] = reaper
-    for pattern in sorted(_GLOBS):
-        reaper.send(f"glob {pattern}")
-    for path in sorted(_TRACKED):
-        reaper.track(path)
-    try:
-        from .. import kernel  # the process-wide shutdown owner (absent when run as a script)
-        kernel.on_shutdown(close_all)
-    except ImportError:
-        pass
-    return reaper
-
-
-def script_args(endpoint_url: str, kernel_id: str, cleanup_globs=(), *,
-                grace_s: float = GRACE_S, tls=None, claims=None, log_path=None) -> list:
-    """The reaper's command-line arguments (after the interpreter and the script)."""
-    args = ["--endpoint", endpoint_url, "--kernel", kernel_id, "--grace", repr(grace_s)]
-    if claims:
-        args += ["--claims", claims]
-    for g in cleanup_globs:
-        args += ["--glob", g]
-    if tls is not None:
-        args += ["--tls", *tls]
-    if log_path:
-        args += ["--log", log_path]
-    return args
-
-
-def remote_argv(endpoint_url: str, kernel_id: str, cleanup_globs=(), *, python: str = "python3",
-                grace_s: float = GRACE_S, claims=None) -> list:
-    """The command that runs a reaper on another host, e.g. ``ssh HOST -- shlex.join(ARGV)``
-    with stdin a pipe kept open by the kernel (``Reaper(url, kernel, that_process)``)."""
-    with open(os.path.abspath(__file__), encoding="utf-8") as f:
-        source = f.read()
-    return [python, "-I", "-S", "-c", source] + script_args(
-        endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, claims=claims)
-
-
-def start_reaper(endpoint_url: str, kernel_id: str, cleanup_globs=(), *, grace_s: float = GRACE_S,
-                 tls=None) -> Reaper:
-    """Start a reaper process for KERNEL_ID on ENDPOINT_URL on this host (`ensure_reaper` keeps
-    one per endpoint; tests start their own): a Popen, nothing waited on."""
-    import subprocess
-
-    try:
-        claims, logs = claims_dir(), _subdir("reapers")
-        log_path = os.path.join(logs, f"{os.getpid()}-{abs(hash(endpoint_url)):x}.log")
-    except OSError:
-        claims, log_path = None, None
-    argv = [sys.executable, "-I", "-S", os.path.abspath(__file__)] + script_args(
-        endpoint_url, kernel_id, cleanup_globs, grace_s=grace_s, tls=tls, claims=claims,
-        log_path=log_path)
-    with open(log_path or os.devnull, "ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, cwd="/")
-    return Reaper(endpoint_url, kernel_id, proc, log_path)
-
-
-def track(paths):
-    """Exchange folders this kernel made: every reaper removes them if the kernel dies."""
-    for path in paths:
-        _TRACKED.add(path)
-        for reaper in list(_REAPERS.values()):
-            reaper.track(path)
-
-
-def add_globs(patterns):
-    """Folders of this kernel, by pattern (absolute; e.g. its one-shot exchange folders, named
-    after the kernel): every reaper removes what matches if the kernel dies. Cheap to repeat."""
-    for pattern in patterns:
-        if pattern not in _GLOBS:
-            _GLOBS.add(pattern)
-            for reaper in list(_REAPERS.values()):
-                reaper.send(f"glob {pattern}")
-
-
-def untrack(paths):
-    """Exchange folders this kernel removed itself."""
-    for path in paths:
-        _TRACKED.discard(path)
-        for reaper in list(_REAPERS.values()):
-            reaper.untrack(path)
-
-
-def reaper_for(endpoint_url: str):
-    """The running reaper for ENDPOINT_URL, or None."""
-    reaper = _REAPERS.get(endpoint_url)
-    return reaper if reaper is not None and reaper.alive() else None
-
-
-def close_all(reap: bool = False):
-    """Close every reaper of this kernel (unload, process exit). Not ``reap``: the kernel's own
-    shutdown removed what it owns, and after an unload the process may go on making containers
-    with the same kernel label; the reapers finish what they were asked to remove, then exit."""
-    for reaper in list(_REAPERS.values()):
-        reaper.close(reap=reap)
 
 
 if __name__ == "__main__":

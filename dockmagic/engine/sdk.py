@@ -27,16 +27,30 @@ def make_api_client(endpoint, timeout: float):
                         ca_cert=ca if os.path.exists(ca) and not endpoint.skip_tls_verify else None,
                         verify=not endpoint.skip_tls_verify and (endpoint.tls_verify or
                                                                  os.path.exists(ca)))
-    # The version is asked for at once ("auto"): an engine that accepts and never answers must
-    # not hold the caller (and every other caller of this engine) for the long call timeout.
-    api = docker.APIClient(base_url=endpoint.url, timeout=min(timeout, NEGOTIATE_TIMEOUT_S),
-                           version="auto", tls=tls)
+    # The version is asked for at once: an engine that accepts and never answers must not hold
+    # the caller (and every other caller of this engine) for the long call timeout.
+    first = min(timeout, NEGOTIATE_TIMEOUT_S)
+    if tls is None or not isinstance(getattr(tls, "ca_cert", None), str) or not tls.verify:
+        api = docker.APIClient(base_url=endpoint.url, timeout=first, version="auto", tls=tls)
+    else:
+        # Verified against the engine's own CA: requests would replace that CA with the one
+        # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE name (requests#3829), and the engine's certificate
+        # then fails to verify. Those variables are not read for this client (trust_env off),
+        # so the API version is fetched here, after that, not by version="auto" in the
+        # constructor.
+        api = docker.APIClient(base_url=endpoint.url, timeout=first, version=MIN_API_VERSION,
+                               tls=tls)
+        api.trust_env = False
+        # Private: `_version` is what version="auto" sets from the same request.
+        api._version = api.version(api_version=False)["ApiVersion"]
     api.timeout = timeout  # what each later call gets (docker-py reads it per request)
     return api
 
 
 #: Seconds the first call to an engine (its API version) may take.
 NEGOTIATE_TIMEOUT_S = 10.0
+#: The oldest API version docker-py speaks; only used until the engine says its own.
+MIN_API_VERSION = "1.24"
 
 
 # -- docker-py private API: all of it, here -----------------------------------------------------

@@ -1,4 +1,5 @@
-"""Cells on remote engines: the notebook folder travels around the cell.
+"""Cells on remote engines: the notebook folder travels around the cell (rsync over SSH, or
+tar through the engine API into a named volume for tcp:// engines; see `workspace`, `volume`).
 
 One-shot cells: push before (unless `--sync out|none`), pull after whatever happens (unless
 `--sync in|none`). Session cells: change-only both ways (the agent reports what the cell changed
@@ -25,32 +26,38 @@ def mounts_folder(binds, cwd: str) -> bool:
                for src, _dst, _rw in binds)
 
 
-def workspace_for(engine, binds, mode: str = "both"):
+def workspace_for(engine, binds, mode: str = "both", image: Optional[str] = None):
     """The workspace to sync for a cell on ENGINE, or None (local engine, nothing mounted, or
-    `--sync none`)."""
+    `--sync none`). IMAGE: the cell's (an engine without SSH copies files with it)."""
     if not is_remote(engine) or mode == "none":
         return None
     cwd = os.getcwd()
     if not mounts_folder(binds, cwd):
         return None
     ws = engine.workspace(cwd)
-    if ws is None:  # a tcp:// engine: no SSH to carry files
-        from .errors import RemoteEngineError
-        raise RemoteEngineError(
-            f"engine {engine.name} is reached over tcp:// without SSH, so the notebook folder "
-            "cannot travel there; run the cell with --no-mount or --sync none, or add the engine "
-            "as ssh://")
+    if ws is not None and image and hasattr(ws, "image"):
+        ws.image = image
     return ws
 
 
+def no_exchange_over_tcp(engine):
+    from .errors import RemoteEngineError
+    return RemoteEngineError(
+        f"engine {engine.name} is reached over tcp:// without SSH: --in/--out do not travel "
+        "there yet (the notebook folder does); save to a file in the notebook folder instead, "
+        "or add the engine as ssh://")
+
+
 def run_oneshot(engine, binds, mode: str, run: Callable[[], object],
-                xroot: Optional[str] = None):
+                xroot: Optional[str] = None, image: Optional[str] = None):
     """RUN a one-shot cell on ENGINE with the notebook folder synced around it; XROOT: the
     cell's --in/--out folder (copied there when its container is made), brought back after."""
-    ws = workspace_for(engine, binds, mode)
     link = getattr(engine, "link", None)
-    if link is None:
-        return run()
+    if link is None and xroot:
+        raise no_exchange_over_tcp(engine)
+    ws = workspace_for(engine, binds, mode, image)
+    if link is None:  # tcp://: the folder travels as tar through the engine API
+        return run() if ws is None else ws.sync_cell(mode, run)
     generation = link.generation
     mirror = engine.mirror(xroot) if xroot else None
     try:
@@ -70,19 +77,22 @@ def run_oneshot(engine, binds, mode: str, run: Callable[[], object],
 
 
 def session_exchange(engine, binds, exchange: Callable[[Optional[str]], dict],
-                     mode: str = "both", xroot: Optional[str] = None) -> dict:
+                     mode: str = "both", xroot: Optional[str] = None,
+                     image: Optional[str] = None) -> dict:
     """A session cell on ENGINE: push what changed here, run (the agent watching the workspace
     at the notebook folder's path), pull what it reports changed there. MODE: the session's
     `--sync` (both, in, out, none). XROOT: the session's --in/--out folder, when this cell
     uses it (copied there before, back after)."""
-    if xroot and getattr(engine, "link", None) is not None:
+    if xroot and getattr(engine, "link", None) is None:
+        raise no_exchange_over_tcp(engine)
+    if xroot:
         mirror = engine.mirror(xroot)
         mirror.push()
         try:
-            return session_exchange(engine, binds, exchange, mode)
+            return session_exchange(engine, binds, exchange, mode, image=image)
         finally:
             mirror.pull()
-    ws = workspace_for(engine, binds, mode)
+    ws = workspace_for(engine, binds, mode, image)
     if ws is None:
         return exchange(None)
     if mode in ("both", "in"):

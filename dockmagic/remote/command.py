@@ -10,7 +10,8 @@ USAGE = ("%docker engines                      list engines (reachable, version,
          "%docker engines add NAME URL         ssh://[user@]host[:port] (an ~/.ssh/config alias "
          "works) or tcp://host:port [--tlsverify --tlscacert F --tlscert F --tlskey F]\n"
          "%docker engines add NAME --context CTX   reuse a docker CLI context\n"
-         "%docker engines rm NAME              forget one")
+         "%docker engines rm NAME              forget one (and remove your workspace volumes "
+         "on a tcp:// engine)")
 
 
 class EnginesUsage(ValueError):
@@ -72,11 +73,41 @@ def engines_command(args: Sequence[str], *, default: Optional[str] = None,
         if sub in ("rm", "remove"):
             if len(rest) != 1:
                 raise EnginesUsage("usage: %docker engines rm NAME")
-            ep = store.remove_engine(rest[0])
             from .engines import forget
+            if store.get_engine(rest[0]).kind == "tcp":
+                _remove_workspaces(rest[0], say)
+            ep = store.remove_engine(rest[0])
             forget(ep.name)
             say(f"engine {ep.name} removed ({ep.url})")
             return None
     except urls.EndpointError as exc:
         raise EnginesUsage(str(exc)) from None
     raise EnginesUsage(f"%docker engines has no subcommand {sub!r}; usage:\n{USAGE}")
+
+
+def _remove_workspaces(name: str, say: Callable[[str], None]):
+    """A tcp:// engine keeps the notebook folders' workspace volumes between kernels: forgetting
+    the engine removes this user's there (when it answers; else says how to later)."""
+    from .. import errors, spare
+    from .engines import get_engine
+    from .volume import remove_workspaces
+    later = ("later: docker -H URL volume rm $(docker -H URL volume ls -q --filter "
+             "label=dockmagic.workspace=1)")
+    import threading
+    rows = []
+    probing = threading.Thread(target=lambda: rows.append(table.probe(
+        name, store.get_engine(name).url)), daemon=True)
+    probing.start()
+    probing.join(6.0)  # a host that drops packets: not the engine client's long timeout
+    if not rows or not rows[0].reachable:
+        say(f"engine {name}: workspace volumes not removed (not reachable now); {later}")
+        return
+    spare.SPARES.discard()  # a ready spare for that engine mounts the volume
+    try:
+        gone = remove_workspaces(get_engine(name))
+    except errors.DockmagicError as exc:
+        say(f"engine {name}: workspace volumes not removed ({exc}); {later}")
+        return
+    if gone:
+        say(f"engine {name}: removed workspace volume{'s' if len(gone) > 1 else ''} "
+            + ", ".join(gone))

@@ -3,7 +3,8 @@
 An ssh:// engine is an `Engine` on the local socket its `SSHLink` forwards, plus what only a
 remote engine has: the workspace its cells' notebook folder is synced to, the SSH user cells
 run as, and the GPUs read with nvidia-smi over the same connection. A tcp:// engine is an
-`Engine` on that address (TLS files as given). Everything above (cells, sessions, spares,
+`Engine` on that address (TLS files as given) whose workspace is a named volume filled with tar
+through the engine API (`volume`). Everything above (cells, sessions, spares,
 lifecycle magics, the panel) takes the `Engine` and need not know where it is; the few places
 that must (the tmpfs exchange folder is local only; files must travel) ask `is_remote(engine)`.
 """
@@ -92,6 +93,8 @@ class RemoteEngine(Engine):
                 if src.startswith(local_x.rstrip("/") + "/"):
                     self.mirror(src).push()
             spec = to_remote_spec(spec, local_x, remote_x)
+        elif self.remote_endpoint.kind == "tcp":
+            spec = self._with_volume(spec)
         try:
             return super().create(spec, **kw)
         except errors.ImageUnavailable as exc:
@@ -99,6 +102,24 @@ class RemoteEngine(Engine):
                 f"{rerrors.image_missing(self.name, spec.image)} ({_reason(exc)})") from None
         except errors.EngineError as exc:
             raise self._named(exc, bool(spec.gpus)) from None
+
+    def _with_volume(self, spec):
+        """No SSH: the notebook folder's bind becomes its workspace volume (see `volume`); the
+        --in/--out exchange folder, a private tmpfs (`cells` refuses --in/--out here)."""
+        from .. import transfer
+        from .placement import NotCarried, binds_from_spec, to_tmpfs_spec, to_volume_spec
+        spec = to_tmpfs_spec(spec, transfer.exchange_root()[0])
+        cwd = os.getcwd()
+        if not any(src == cwd or src.startswith(cwd.rstrip("/") + "/")
+                   for src, _t, _rw in binds_from_spec(spec)):
+            return spec
+        ws = self.workspace(cwd)
+        try:
+            spec = to_volume_spec(spec, cwd, ws.volume, self.name)
+        except NotCarried as exc:
+            raise errors.EngineError(str(exc)) from None
+        ws.ensure_dir()
+        return spec
 
     def start(self, cid: str, *, image: str = "", wants_gpus: bool = False):
         try:
@@ -127,6 +148,19 @@ class RemoteEngine(Engine):
         local_x, remote_x = self.exchange_roots()
         rel = posixpath.relpath(local_dir, local_x)
         return Mirror(self.link, local_dir, posixpath.join(remote_x, rel))
+
+    def _ensure_reaper(self):
+        """Over SSH the reaper runs on the engine's host (`hostreaper`): a local one, talking to
+        the forwarded socket, would die with this host or its connection."""
+        if self.link is None:
+            return super()._ensure_reaper()
+        if self._reaper is not None and self._reaper.alive():
+            return
+        from ..engine import reaping
+        from ..kernel import kernel_id
+        from . import hostreaper
+        self._reaper = reaping.ensure_reaper(self.endpoint.url, kernel_id(),
+                                             start=lambda: hostreaper.start(self, kernel_id()))
 
     def reap_own(self):
         """Remove this kernel's containers there that die with it (one-shot, spare, --rm
@@ -157,18 +191,25 @@ class RemoteEngine(Engine):
         return info["uid"], info["gid"], info.get("user") or str(info["uid"])
 
     def workspace(self, local_root: str) -> Optional[Workspace]:
-        if self.link is None:
-            return None
+        """The notebook folder's workspace there: a folder synced with rsync over SSH, or,
+        for a tcp:// engine, a named volume filled with tar through the engine API."""
         key = os.path.realpath(local_root)
         with self._ws_lock:
             ws = self._workspaces.get(key)
             if ws is None:
-                ws = self._workspaces[key] = Workspace(self.link, key)
+                if self.link is not None:
+                    ws = Workspace(self.link, key)
+                else:
+                    from .volume import VolumeWorkspace
+                    ws = VolumeWorkspace(self, key)
+                self._workspaces[key] = ws
             return ws
 
     def close(self):
         if self.link is not None and not self.link.closed and self.link.alive():
             self.reap_own()
+            if self._reaper is not None:  # `close keep` reaches it before the link goes
+                self._reaper.close(reap=False, wait=5.0)
         super().close()
         if self.link is not None:
             from .sshlink import drop_link

@@ -36,6 +36,54 @@ def to_remote_spec(spec, local_root: str, remote_root: str):
     return dataclasses.replace(spec, volumes=tuple(volumes), mounts=tuple(mounts))
 
 
+class NotCarried(ValueError):
+    """A bind a volume workspace cannot carry (one line naming the fix)."""
+
+
+def to_volume_spec(spec, local_root: str, volume: str, engine: str):
+    """SPEC with the notebook folder's bind (LOCAL_ROOT itself) made a mount of the named
+    VOLUME at the same target: how an engine without SSH gets the folder. A bind of a folder
+    inside it cannot be carried (the engine's API has no volume sub-paths before 1.45)."""
+    def refuse(src):
+        return NotCarried(
+            f"engine {engine} is reached over tcp://, where the notebook folder travels as a "
+            f"volume mounted whole: {src} (inside it) cannot be mounted on its own; mount the "
+            "notebook folder (the default) and use the path inside it, or add the engine as "
+            "ssh://")
+
+    volumes = []
+    for vol in spec.volumes:
+        src, sep, rest = vol.partition(":")
+        if sep and src.startswith("/") and _inside(posixpath.normpath(src), local_root):
+            if posixpath.normpath(src) != local_root:
+                raise refuse(src)
+            vol = f"{volume}:{rest}"
+        volumes.append(vol)
+    mounts = []
+    for m in spec.mounts:
+        if getattr(m, "type", None) == "bind" and m.source and _inside(m.source, local_root):
+            if posixpath.normpath(m.source) != local_root:
+                raise refuse(m.source)
+            m = dataclasses.replace(m, type="volume", source=volume, bind_propagation="",
+                                    bind_nonrecursive=False, bind_readonly_nonrecursive=False,
+                                    volume_nocopy=True)
+        mounts.append(m)
+    return dataclasses.replace(spec, volumes=tuple(volumes), mounts=tuple(mounts))
+
+
+def to_tmpfs_spec(spec, local_root: str):
+    """SPEC with bind mounts from LOCAL_ROOT (the kernel's --in/--out exchange root, a folder
+    of this machine) made private tmpfs mounts at the same targets: an engine without SSH
+    cannot see that folder, and a session or spare mounts its exchange folder whether a cell
+    uses --in/--out or not."""
+    mounts = []
+    for m in spec.mounts:
+        if getattr(m, "type", None) == "bind" and m.source and _inside(m.source, local_root):
+            m = type(m)(type="tmpfs", target=m.target, tmpfs_mode=0o1777)
+        mounts.append(m)
+    return dataclasses.replace(spec, mounts=tuple(mounts))
+
+
 def to_local_binds(engine, binds) -> list:
     """A reattached session's binds ((source there, target, rw)) with workspace sources mapped
     back to the notebook folder here (the workspace of the current folder on ENGINE)."""

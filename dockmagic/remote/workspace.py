@@ -13,9 +13,15 @@ snapshot of every synced file's (mtime, size) as both sides last agreed on it.
 Sessions sync only what changed: local changes come from an mtime scan against the snapshot;
 the container's changes come with the cell's reply (the agent scans the workspace), so a warm
 cell that changed nothing on either side runs no rsync at all.
+
+What moves files is a handful of transport methods (`_first_push_plan`, `_send`, `_delete`,
+`list_remote`, `_fetch`, `_fetch_copy`, `_reading`): rsync over SSH here; tar through the
+engine API into a named volume for engines without SSH (`volume.VolumeWorkspace`). The
+decisions (what changed, what conflicts, the snapshot) are this class's alone.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -195,8 +201,7 @@ class Workspace:
         first = self.snapshot is None
         if first:
             self.ensure_remote()
-            send = sorted(files)
-            gone = self._stale_remote(files)
+            send, gone = self._first_push_plan(files)
         else:
             send = sorted(r for r, e in files.items() if self.snapshot.get(r) != e)
             gone = sorted(r for r in self.snapshot if r not in files)
@@ -210,19 +215,31 @@ class Workspace:
                      f"{self.engine}; leave out what cells do not need with .dockerignore or "
                      ".gitignore, or run cells with --sync none")
         if send:
-            listing = "\0".join(send).encode("utf-8", "surrogateescape") + b"\0"
-            self._rsync(["--from0", "--files-from=-", self.local_root + "/",
-                         self._remote_spec()], input=listing)
+            self._send(send, files)
             rep.rsyncs += 1
-        if gone:  # deleted here since the last sync (rsync's --delete-missing-args trips on
-            # mixed rsync versions: "protocol incompatibility"); one command on the connection
-            listing = "\0".join(gone).encode("utf-8", "surrogateescape") + b"\0"
-            self.link.run(f"cd {shlex.quote(self.remote_root)} && xargs -0 rm -f --",
-                          input=listing, check=True)
+        if gone:
+            self._delete(gone)
         rep.sent, rep.deleted = len(send) if not first else len(files), len(gone)
         self.snapshot = dict(files)
         rep.seconds = time.perf_counter() - t0
         return rep
+
+    def _first_push_plan(self, files: Dict[str, Entry]) -> Tuple[List[str], List[str]]:
+        """A kernel's first push: (what to send, what to delete there). rsync skips what the
+        workspace already holds by itself, so everything is listed."""
+        return sorted(files), self._stale_remote(files)
+
+    def _send(self, send: List[str], files: Dict[str, Entry]):
+        listing = "\0".join(send).encode("utf-8", "surrogateescape") + b"\0"
+        self._rsync(["--from0", "--files-from=-", self.local_root + "/",
+                     self._remote_spec()], input=listing)
+
+    def _delete(self, gone: List[str]):
+        """Deleted here since the last sync (rsync's --delete-missing-args trips on mixed rsync
+        versions: "protocol incompatibility"); one command on the connection."""
+        listing = "\0".join(gone).encode("utf-8", "surrogateescape") + b"\0"
+        self.link.run(f"cd {shlex.quote(self.remote_root)} && xargs -0 rm -f --",
+                      input=listing, check=True)
 
     def _stale_remote(self, files: Dict[str, Entry]) -> List[str]:
         """Files in the workspace the local folder does not have (and does not ignore)."""
@@ -249,6 +266,10 @@ class Workspace:
         """Workspace -> local: what the cell changed or deleted there. REPORTED is the agent's
         ([[rel, mtime_ns, size], ...], [deleted rel, ...]) when a session cell gives it; else one
         rsync dry run finds the changes."""
+        with self._reading():
+            return self._pull(reported)
+
+    def _pull(self, reported) -> SyncReport:
         t0 = time.perf_counter()
         rep = SyncReport()
         snap = self.snapshot if self.snapshot is not None else {}
@@ -272,10 +293,11 @@ class Workspace:
             local = _lstat(os.path.join(self.local_root, rel))
             if local is not None and local == snap.get(rel):
                 gone.append(rel)
+        left_out = []
         if fetch:
-            listing = "\0".join(fetch).encode("utf-8", "surrogateescape") + b"\0"
-            self._rsync(["--from0", "--files-from=-", "--safe-links", self._remote_spec(),
-                         self.local_root + "/"], input=listing)
+            brought = self._fetch(fetch, changed)
+            left_out = sorted(set(fetch) - set(brought))
+            fetch = brought
             rep.rsyncs += 1
         for rel in conflicts:
             copy = conflict_name(rel, self.engine)
@@ -283,8 +305,7 @@ class Workspace:
             while os.path.lexists(os.path.join(self.local_root, copy)):
                 n += 1
                 copy = conflict_name(rel, f"{self.engine}{n}")
-            self._rsync(["--safe-links", self._remote_spec(rel),
-                         os.path.join(self.local_root, copy)])
+            self._fetch_copy(rel, copy, changed.get(rel))
             rep.rsyncs += 1
             rep.conflicts.append((rel, copy))
             self.say(f"dockmagic: {rel} changed here while the cell ran on engine "
@@ -304,9 +325,29 @@ class Workspace:
             for rel in conflicts:
                 # the engine keeps its version until the next push sends ours
                 self.snapshot[rel] = (-1, -1)
+            for rel in left_out:  # refused (a link out of the folder): ours goes back there
+                if _lstat(os.path.join(self.local_root, rel)) is not None:
+                    self.snapshot[rel] = (-1, -1)
         rep.received, rep.deleted = len(fetch), len(gone)
         rep.seconds = time.perf_counter() - t0
         return rep
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """Around one pull (a transport may hold something across its reads)."""
+        yield
+
+    def _fetch(self, fetch: List[str], changed: Dict[str, Optional[Entry]]) -> List[str]:
+        """Bring FETCH (changed there as CHANGED says) here; returns what was brought."""
+        listing = "\0".join(fetch).encode("utf-8", "surrogateescape") + b"\0"
+        self._rsync(["--from0", "--files-from=-", "--safe-links", self._remote_spec(),
+                     self.local_root + "/"], input=listing)
+        return fetch
+
+    def _fetch_copy(self, rel: str, copy: str, entry: Optional[Entry]):
+        """The engine's REL, here as COPY (a conflict copy)."""
+        self._rsync(["--safe-links", self._remote_spec(rel),
+                     os.path.join(self.local_root, copy)])
 
     def _remote_changes(self, snap) -> Tuple[Dict[str, Optional[Entry]], List[str]]:
         there = self.list_remote()
