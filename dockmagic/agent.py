@@ -323,6 +323,11 @@ def load_inputs(xdir, inputs, ns, mapped=False, wait=False):
     load. MAPPED: XDIR is a tmpfs (see load_value). WAIT: the host may still be writing them
     (a one-shot cell's container starts meanwhile)."""
     loaded = []
+    if wait and any(kind == "npy" for _dest, _name, kind in inputs):
+        try:  # while the host still writes: numpy takes a while to import
+            import numpy  # noqa: F401
+        except ImportError:
+            pass  # (load_value says so, for the variable it is missing for)
     for dest, name, kind in inputs:
         if wait:
             _wait_for(xdir, name, dest)
