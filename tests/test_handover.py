@@ -199,3 +199,18 @@ def test_the_agent_hands_nothing_over_where_it_cannot(folder, monkeypatch):
         assert (read_back(folder, hand)["v0"] == value).all()
     finally:
         hand.close()
+
+
+def test_a_handed_over_output_is_measured_for_the_record(folder):
+    value = np.arange(1 << 18, dtype=np.float64)
+    hand = handover.Handover(folder, 2)
+    try:
+        assert agent.hand_over(os.path.join(folder, agent.HANDOVER_SOCKET), 1, value)
+        np.save(os.path.join(folder, "out-0.npy"), np.arange(3))
+        moved = transfer.measure(transfer.Exchange(folder), [],
+                                 (("a", "a", False), ("b", "b", False)), hand.collect())
+    finally:
+        hand.close()
+    assert [o["name"] for o in moved["out"]] == ["a", "b"]
+    assert moved["out"][0]["bytes"] == os.path.getsize(os.path.join(folder, "out-0.npy"))
+    assert value.nbytes < moved["out"][1]["bytes"] <= value.nbytes + 4096  # header + data
