@@ -142,7 +142,8 @@ def transfer_speed(ip, name, gb, repeats):
               f"({moved:.2f} GB moved)   target >= 1 GB/s")
         if key.startswith("one-shot in") and "," not in key:
             # the same cell without --in/--out (its container's start) taken out: what they add
-            bare = statistics.median(rows["one-shot in, bare" + key[len("one-shot in"):]])
+            bare = statistics.median(rows["one-shot in, bare" + (" (cold)" if key.endswith(
+                " (cold)") else "")])
             added = [max(t - bare, 1e-9) for t in ts]
             print(f"  {'  over the bare cell':24s} {moved / statistics.median(added):5.2f} GB/s "
                   f"[{moved / min(added):5.2f}]  {statistics.median(added):5.2f} s over the "
