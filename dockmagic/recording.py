@@ -34,13 +34,13 @@ _session_argv: dict = {}
 # -- facts ---------------------------------------------------------------------------------------
 def query_engine(engine) -> dict:
     """{name, endpoint, host, id, version} of ENGINE; asked once per engine."""
-    key = (engine.name, engine.endpoint.url)
+    key = (engine.name, engine.url)
     facts = _engines.get(key)
     if facts is not None:
         return facts
     with _engine_lock:
         if key not in _engines:
-            facts = {"name": engine.name, "endpoint": engine.endpoint.url}
+            facts = {"name": engine.name, "endpoint": engine.url}
             try:
                 info = engine.info()
             except errors.DockmagicError as exc:  # the cell ran, so this is rare: keep what is known
@@ -303,7 +303,8 @@ class SessionRecorder:
             status, code = "failed", reply.get("code", 1)
         base = _session_base.get(sess.id)
         if base is None:
-            base = _session_base[sess.id] = _build_session_base(self.engine, sess)
+            # the session's own engine: `@NAME` follows the session wherever it runs
+            base = _session_base[sess.id] = _build_session_base(sess.engine or self.engine, sess)
         rss = reply.get("maxrss")  # from the container: a number, or nothing
         rss = rss if isinstance(rss, int) and not isinstance(rss, bool) and rss > 0 else None
         record = provenance.build_record(

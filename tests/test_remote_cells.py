@@ -340,3 +340,26 @@ def test_a_warm_session_cell_that_changed_nothing_runs_no_rsync(rshell, nb, monk
         assert calls == ["rsync"] and (nb / "w.txt").read_text() == "3"
     finally:
         rshell.run_line_magic("docker", "session --stop rwarm")
+
+
+def test_remote_cells_record_what_ran_on_the_rig(rshell, nb, capfd):
+    """A one-shot and a session cell on the rig carry records naming the rig's engine and the
+    container there (#12): the session's record follows the session to its engine."""
+    from dockmagic import recording
+    before = len(recording.HISTORY)
+    rshell.run_cell_magic("docker", f"--engine rig {IMAGE}", "print('one-shot')")
+    rshell.run_line_magic("docker", f"session rrec --engine rig --rm {IMAGE}")
+    try:
+        rshell.run_cell_magic("docker", "@rrec", "print('session')")
+        sid = rig_exec("docker", "inspect", "-f", "{{.Id}}", "rrec").stdout.decode().strip()
+    finally:
+        rshell.run_line_magic("docker", "session --stop rrec")
+    assert "could not record" not in capfd.readouterr().err
+    records = [h["record"] for h in recording.HISTORY[before:]]
+    kinds = [r["kind"] for r in records]
+    assert kinds == ["oneshot", "session"], kinds
+    for r in records:
+        assert r["engine"]["name"] == "rig" and r["engine"]["endpoint"].startswith("ssh://")
+        assert r["image"]["id"].startswith("sha256:"), r["image"]
+    assert records[1]["container"]["id"] == sid
+    assert records[1]["status"] == "ok"

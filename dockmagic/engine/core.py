@@ -133,6 +133,11 @@ class Engine:
         return self.endpoint.name
 
     @property
+    def url(self) -> str:
+        """The endpoint as the user named it (what records and tables show)."""
+        return self.endpoint.url
+
+    @property
     def where(self) -> str:
         """`URL (engine NAME; SOURCE)`: how every message names this engine."""
         return self.endpoint.describe()

@@ -48,6 +48,10 @@ class RemoteEngine(Engine):
         self._ws_lock = threading.Lock()
 
     @property
+    def url(self) -> str:
+        return self.remote_endpoint.url  # ssh://... or tcp://..., not the forwarded socket
+
+    @property
     def where(self) -> str:
         return f"engine {self.name} ({self.remote_endpoint.url})"
 
