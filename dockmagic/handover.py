@@ -22,13 +22,14 @@ from __future__ import annotations
 import array
 import fcntl
 import io
+import math
 import mmap
 import os
 import socket
 import stat
 from typing import Dict
 
-from . import agent
+from . import agent, npyfile
 
 #: Seals a handed-over file must carry: after these, no write, truncate or growth succeeds.
 REQUIRED_SEALS = (getattr(fcntl, "F_SEAL_WRITE", 0x8) | getattr(fcntl, "F_SEAL_SHRINK", 0x2)
@@ -122,25 +123,13 @@ def load_sealed(fd: int):
 
     size = sealed_size(fd)
     head = io.BytesIO(os.pread(fd, min(size, _HEAD_MAX), 0))
-    version = np.lib.format.read_magic(head)
-    reader = {(1, 0): np.lib.format.read_array_header_1_0,
-              (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-    if reader is None:
-        raise ValueError(f"unsupported .npy version {version}")
-    shape, fortran, dtype = reader(head)
-    if dtype.hasobject:
-        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
-    offset = head.tell()
-    count = 1
-    for n in shape:
-        count *= n
-    end = offset + count * dtype.itemsize
+    shape, _, dtype, offset, end = layout = npyfile.read_layout(head)
     if size < end:
         raise ValueError("the file is shorter than its header says")
-    order = "F" if fortran else "C"
+    order = layout.order
     if end - offset < agent.MAP_MIN_BYTES or not dtype.itemsize:
         data = os.pread(fd, end - offset, offset)
-        flat = np.frombuffer(data, dtype=dtype, count=count).copy()
+        flat = np.frombuffer(data, dtype=dtype, count=math.prod(shape)).copy()
         return flat.reshape(shape, order=order)
     mapped = mmap.mmap(fd, end, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     return np.ndarray(shape, dtype=dtype, buffer=mapped, offset=offset, order=order)

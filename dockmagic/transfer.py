@@ -49,7 +49,7 @@ import tempfile
 import threading
 from typing import Iterable, List, Mapping, Optional, Tuple
 
-from . import agent, errors, handover
+from . import agent, errors, handover, npyfile
 from .engine import reaping  # removes this kernel's folders if the kernel dies (reaper.py)
 
 #: Where a container's private exchange folder appears in it.
@@ -334,18 +334,14 @@ def _read_npy(f, how: str):
 
     size = os.fstat(f.fileno()).st_size
     if how in ("map", "copy") and size >= agent.MAP_MIN_BYTES:
-        version = np.lib.format.read_magic(f)
-        reader = {(1, 0): np.lib.format.read_array_header_1_0,
-                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if reader is not None:
-            shape, fortran, dtype = reader(f)
-            if dtype.hasobject:
-                raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
-            offset = f.tell()
-            count = 1
-            for n in shape:
-                count *= n
-            need = offset + count * dtype.itemsize
+        try:
+            layout = npyfile.read_layout(f)
+        except ValueError as exc:
+            if "unsupported" not in str(exc):
+                raise
+            layout = None  # numpy's own reader below says what is wrong with it
+        if layout is not None:
+            shape, dtype, offset, need = layout.shape, layout.dtype, layout.offset, layout.end
             if size < need:
                 raise ValueError("the file is shorter than its header says")
             src = f
@@ -353,7 +349,7 @@ def _read_npy(f, how: str):
                 src = os.fdopen(_private_copy(f.fileno(), need), "rb")
             try:
                 return np.memmap(src, dtype=dtype, mode="c", offset=offset, shape=shape,
-                                 order="F" if fortran else "C").view(np.ndarray)
+                                 order=layout.order).view(np.ndarray)
             except (ValueError, OSError):
                 pass
             finally:
