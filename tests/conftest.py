@@ -1,5 +1,6 @@
 """Shared fixtures: the real engine, the project's images, cleanup by label."""
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -26,6 +27,9 @@ def docker_client():
         client.ping()
     except Exception as exc:  # pragma: no cover - environment problem, said plainly
         pytest.fail(f"no Docker engine answers ({exc}); run scripts/ensure-engine.sh as root")
+    # docker-py's list inspects each container it lists: one the engine removes meanwhile (a
+    # one-shot's --rm, a spare, a reaper's removal) must read as gone, not fail with a 404.
+    client.containers.list = functools.partial(client.containers.list, ignore_removed=True)
     yield client
     client.close()
 
