@@ -17,6 +17,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
 
 
+def wait_until(predicate, timeout: float, step: float = 0.5) -> bool:
+    """Whether PREDICATE holds within TIMEOUT seconds (asked every STEP, and once at the end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     """A docker SDK client for the local engine; the suite needs one (.ci/run starts it)."""

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import BASE_IMAGE
+from conftest import BASE_IMAGE, wait_until
 from kernels import Kernel
 
 pytestmark = pytest.mark.engine
@@ -47,15 +47,6 @@ def kernels(tmp_path, docker_client):
 
 def of_kernel(client, kernel_id) -> list:
     return client.api.containers(all=True, filters={"label": f"dockmagic.kernel={kernel_id}"})
-
-
-def wait_until(predicate, timeout: float, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def exchange_folders(kernel_id: str, session: str) -> set:

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import BASE_IMAGE
+from conftest import BASE_IMAGE, wait_until
 from kernels import Kernel
 from remote_rig import RIG, rig_containers, rig_exec
 
@@ -46,15 +46,6 @@ def kernels(rig, tmp_path):
     left = rig_containers(f"{CASE}=rreap-{RUN}")
     if left:
         rig_exec("docker", "rm", "-f", *left, check=False)
-
-
-def wait_until(predicate, timeout: float, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def rig_folders(kernel_id: str, session: str) -> list:
