@@ -8,7 +8,8 @@ so drift and load on the shared machine fall on both alike. Medians; besides the
 difference, the time spent inside recording's own calls on the cell's path (its begin/finish),
 which is what recording adds when the machine is too loaded for the difference to settle:
 
-1. A warm session cell (`%%docker @bench` + `pass`): on - off (target < 1 ms).
+1. A warm session cell (`%%docker @bench` + `pass`): on - off (target < 1 ms); and what its
+   status line adds (`DockerMagics.status_line` on - off, recording on).
 2. A one-shot cell (`%%docker IMAGE` + `pass`), cold (spares off) and with its spare ready:
    (on - off) / off (target < 5 %).
 """
@@ -23,16 +24,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.environ.get("DOCKMAGIC_BASE_IMAGE", "dockmagic-base:bookworm")
 
 
-def _pair(ip, recording, line, runs, body="pass"):
+def _pair(ip, switch, line, runs, body="pass"):
+    """Medians (ms) of the cell with SWITCH(True) and SWITCH(False), alternated."""
     on, off = [], []
     for i in range(runs):
         order = ((True, on), (False, off)) if i % 2 == 0 else ((False, off), (True, on))
         for flag, bucket in order:
-            recording.enabled = flag
+            switch(flag)
             t0 = time.perf_counter()
             ip.run_cell_magic("docker", line, body)
             bucket.append(time.perf_counter() - t0)
-    recording.enabled = True
+    switch(True)
     return statistics.median(on) * 1000, statistics.median(off) * 1000
 
 
@@ -81,15 +83,22 @@ def inner(runs, oneshot_runs):
         for _ in range(20):
             ip.run_cell_magic("docker", f"@{name}", "pass")
         own.take()
-        on, off = _pair(ip, recording, f"@{name}", runs)
+        record = lambda flag: setattr(recording, "enabled", flag)  # noqa: E731
+        on, off = _pair(ip, record, f"@{name}", runs)
         print(f"warm session cell: recording on {on:.3f} ms, off {off:.3f} ms median "
               f"({runs} each) -> adds {on - off:.3f} ms   (target < 1 ms); recording's own "
               f"calls {own.take():.3f} ms median", flush=True)
+        magics = ip.magics_manager.registry["DockerMagics"]
+        on, off = _pair(ip, lambda flag: setattr(magics, "status_line", flag), f"@{name}", runs)
+        own.take()
+        print(f"warm session cell: status line on {on:.3f} ms, off {off:.3f} ms median "
+              f"({runs} each) -> adds {on - off:.3f} ms; the cell with both: {on:.3f} ms "
+              "(target < 2 ms)", flush=True)
 
         ip.run_line_magic("docker", "config --spare off")
         ip.run_cell_magic("docker", IMAGE, "pass")
         own.take()
-        on, off = _pair(ip, recording, IMAGE, oneshot_runs)
+        on, off = _pair(ip, record, IMAGE, oneshot_runs)
         mine = own.take()
         print(f"one-shot cell, cold (spares off): on {on:.1f} ms, off {off:.1f} ms median "
               f"({oneshot_runs} each) -> {100 * (on - off) / off:+.2f} %   (target < 5 %); "

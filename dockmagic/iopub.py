@@ -49,34 +49,29 @@ def publish(data: dict, metadata: Optional[dict] = None, *, display_id: Optional
     out.pub_thread.schedule(flush_then_send)
 
 
-def show(obj) -> str:
-    """`display(obj, display_id=True)`, without blocking the cell; returns its display id."""
-    from IPython.core.getipython import get_ipython
-    ip = get_ipython()
-    if ip is None or _fast_publisher() is None:
+def show(data: dict, metadata: Optional[dict] = None) -> str:
+    """`display(data, raw=True, display_id=True)` for a mimebundle DATA, without blocking the
+    cell; returns its display id. (A bundle, not an object: IPython's formatter costs more than
+    the send, and a status line is sent at least twice a cell.)"""
+    if _fast_publisher() is None:
         from IPython.display import display
-        handle = display(obj, display_id=True)
+        handle = display(data, raw=True, metadata=metadata, display_id=True)
         return handle.display_id if handle is not None else ""
     import uuid
 
     display_id = uuid.uuid4().hex
-    data, md = ip.display_formatter.format(obj)
-    publish(data, md, display_id=display_id)
+    publish(data, metadata, display_id=display_id)
     return display_id
 
 
-def update(obj, display_id: str, metadata: Optional[dict] = None):
-    """`DisplayHandle(display_id).update(obj, metadata=metadata)`, without blocking the cell."""
-    from IPython.core.getipython import get_ipython
-    ip = get_ipython()
-    if ip is None or _fast_publisher() is None:
+def update(data: dict, display_id: str, metadata: Optional[dict] = None):
+    """`update_display(data, raw=True, display_id=...)` for a mimebundle DATA, without
+    blocking the cell."""
+    if _fast_publisher() is None:
         from IPython.display import update_display
-        update_display(obj, display_id=display_id, metadata=metadata)
+        update_display(data, raw=True, display_id=display_id, metadata=metadata)
         return
-    data, md = ip.display_formatter.format(obj)
-    if metadata:
-        md = dict(md or {}, **metadata)
-    publish(data, md, display_id=display_id, update=True)
+    publish(data, metadata, display_id=display_id, update=True)
 
 
 def _fast_publisher():

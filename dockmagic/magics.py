@@ -5,6 +5,7 @@ import os
 import pwd
 import shlex
 import sys
+from typing import Optional
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
@@ -76,6 +77,22 @@ class GpusByEngine:
                        for n, snap in self.items)
 
 
+def _end_session_line(live, failure: Optional[BaseException]):
+    """The summary of a session cell's line: its exit code and the session's largest process so
+    far (from the agent's reply), or how it ended otherwise."""
+    from . import session
+    if isinstance(failure, KeyboardInterrupt):
+        live.finish(interrupted=True)
+    elif failure is None or isinstance(failure, session.SessionCellFailed):
+        reply = getattr(session.attached(live.session), "last_reply", None) or {}
+        code = reply.get("code", 1) if reply.get("s") in ("error", "exit") else 0
+        rss = reply.get("maxrss")
+        live.finish(code, peak=rss if isinstance(rss, int) and not isinstance(rss, bool)
+                    and rss > 0 else None)
+    else:
+        live.finish(failed=_first_line(failure))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
@@ -96,8 +113,8 @@ class DockerMagics(Magics):
     spare_idle = Float(600.0, help="seconds an unused spare container is kept").tag(config=True)
     panel_interval = Float(2.0, help="seconds between panel refreshes").tag(config=True)
     logs_tail = Int(200, help="lines `%docker logs NAME` shows without --tail").tag(config=True)
-    status_line = Bool(True, help="show a live status line (container, image, engine, "
-                                  "elapsed) above a one-shot cell's output in a notebook, and "
+    status_line = Bool(True, help="show a live status line (container or session, image, "
+                                  "engine, elapsed) above a cell's output in a notebook, and "
                                   "a summary at the end").tag(config=True)
     status_interval = Float(1.0, help="seconds between updates of the live status "
                                       "line").tag(config=True)
@@ -420,18 +437,35 @@ class DockerMagics(Magics):
             return None
         name, args = parsed
         self._push_settings()
-        from . import recording
+        from . import recording, status
         engine = self.engine
+        live = None
+        show = self.status_line and status.frontend_updates_in_place(self.shell)
+
+        def ready(sess):  # the session answered: the cell's line shows, and carries its record
+            nonlocal live
+            if show:
+                live = rec.live = status.SessionStatus(
+                    sess.engine or engine, name, sess.image, self.cell_number(),
+                    self.status_interval)
+
+        failure = None
         try:
-            with recording.session_cell(engine, name, args, line, cell):  # provenance (#12)
-                return session.run_cell(engine, name, cellplan.as_cell_source(cell),
-                                        self.shell.user_ns,
-                                        interpreter=args.interpreter, inputs=args.inputs,
-                                        outputs=args.outputs, pickle_outputs=args.pickle_outputs,
-                                        raise_error=not args.no_raise_error,
-                                        cell_name=self.cell_name())
+            with recording.session_cell(engine, name, args, line, cell) as rec:  # (#12)
+                session.run_cell(engine, name, cellplan.as_cell_source(cell), self.shell.user_ns,
+                                 interpreter=args.interpreter, inputs=args.inputs,
+                                 outputs=args.outputs, pickle_outputs=args.pickle_outputs,
+                                 raise_error=not args.no_raise_error,
+                                 cell_name=self.cell_name(), on_ready=ready)
+            return None
         except session.SessionUsage as exc:
             raise UsageError(str(exc)) from None
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:  # after the record: the summary and the record go out as one update
+            if live is not None:
+                _end_session_line(live, failure)
 
     def _line(self, line: str):
         from . import cli

@@ -192,11 +192,17 @@ class CellRecorder:
             interpreter=_interpreter(spec), started=self.started, ended=ended,
             exit_code=code, status=status, container=container, gpus=query_gpus(spec),
             peak_memory=_live_peak(live), transfers=moved, raise_error=self.plan.raise_error)
-        if live is not None:  # the status line shows the end of the cell; the record rides on it
-            HISTORY.append({"record": record, "body": self.body})
-            live.attach(provenance.KEY, record)
-        else:
-            publish(record, self.body)
+        deliver(record, self.body, live)
+
+
+def deliver(record: dict, body: str, live=None):
+    """LIVE (the cell's status line) shows the end of the cell and the record rides on it; with
+    none, the record's own short line is published."""
+    if live is not None:
+        HISTORY.append({"record": record, "body": body})
+        live.attach(provenance.KEY, record)
+    else:
+        publish(record, body)
 
 
 class _Off:
@@ -267,6 +273,7 @@ class SessionRecorder:
     def __init__(self, engine, name: str, args, line: str, body: str):
         """ARGS: the cell line as `cli.parse_session_cell` parsed it."""
         self.engine, self.name, self.args, self.line, self.body = engine, name, args, line, body
+        self.live = None  # the cell's status line, once the session answered
 
     def __enter__(self):
         self.started = time.time()
@@ -319,7 +326,7 @@ class SessionRecorder:
             session={"name": name, "container": sess.id, "cell_interpreter": list(interpreter),
                      "agent": base["agent"]},
             raise_error=raise_error)
-        publish(record, self.body)
+        deliver(record, self.body, self.live)
 
 
 def session_cell(engine, name: str, args, line: str, body: str) -> SessionRecorder:

@@ -758,10 +758,12 @@ def command(engine, args, plan: Callable[[str], object], say: Callable[[str], No
 
 def run_cell(engine, name: str, body: str, user_ns: dict, *, interpreter=(), inputs=(),
              outputs=(), pickle_outputs=(), raise_error: bool = True,
-             cell_name: Optional[str] = None):
+             cell_name: Optional[str] = None,
+             on_ready: Optional[Callable[["Session"], None]] = None):
     """`%%docker @NAME ...` (parsed by cli.parse_session_cell): the cell runs in session NAME.
     INPUTS/OUTPUTS/PICKLE_OUTPUTS: the `--in`/`--out`/`--out-pickle` values as written
-    (``x,cfg``, ``dest=src``)."""
+    (``x,cfg``, ``dest=src``). ON_READY(session) is called once the session answered, before
+    the cell is sent (the cell's status line)."""
     interpreter = tuple(interpreter)
     try:
         inputs = transfer.parse_transfers(inputs, "--in")
@@ -769,13 +771,15 @@ def run_cell(engine, name: str, body: str, user_ns: dict, *, interpreter=(), inp
     except transfer.TransferUsage as exc:
         raise SessionUsage(str(exc)) from None
     sess = get(engine, name)
+    if (inputs or outputs) and interpreter and interpreter not in _PYTHON_CELL:
+        raise SessionUsage("--in/--out move Python variables; they work in Python session "
+                           f"cells, not in {shlex.join(interpreter)} cells")
+    if on_ready is not None:
+        on_ready(sess)
     if not interpreter or interpreter in _PYTHON_CELL:
         sess.run_python(body, inputs=inputs, outputs=outputs, user_ns=user_ns,
                         raise_error=raise_error, name=cell_name)
         return None
-    if inputs or outputs:
-        raise SessionUsage("--in/--out move Python variables; they work in Python session "
-                           f"cells, not in {shlex.join(interpreter)} cells")
     sess.run_command(interpreter, body, raise_error=raise_error)
     return None
 

@@ -5,9 +5,11 @@ In a notebook (a frontend that updates outputs in place) a one-shot cell shows o
 its output, updated in place (`iopub.show` then `iopub.update`): container,
 image, engine, elapsed time; or, while the image is pulled, layers and bytes as a progress bar.
 When the cell ends the same line becomes the summary: exit code, duration, peak memory where
-the engine reports it. The container's own output streams below it, untouched. In a terminal
-(IPython's plain display publisher prints every update), nothing is shown: the output stays the
-program's. Session cells show no status line: they are warm and cost well under a millisecond.
+the engine reports it. The container's own output streams below it, untouched. A session cell
+(`%%docker @NAME`) shows the same kind of line: session, image, engine, elapsed time, redrawn
+once it has run a second by one thread shared by all session cells (a warm cell pays two
+scheduled sends, no thread of its own), and its summary. In a terminal (IPython's plain display
+publisher prints every update), nothing is shown: the output stays the program's.
 """
 from __future__ import annotations
 
@@ -47,6 +49,11 @@ def to_duration(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
+_COLOURS = {"run": "var(--jp-brand-color1, #1976d2)", "ok": "var(--jp-success-color1, #388e3c)",
+            "fail": "var(--jp-error-color1, #d32f2f)", "stop": "var(--jp-warn-color1, #f57c00)"}
+_MARKS = {"run": "●", "ok": "✓", "fail": "✗", "stop": "■", "note": "ℹ"}
+
+
 class _Line:
     """One status text, plain and as HTML (JupyterLab's CSS variables: light and dark)."""
 
@@ -57,9 +64,6 @@ class _Line:
         return self.text
 
     def _repr_html_(self):
-        colour = {"run": "var(--jp-brand-color1, #1976d2)", "ok": "var(--jp-success-color1, #388e3c)",
-                  "fail": "var(--jp-error-color1, #d32f2f)",
-                  "stop": "var(--jp-warn-color1, #f57c00)"}.get(self.kind, "inherit")
         bar = ""
         if self.progress is not None:
             done, total = self.progress
@@ -67,9 +71,12 @@ class _Line:
                    "vertical-align:middle;margin-right:0.5em'></progress>")
         return (f"<div class='dockmagic-status' style='font-family:var(--jp-code-font-family,"
                 f"monospace);font-size:var(--jp-code-font-size,12px);color:"
-                f"var(--jp-ui-font-color2,#616161)'><span style='color:{colour}'>"
-                f"{'●' if self.kind == 'run' else {'ok': '✓', 'fail': '✗', 'stop': '■', 'note': 'ℹ'}.get(self.kind, '')}"
+                f"var(--jp-ui-font-color2,#616161)'><span style='color:"
+                f"{_COLOURS.get(self.kind, 'inherit')}'>{_MARKS.get(self.kind, '')}"
                 f"</span> {bar}{html.escape(self.text)}</div>")
+
+    def bundle(self) -> dict:
+        return {"text/plain": self.text, "text/html": self._repr_html_()}
 
 
 def note(shell, text: str):
@@ -126,7 +133,7 @@ class PullView:
         self.ref = ref
         self.pull = PullProgress()
         self._drawn = 0.0
-        self.display_id = iopub.show(_Line(f"pulling {ref}", "run", (0, 1)))
+        self.display_id = iopub.show(_Line(f"pulling {ref}", "run", (0, 1)).bundle())
 
     def __call__(self, line: str):  # the engine's lines (none when it hands over events)
         pass
@@ -137,39 +144,89 @@ class PullView:
         if now - self._drawn >= _PULL_REDRAW_S:
             self._drawn = now
             iopub.update(_Line(f"pulling {self.ref} · {self.pull.words()}", "run",
-                               self.pull.fraction()), self.display_id)
+                               self.pull.fraction()).bundle(), self.display_id)
 
     def done(self, image_id: str):
-        iopub.update(_Line(f"pulled {self.ref} ({image_id}) · {self.pull.words()}", "ok"),
-                     self.display_id)
+        iopub.update(_Line(f"pulled {self.ref} ({image_id}) · {self.pull.words()}",
+                           "ok").bundle(), self.display_id)
 
     def failed(self, exc: BaseException):
-        iopub.update(_Line(f"pulling {self.ref} failed · {self.pull.words()}", "fail"),
-                     self.display_id)
+        iopub.update(_Line(f"pulling {self.ref} failed · {self.pull.words()}",
+                           "fail").bundle(), self.display_id)
 
 
-class CellStatus:
+class _StatusLine:
+    """One cell's line: shown when made, redrawn in place, and ended by ``finish``; the
+    cell's provenance record rides on it as display metadata (``attach``)."""
+
+    def __init__(self, engine, image: str, cell: Optional[int]):
+        self.engine = engine
+        self.image = image
+        self.cell = cell
+        self.t0 = time.monotonic()
+        self.peak = None       # bytes
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.metadata = None   # the cell's provenance record, once known (``attach``)
+        self.last = _Line(self._running_words())
+        self.display_id = iopub.show(self.last.bundle())
+
+    def _who(self) -> str:
+        raise NotImplementedError
+
+    def _running_words(self) -> str:
+        where = f"cell [{self.cell}] · " if self.cell is not None else ""
+        return (f"{where}{self._who()} · engine {engine_words(self.engine)} · "
+                f"{to_duration(time.monotonic() - self.t0)}")
+
+    def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
+               failed: Optional[str] = None):
+        self._stop.set()
+        took = to_duration(time.monotonic() - self.t0)
+        who = self._who()
+        peak = f" · peak memory {errors.to_bytes_text(self.peak)}" if self.peak else ""
+        if interrupted:
+            line = _Line(f"interrupted after {took}{peak} · {who}", "stop")
+        elif failed is not None:
+            line = _Line(f"{failed} · {took} · {who}", "fail")
+        else:
+            kind = "ok" if exit_code == 0 else "fail"
+            line = _Line(f"exit {exit_code} · {took}{peak} · {who}", kind)
+        with self._lock:
+            self._show(line)
+
+    def attach(self, key: str, value):
+        """Carry VALUE as display metadata under KEY on this line (the cell's provenance
+        record), so it is saved with the notebook: one line shows, the record rides on it. It
+        goes out with the summary, or at once if the cell has ended already."""
+        with self._lock:
+            self.metadata = {key: value}
+            if self._stop.is_set():
+                self._show(self.last)
+
+    def _show(self, line):
+        self.last = line
+        iopub.update(line.bundle(), self.display_id, self.metadata)
+
+    def _redraw(self, line):
+        with self._lock:
+            if not self._stop.is_set():
+                self._show(line)
+
+
+class CellStatus(_StatusLine):
     """The status line of one one-shot cell (see the module's docstring). Used as the
     runner's ``on_pull`` (lines, and raw events through ``pull_event``) and ``on_started``."""
 
     def __init__(self, engine, image: str, cell: Optional[int], interval: float = 1.0):
-        self.engine = engine
-        self.image = image
-        self.cell = cell
         self.interval = interval
-        self.t0 = time.monotonic()
         self.cid = None
         self.name = None
-        self.peak = None       # bytes, the most the engine reported (cgroup v1: its own peak)
         self.pull = None       # PullProgress while pulling
         self.pull_note = ""
         self._drawn_pull = 0.0
-        self._stop = threading.Event()
         self._thread = None
-        self._lock = threading.Lock()
-        self.metadata = None   # the cell's provenance record, once known (``attach``)
-        self.last = _Line(self._running_words())
-        self.display_id = iopub.show(self.last)
+        super().__init__(engine, image, cell)
 
     # what the runner calls
     def __call__(self, line: str):
@@ -198,47 +255,19 @@ class CellStatus:
                                         name="dockmagic-status", daemon=True)
         self._thread.start()
 
-    # the end
     def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
                failed: Optional[str] = None):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
-        took = to_duration(time.monotonic() - self.t0)
-        who = self._who()
-        peak = f" · peak memory {errors.to_bytes_text(self.peak)}" if self.peak else ""
-        if interrupted:
-            line = _Line(f"interrupted after {took}{peak} · {who}", "stop")
-        elif failed is not None:
-            line = _Line(f"{failed} · {took} · {who}", "fail")
-        else:
-            kind = "ok" if exit_code == 0 else "fail"
-            line = _Line(f"exit {exit_code} · {took}{peak} · {who}", kind)
-        with self._lock:
-            self._show(line)
-
-    def attach(self, key: str, value):
-        """Carry VALUE as display metadata under KEY on this line (the cell's provenance
-        record), so it is saved with the notebook: one line shows, the record rides on it."""
-        with self._lock:
-            self.metadata = {key: value}
-            self._show(self.last)
+        super().finish(exit_code, interrupted, failed)
 
     # drawing
-    def _show(self, line):
-        self.last = line
-        iopub.update(line, self.display_id, self.metadata)
-
     def _who(self) -> str:
         if self.cid is None:
             return self.image
         name = self.name or self.cid[:12]
         return f"container {name} ({self.image})"
-
-    def _running_words(self) -> str:
-        where = f"cell [{self.cell}] · " if self.cell is not None else ""
-        return (f"{where}{self._who()} · engine {engine_words(self.engine)} · "
-                f"{to_duration(time.monotonic() - self.t0)}")
 
     def _draw(self, force: bool = False):
         now = time.monotonic()
@@ -251,9 +280,7 @@ class CellStatus:
         else:
             mem = f" · memory {errors.to_bytes_text(self.peak)} peak" if self.peak else ""
             line = _Line(self._running_words() + mem)
-        with self._lock:
-            if not self._stop.is_set():
-                self._show(line)
+        self._redraw(line)
 
     def _tick(self):
         while not self._stop.wait(self.interval):
@@ -266,6 +293,99 @@ class CellStatus:
             except Exception:
                 pass  # gone already, or the engine is busy: the line keeps what it had
             self._draw(force=True)
+
+
+class SessionStatus(_StatusLine):
+    """The status line of one session cell: session, image, engine and elapsed time, then
+    its summary (the peak is the session's largest process so far, as its agent reports)."""
+
+    def __init__(self, engine, session: str, image: str, cell: Optional[int],
+                 interval: float = 1.0):
+        self.session = session
+        super().__init__(engine, image, cell)
+        _TICKER.add(self, interval)
+
+    def _who(self) -> str:
+        return f"session {self.session} ({self.image})"
+
+    def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
+               failed: Optional[str] = None, peak: Optional[int] = None):
+        _TICKER.discard(self)
+        self.peak = peak
+        super().finish(exit_code, interrupted, failed)
+
+    def tick(self):
+        self._redraw(_Line(self._running_words()))
+
+
+class _Ticker:
+    """One daemon thread for every running session line: it redraws a line's elapsed time
+    each INTERVAL once the cell has run a second, in the cell's own context (its parent
+    header, in ipykernel). Adding a line never wakes it (a warm cell pays no thread switch):
+    it looks for new lines every FIRST_S while cells came in the last IDLE_S, and sleeps
+    until woken after that."""
+
+    #: A cell over sooner never redraws: its line goes straight to the summary.
+    FIRST_S = 1.0
+    IDLE_S = 60.0
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._lines = {}  # line -> [next redraw (monotonic), interval, context]
+        self._thread = None
+        self._asleep = False
+        self._last_added = 0.0
+
+    def add(self, line, interval: float):
+        with self._cond:
+            self._lines[line] = [line.t0 + self.FIRST_S, max(interval, 0.1),
+                                 contextvars.copy_context()]
+            self._last_added = line.t0
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="dockmagic-status-ticker",
+                                                daemon=True)
+                self._thread.start()
+            elif self._asleep:
+                self._asleep = False
+                self._cond.notify()
+
+    def discard(self, line):
+        with self._cond:
+            self._lines.pop(line, None)
+
+    def _due(self):
+        """Under the lock: the lines to redraw now (their next time set), and how long to wait
+        otherwise (None: until woken)."""
+        now = time.monotonic()
+        due = []
+        for line, entry in self._lines.items():
+            if entry[0] <= now:
+                due.append((line, entry[2]))
+                entry[0] = now + entry[1]
+        if due:
+            return due, 0
+        if self._lines:
+            return due, max(min(e[0] for e in self._lines.values()) - now, 0.01)
+        if now - self._last_added < self.IDLE_S:
+            return due, self.FIRST_S / 2  # a line added now is seen within half a second
+        self._asleep = True
+        return due, None
+
+    def _run(self):
+        while True:
+            with self._cond:
+                due, wait = self._due()
+                if not due:
+                    self._cond.wait(wait)
+                    continue
+            for line, ctx in due:
+                try:
+                    ctx.run(line.tick)
+                except Exception:
+                    pass  # a line that cannot draw keeps what it had
+
+
+_TICKER = _Ticker()
 
 
 def _peak_of(stats: Optional[dict]) -> Optional[int]:

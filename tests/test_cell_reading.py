@@ -243,6 +243,65 @@ def test_status_line_updates_in_place_and_ends_in_a_summary(shell, workdir):
     assert cap.stdout == "one\n" and cap.stderr == "two\n"
 
 
+@pytest.fixture
+def warm_session(shell, workdir, docker_client):
+    """A running `--rm` session in the shell; removed afterwards."""
+    name = f"{TAG}-line-{uuid.uuid4().hex[:6]}"
+    shell.run_line_magic("docker", f"session {name} --rm -l test.case={name} {BASE_IMAGE}")
+    yield name
+    shell.run_line_magic("docker", f"session --stop {name}")
+    remove_labelled(docker_client, f"test.case={name}")
+
+
+def test_a_session_cell_has_a_status_line_that_ticks_and_ends_in_a_summary(shell, warm_session):
+    name = warm_session
+    shell.run_line_magic("config", "DockerMagics.status_interval = 0.2")
+    try:
+        with capture_output() as cap:
+            result = shell.run_cell(f"%%docker @{name}\nimport time\nprint('one', flush=True)\n"
+                                    "time.sleep(1.6)\nprint('two')", store_history=True)
+    finally:
+        shell.run_line_magic("config", "DockerMagics.status_interval = 1.0")
+    result.raise_error()
+    outs = cap.outputs
+    assert outs and not outs[0].update and all(o.update for o in outs[1:])
+    assert len({o.transient["display_id"] for o in outs}) == 1  # one line, updated in place
+    plain = [o.data["text/plain"] for o in outs]
+    who = f"session {name} ({BASE_IMAGE})"
+    assert plain[0] == f"cell [{result.execution_count}] · {who} · engine {_engine_words()} · 0.0 s"
+    running = [p for p in plain[1:] if p.startswith("cell [")]
+    # redrawn from the shared thread once the cell ran a second, every 0.2 s after that
+    assert running and all(re.search(r" · 1\.\d s$", p) for p in running), plain
+    assert re.fullmatch(rf"exit 0 · 1\.\d s · peak memory [\d.]+ [KMG]iB · {re.escape(who)}",
+                        plain[-1]), plain[-1]
+    assert outs[-1].metadata["dockmagic"]["kind"] == "session"  # the record rides on the line
+    assert cap.stdout == "one\ntwo\n"
+
+
+def test_a_quick_session_cell_goes_straight_to_its_summary(shell, warm_session):
+    with capture_output() as cap:
+        shell.run_cell(f"%%docker @{warm_session}\nprint(1)")
+    plain = [o.data["text/plain"] for o in cap.outputs]
+    # shown, then its summary with the record on it, in one update: never redrawn while running
+    assert len(plain) == 2 and plain[0].startswith("cell [") and plain[1].startswith("exit 0 · 0.")
+    assert "dockmagic" in cap.outputs[1].metadata
+    assert cap.stdout == "1\n"
+    with capture_output() as cap:
+        shell.run_cell(f"%%docker @{warm_session}\nraise SystemExit(3)")
+    assert cap.outputs[-1].data["text/plain"].startswith("exit 3 · ")
+    assert "var(--jp-error-color1" in cap.outputs[-1].data["text/html"]
+
+
+def test_a_session_cell_in_a_terminal_prints_only_its_output(shell, warm_session, capsys):
+    shell.run_cell(f"%%docker @{warm_session}\nprint('only this')")
+    assert capsys.readouterr().out == "only this\n"
+
+
+def _engine_words():
+    from dockmagic import engine, status
+    return status.engine_words(engine.default())
+
+
 def test_no_status_line_in_a_terminal(shell, workdir, capsys):
     shell.run_cell(f"%%docker {BASE_IMAGE}\nprint('only this')")
     assert capsys.readouterr().out == "only this\n"

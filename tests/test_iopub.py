@@ -58,7 +58,7 @@ def kernel(tmp_path_factory):
         k.close()
 
 
-def test_a_session_cells_record_follows_its_output_and_precedes_idle(kernel):
+def test_a_session_cells_line_precedes_its_output_and_its_record_precedes_idle(kernel):
     name = f"iopub-{uuid.uuid4().hex[:6]}"
     kernel.run(f"%docker session {name} --rm {BASE_IMAGE}", check=True)
     try:
@@ -72,6 +72,11 @@ def test_a_session_cells_record_follows_its_output_and_precedes_idle(kernel):
         assert len(where) == 1, seen
         last_stream = max(i for i, (k, _) in enumerate(seen) if k == "stream")
         assert last_stream < where[0] < len(seen) - 1, seen   # after the output, before idle
+        # on the cell's status line, shown above the output and updated in place
+        first_display = next(i for i, (k, _) in enumerate(seen) if k == "display_data")
+        first_stream = next(i for i, (k, _) in enumerate(seen) if k == "stream")
+        assert first_display < first_stream, seen
+        assert seen[where[0]][0] == "update_display_data", seen
         assert seen[-1] == ("status", "idle")
         # IPython's publisher (which waits on the IOPub thread twice per display) was not used
         assert kernel.run("print(len(_calls))", check=True).stdout.strip() == "0"
