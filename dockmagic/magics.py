@@ -87,15 +87,15 @@ def _end_session_line(live, failure: Optional[BaseException]):
         reply = getattr(session.attached(live.session), "last_reply", None) or {}
         code = reply.get("code", 1) if reply.get("s") in ("error", "exit") else 0
         rss = reply.get("maxrss")
-        live.finish(code, peak=rss if isinstance(rss, int) and not isinstance(rss, bool)
-                    and rss > 0 else None)
+        rss = rss if isinstance(rss, int) and not isinstance(rss, bool) and rss > 0 else None
+        if reply.get("s") == "error":  # an exception: the session lives on, nothing exited
+            name = str(reply.get("msg") or "").partition(":")[0].strip()
+            named = name and len(name) <= 80 and all(p.isidentifier() for p in name.split("."))
+            live.finish(raised=name if named else "an exception", peak=rss)
+        else:
+            live.finish(code, peak=rss)
     else:
-        live.finish(failed=_first_line(failure))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
+        live.finish(failed=type(failure).__name__)
 
 
 @magics_class
@@ -416,7 +416,7 @@ class DockerMagics(Magics):
                 "interrupted before the cell's container ran; nothing is left of it") from None
         except BaseException as exc:
             if live is not None:
-                live.finish(failed=_first_line(exc))
+                live.finish(failed=type(exc).__name__)
             raise
         finally:
             rec.finish(result, xfer=xfer, live=live)

@@ -180,7 +180,10 @@ class _StatusLine:
                 f"{to_duration(time.monotonic() - self.t0)}")
 
     def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
-               failed: Optional[str] = None):
+               failed: Optional[str] = None, raised: Optional[str] = None):
+        """The summary: EXIT_CODE; or INTERRUPTED; or FAILED, the name of the error shown below
+        the line (its message is not repeated here); or RAISED, the exception a session
+        cell's code raised (the session lives on: nothing exited)."""
         self._stop.set()
         took = to_duration(time.monotonic() - self.t0)
         who = self._who()
@@ -188,7 +191,9 @@ class _StatusLine:
         if interrupted:
             line = _Line(f"interrupted after {took}{peak} · {who}", "stop")
         elif failed is not None:
-            line = _Line(f"{failed} · {took} · {who}", "fail")
+            line = _Line(f"{failed} after {took} · {who}", "fail")
+        elif raised is not None:
+            line = _Line(f"raised {raised} · {took}{peak} · {who}", "fail")
         else:
             kind = "ok" if exit_code == 0 else "fail"
             line = _Line(f"exit {exit_code} · {took}{peak} · {who}", kind)
@@ -309,10 +314,11 @@ class SessionStatus(_StatusLine):
         return f"session {self.session} ({self.image})"
 
     def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
-               failed: Optional[str] = None, peak: Optional[int] = None):
+               failed: Optional[str] = None, raised: Optional[str] = None,
+               peak: Optional[int] = None):
         _TICKER.discard(self)
         self.peak = peak
-        super().finish(exit_code, interrupted, failed)
+        super().finish(exit_code, interrupted, failed, raised)
 
     def tick(self):
         self._redraw(_Line(self._running_words()))

@@ -290,6 +290,17 @@ def test_a_quick_session_cell_goes_straight_to_its_summary(shell, warm_session):
         shell.run_cell(f"%%docker @{warm_session}\nraise SystemExit(3)")
     assert cap.outputs[-1].data["text/plain"].startswith("exit 3 · ")
     assert "var(--jp-error-color1" in cap.outputs[-1].data["text/html"]
+    # an exception is not an exit: the session lives on
+    with capture_output() as cap:
+        shell.run_cell(f"%%docker @{warm_session}\nraise ValueError('no')")
+    assert re.match(rf"raised ValueError · 0\.\d s · peak memory [\d.]+ [KMG]iB · session "
+                    rf"{warm_session} ", cap.outputs[-1].data["text/plain"])
+    # an error of dockmagic's own is named on the line, its message shown once, below it
+    with capture_output() as cap:
+        shell.run_cell(f"%%docker @{warm_session} --in no_such_variable\nprint(1)")
+    assert re.fullmatch(rf"TransferError after 0\.\d s · session {warm_session} "
+                        rf"\({re.escape(BASE_IMAGE)}\)", cap.outputs[-1].data["text/plain"])
+    assert cap.stdout.count("no variable no_such_variable") == 1
 
 
 def test_a_session_cell_in_a_terminal_prints_only_its_output(shell, warm_session, capsys):
@@ -311,6 +322,14 @@ def test_a_failing_cell_ends_its_status_line_with_the_exit_code(shell, workdir):
     with capture_output() as cap:
         shell.run_cell(f"%%docker {BASE_IMAGE}\nraise SystemExit(4)")
     assert cap.outputs[-1].data["text/plain"].startswith("exit 4 · ")
+
+
+def test_a_cell_that_cannot_run_names_its_error_on_the_line_and_shows_it_once(shell, workdir):
+    with capture_output() as cap:
+        shell.run_cell("%%docker dockmagic-no-such-image:v0\nprint(1)")
+    line = cap.outputs[-1].data["text/plain"]
+    assert re.fullmatch(r"ImageUnavailable after \d+\.\d s · dockmagic-no-such-image:v0", line)
+    assert cap.stdout.count("neither local nor pullable") == 1
 
 
 def test_pull_progress_is_one_updating_line_with_layers_and_bytes(shell, workdir, docker_client):
@@ -412,7 +431,27 @@ def test_a_tag_close_to_a_local_one_is_named_before_any_pull(shell, workdir, cap
     hint = "did you mean dockmagic-base:bookworm, which is local?"
     first = said.splitlines()[0]
     assert first.startswith("dockmagic-base:bookwrom is not local") and hint in first
-    assert hint in str(info.value)
+    # the failure leads with the local tag, not with the registry's error
+    assert str(info.value).startswith(f"image 'dockmagic-base:bookwrom' is not local; {hint} "
+                                      "Pulling it from Docker Hub (docker.io) failed: ")
+
+
+@pytest.mark.parametrize("said,cause", [
+    ('Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io on '
+     '10.255.255.53:53: no such host', "the engine cannot resolve registry-1.docker.io (no such "
+     "host): check the engine's DNS and network, or the registry's name"),
+    ('Get "http://localhost:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused',
+     "localhost refused the connection: is the registry running?"),
+    ('Get "https://example.org/v2/": net/http: request canceled (Client.Timeout exceeded)',
+     "example.org did not answer in time: is it reachable from the engine?"),
+])
+def test_registry_errors_read_as_their_cause(said, cause):
+    assert errors.registry_cause(said, "Docker Hub (docker.io)") == cause
+    assert errors.describe_pull_failure("x:1", said) == (
+        f"image 'x:1' is neither local nor pullable from Docker Hub (docker.io): {cause}. Build "
+        "it (`docker build -t ...`), load it (`docker load`), or check the name and tag")
+    assert errors.describe_registry_error("push", "x:1", said) == f"push x:1 failed: {cause}"
+    assert errors.registry_cause("manifest unknown", "r") == ""  # the raw reason stays then
 
 
 def test_oom_message_states_the_limit(shell, workdir):
