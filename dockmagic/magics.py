@@ -373,13 +373,14 @@ class DockerMagics(Magics):
             else:
                 name = sync(lambda: runner.run_detached(engine, spec, data, on_pull=say),
                             "in" if plan.sync in ("both", "in") else "none")
-            rec.finish(name=name)
             from . import status
             try:
                 cid = engine.inspect(name)["Id"]
             except errors.DockmagicError:
                 cid = ""
-            return status.Started(name, spec.image, cid)
+            started = status.Started(name, spec.image, cid)
+            rec.finish(name=name, live=started)  # the record rides on the message
+            return started
         from . import spare  # a ready spare with the same spec skips create + start
         # (on a remote engine an --in/--out cell runs cold: its folder travels with it)
         run_oneshot = spare.runner_for(spec, self.config_.spare and not (remote and xfer))

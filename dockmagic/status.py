@@ -403,19 +403,25 @@ def _peak_of(stats: Optional[dict]) -> Optional[int]:
 
 class Started(str):
     """What `%%docker -d` returns: the container's name (usable as a string), shown as
-    `started NAME (image, id); follow with `%docker logs -f NAME``."""
+    `started NAME (image, id); follow with `%docker logs -f NAME``. The cell's provenance
+    record rides on it (``attach``): one line shows."""
 
     def __new__(cls, name: str, image: str, cid: str):
         self = super().__new__(cls, name)
         self.image, self.id = image, cid
+        self.metadata = {}
         return self
 
     def message(self) -> str:
         return (f"started {str(self)} ({self.image}, {self.id[:12]}); follow with "
                 f"`%docker logs -f {str(self)}`")
 
+    def attach(self, key: str, value):
+        self.metadata = {key: value}
+
     def __repr__(self):
         return self.message()
 
-    def _repr_html_(self):
-        return f"<pre class='dockmagic-started'>{html.escape(self.message())}</pre>"
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        line = _Line(self.message(), "ok")
+        return line.bundle(), dict(self.metadata)

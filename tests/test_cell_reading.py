@@ -70,9 +70,10 @@ def test_cell_label_equals_the_prompt_number_in_a_real_kernel(docker_client, bas
     (c,) = docker_client.containers.list(all=True, filters={"label": f"test.case={labelled}"})
     assert c.labels["dockmagic.cell"] == str(detached.execution_count)
     # the -d message, in a notebook: no quoted 'name'
-    shown = detached.outputs[-1]["data"]["text/plain"]
-    assert shown == (f"started {c.name} ({BASE_IMAGE}, {c.id[:12]}); follow with "
-                     f"`%docker logs -f {c.name}`")
+    (shown,) = detached.outputs  # one line: the message, with the cell's record on it
+    assert shown["data"]["text/plain"] == (f"started {c.name} ({BASE_IMAGE}, {c.id[:12]}); "
+                                           f"follow with `%docker logs -f {c.name}`")
+    assert shown["metadata"]["dockmagic"]["kind"] == "detached"
     # a one-shot cell in a kernel gets the status line, updated in place into its summary
     ran = nb.cells[4]
     displays = [o for o in ran.outputs if o.output_type == "display_data"]
