@@ -56,7 +56,7 @@ class CellFailed(DockmagicError):
         self.oom = oom
         self.name = name
         self.memory_limit = memory_limit
-        super().__init__(describe_exit(exit_code, image, oom, memory_limit))
+        super().__init__(describe_exit(exit_code, image, oom, memory_limit, name))
 
     #: Whether the stderr tail was already shown to the user (a cell streams it live).
     streamed = True
@@ -138,9 +138,10 @@ def to_bytes_text(n: int) -> str:
 
 
 def describe_exit(code: int, image: str, oom: bool = False,
-                  memory_limit: Optional[int] = None) -> str:
-    """One line explaining a container's exit status the way a user needs it."""
-    base = f"container ({image}) exited with code {code}"
+                  memory_limit: Optional[int] = None, name: str = "") -> str:
+    """One line explaining a container's exit status the way a user needs it; NAME: the
+    container's name or short ID, where known."""
+    base = f"container {name + ' ' if name else ''}({image}) exited with code {code}"
     if code == 137 and oom and memory_limit:
         return (f"{base}: killed for running out of memory (OOMKilled) at its limit of "
                 f"{to_bytes_text(memory_limit)} (-m/--memory); raise -m or use less memory")

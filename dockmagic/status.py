@@ -76,6 +76,8 @@ class _Line:
                 f"</span> {bar}{html.escape(self.text)}</div>")
 
     def bundle(self) -> dict:
+        if not self.text:  # nothing: JupyterLab draws an empty text output 0 px high
+            return {"text/plain": ""}
         return {"text/plain": self.text, "text/html": self._repr_html_()}
 
 
@@ -181,15 +183,16 @@ class _StatusLine:
 
     def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
                failed: Optional[str] = None, raised: Optional[str] = None):
-        """The summary: EXIT_CODE; or INTERRUPTED; or FAILED, the name of the error shown below
-        the line (its message is not repeated here); or RAISED, the exception a session
-        cell's code raised (the session lives on: nothing exited)."""
+        """The summary: EXIT_CODE; or FAILED, the name of the error shown below the line (its
+        message is not repeated here); or RAISED, the exception a session cell's code raised
+        (the session lives on: nothing exited). INTERRUPTED: the line goes (its record stays
+        on it), as the interrupt's own one line says what happened."""
         self._stop.set()
         took = to_duration(time.monotonic() - self.t0)
         who = self._who()
         peak = f" · peak memory {errors.to_bytes_text(self.peak)}" if self.peak else ""
         if interrupted:
-            line = _Line(f"interrupted after {took}{peak} · {who}", "stop")
+            line = _Line("", "stop")
         elif failed is not None:
             line = _Line(f"{failed} after {took} · {who}", "fail")
         elif raised is not None:
@@ -288,10 +291,13 @@ class CellStatus(_StatusLine):
         self._redraw(line)
 
     def _tick(self):
+        try:  # the name at once: the line and its summary name the container one way
+            self.name = self.engine.inspect(self.cid)["Name"].lstrip("/")
+            self._draw(force=True)
+        except Exception:
+            pass  # gone already (a quick cell, removed at exit): its ID names it
         while not self._stop.wait(self.interval):
             try:
-                if self.name is None:
-                    self.name = self.engine.inspect(self.cid)["Name"].lstrip("/")
                 usage = _peak_of(self.engine.stats(self.cid))
                 if usage:
                     self.peak = max(self.peak or 0, usage)

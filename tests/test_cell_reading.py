@@ -87,9 +87,11 @@ def test_cell_label_equals_the_prompt_number_in_a_real_kernel(docker_client, bas
 # -- interrupts ----------------------------------------------------------------------------------
 def _interrupt_in_kernel(tmp_path, cells, wait_for, grace=None):
     """Run CELLS in a real kernel; interrupt the last one once WAIT_FOR streamed. Returns its
-    stream text and its error output's traceback lines."""
+    stream text and its error output's traceback lines; its display messages (the status
+    line's) are left in the list DISPLAYS given as ``_interrupt_in_kernel.displays``."""
     from jupyter_client.manager import start_new_kernel
 
+    _interrupt_in_kernel.displays = []
     km, kc = start_new_kernel(kernel_name="python3", env=kernel_env(tmp_path), cwd=str(tmp_path))
     try:
         for cell in cells[:-1]:
@@ -115,6 +117,8 @@ def _interrupt_in_kernel(tmp_path, cells, wait_for, grace=None):
                     interrupted = True
             elif kind == "error":
                 error = content["traceback"]
+            elif kind in ("display_data", "update_display_data"):
+                _interrupt_in_kernel.displays.append(content)
             elif kind == "status" and content["execution_state"] == "idle" and interrupted:
                 break
         # the kernel still answers
@@ -141,6 +145,9 @@ def test_interrupted_one_shot_cell_shows_one_line_and_the_containers_traceback(
     assert re.match(r"interrupted; container [0-9a-f]{12} stopped by SIGINT in \d+\.\d s and "
                     r"removed", error[0]), error
     assert "dockmagic/" not in "".join(error) + stream
+    # the status line went (the record stays on it): the interrupt's line is the only one
+    last = _interrupt_in_kernel.displays[-1]
+    assert last["data"] == {"text/plain": ""} and "dockmagic" in last["metadata"]
     # the container's own traceback, its frames named after the cell, with source lines
     assert "KeyboardInterrupt" in stream and 'File "<cell [2]>", line' in stream
     assert "time.sleep(0.05)" in stream
@@ -177,6 +184,9 @@ def test_interrupted_session_cell_shows_one_line(docker_client, base_image, tmp_
         remove_labelled(docker_client, f"test.case={TAG}")
     assert error is not None and 1 <= len(error) <= 3, error
     assert error[0].startswith("interrupted; the cell stopped in "), error
+    shown = _interrupt_in_kernel.displays
+    assert shown[0]["data"]["text/plain"].startswith("cell [3] · session ")  # while it ran
+    assert shown[-1]["data"] == {"text/plain": ""} and "dockmagic" in shown[-1]["metadata"]
     assert "dockmagic/" not in "".join(error) + stream
     assert "KeyboardInterrupt" in stream and 'File "<cell [3]>", line 5' in stream
 
@@ -215,7 +225,11 @@ def test_cell_failed_does_not_repeat_streamed_stderr(shell, workdir):
         shell.run_cell(f"%%docker {BASE_IMAGE}\nimport sys\nprint('bad news', file=sys.stderr)\n"
                        "sys.exit(3)")
     assert (cap.stdout + cap.stderr).count("bad news") == 1
-    assert "CellFailed: container (dockmagic-base:bookworm) exited with code 3" in cap.stdout
+    # the container named as its status line's summary names it
+    (who,) = re.findall(r"· container (\S+) \(dockmagic-base:bookworm\)$",
+                        cap.outputs[-1].data["text/plain"])
+    assert f"CellFailed: container {who} (dockmagic-base:bookworm) exited with code 3" in cap.stdout
+    assert not re.fullmatch(r"[0-9a-f]{12}", who)  # its name, known before it exited
 
 
 # -- the status line -------------------------------------------------------------------------------
