@@ -114,12 +114,26 @@ class PullProgress:
         self.layers[layer] = (current, total, done)
 
     def words(self) -> str:
+        """`layers 1/3 · 12 MiB of 95 MiB`; ` · 95 MiB downloaded, extracting` once every byte
+        is in but not every layer; "" before the engine named any layer."""
         n = len(self.layers)
+        if not n:
+            return ""
         done = sum(1 for _, _, d in self.layers.values() if d)
         got = sum(c for c, _, _ in self.layers.values())
         total = sum(t for _, t, _ in self.layers.values())
-        size = f" · {errors.to_bytes_text(got)} of {errors.to_bytes_text(total)}" if total else ""
+        if total and got >= total and done < n:
+            size = f" · {errors.to_bytes_text(total)} downloaded, extracting"
+        elif total:
+            size = f" · {errors.to_bytes_text(got)} of {errors.to_bytes_text(total)}"
+        else:
+            size = ""
         return f"layers {done}/{n}{size}"
+
+    def tail(self) -> str:
+        """` · ` and the words, or nothing."""
+        words = self.words()
+        return f" · {words}" if words else ""
 
     def fraction(self) -> tuple:
         got = sum(c for c, _, _ in self.layers.values())
@@ -145,15 +159,16 @@ class PullView:
         now = time.monotonic()
         if now - self._drawn >= _PULL_REDRAW_S:
             self._drawn = now
-            iopub.update(_Line(f"pulling {self.ref} · {self.pull.words()}", "run",
+            iopub.update(_Line(f"pulling {self.ref}{self.pull.tail()}", "run",
                                self.pull.fraction()).bundle(), self.display_id)
 
     def done(self, image_id: str):
-        iopub.update(_Line(f"pulled {self.ref} ({image_id}) · {self.pull.words()}",
-                           "ok").bundle(), self.display_id)
+        got = self.pull.tail() or " · up to date"
+        iopub.update(_Line(f"pulled {self.ref} ({image_id}){got}", "ok").bundle(),
+                     self.display_id)
 
     def failed(self, exc: BaseException):
-        iopub.update(_Line(f"pulling {self.ref} failed · {self.pull.words()}",
+        iopub.update(_Line(f"pulling {self.ref} failed{self.pull.tail()}",
                            "fail").bundle(), self.display_id)
 
 
@@ -283,7 +298,7 @@ class CellStatus(_StatusLine):
             if not force and now - self._drawn_pull < _PULL_REDRAW_S:
                 return
             self._drawn_pull = now
-            line = _Line(f"{self.pull_note or 'pulling ' + self.image} · {self.pull.words()}",
+            line = _Line(f"{self.pull_note or 'pulling ' + self.image}{self.pull.tail()}",
                          "run", self.pull.fraction())
         else:
             mem = f" · memory {errors.to_bytes_text(self.peak)} peak" if self.peak else ""
