@@ -422,9 +422,8 @@ class DockerMagics(Magics):
         if live is not None:
             live.finish(result.exit_code)
         if result.exit_code != 0 and plan.raise_error:
-            name = getattr(live, "name", None) or result.name  # as its status line names it
             raise errors.CellFailed(result.exit_code, spec.image, result.stderr_tail, result.oom,
-                                    name, memory_limit=spec.mem_limit)
+                                    result.name, memory_limit=spec.mem_limit)
         return None
 
     def _session_cell(self, line: str, cell: str):

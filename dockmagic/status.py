@@ -244,7 +244,6 @@ class CellStatus(_StatusLine):
     def __init__(self, engine, image: str, cell: Optional[int], interval: float = 1.0):
         self.interval = interval
         self.cid = None
-        self.name = None
         self.pull = None       # PullProgress while pulling
         self.pull_note = ""
         self._drawn_pull = 0.0
@@ -289,8 +288,9 @@ class CellStatus(_StatusLine):
     def _who(self) -> str:
         if self.cid is None:
             return self.image
-        name = self.name or self.cid[:12]
-        return f"container {name} ({self.image})"
+        # by short ID, as the interrupt's and the failure's lines name it: a one-shot
+        # container is gone when its cell ends, so its name would serve nothing later
+        return f"container {self.cid[:12]} ({self.image})"
 
     def _draw(self, force: bool = False):
         now = time.monotonic()
@@ -306,11 +306,6 @@ class CellStatus(_StatusLine):
         self._redraw(line)
 
     def _tick(self):
-        try:  # the name at once: the line and its summary name the container one way
-            self.name = self.engine.inspect(self.cid)["Name"].lstrip("/")
-            self._draw(force=True)
-        except Exception:
-            pass  # gone already (a quick cell, removed at exit): its ID names it
         while not self._stop.wait(self.interval):
             try:
                 usage = _peak_of(self.engine.stats(self.cid))

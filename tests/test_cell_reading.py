@@ -225,11 +225,12 @@ def test_cell_failed_does_not_repeat_streamed_stderr(shell, workdir):
         shell.run_cell(f"%%docker {BASE_IMAGE}\nimport sys\nprint('bad news', file=sys.stderr)\n"
                        "sys.exit(3)")
     assert (cap.stdout + cap.stderr).count("bad news") == 1
-    # the container named as its status line's summary names it
-    (who,) = re.findall(r"· container (\S+) \(dockmagic-base:bookworm\)$",
-                        cap.outputs[-1].data["text/plain"])
+    # the container named as its status line names it, from start to end: by short ID
+    names = {re.findall(r"container (\S+) \(dockmagic-base:bookworm\)", o.data["text/plain"])[0]
+             for o in cap.outputs if "container " in o.data["text/plain"]}
+    (who,) = names
+    assert re.fullmatch(r"[0-9a-f]{12}", who)
     assert f"CellFailed: container {who} (dockmagic-base:bookworm) exited with code 3" in cap.stdout
-    assert not re.fullmatch(r"[0-9a-f]{12}", who)  # its name, known before it exited
 
 
 # -- the status line -------------------------------------------------------------------------------
@@ -249,9 +250,9 @@ def test_status_line_updates_in_place_and_ends_in_a_summary(shell, workdir):
     assert plain[0].startswith("cell [") and BASE_IMAGE in plain[0] and "engine " in plain[0]
     running = [p for p in plain[1:-1] if "container " in p]
     assert running, plain
-    assert re.search(r"container \w+ \(dockmagic-base:bookworm\) · engine \S+ · \d\.\d s",
-                     running[-1]), running
-    assert re.match(r"exit 0 · \d\.\d s · peak memory [\d.]+ [KMG]iB · container \w+",
+    assert re.search(r"container [0-9a-f]{12} \(dockmagic-base:bookworm\) · engine \S+ · "
+                     r"\d\.\d s", running[-1]), running
+    assert re.match(r"exit 0 · \d\.\d s · peak memory [\d.]+ [KMG]iB · container [0-9a-f]{12} ",
                     plain[-1]), plain[-1]
     assert "var(--jp-" in outs[-1].data["text/html"]
     # the container's own output is untouched by it
