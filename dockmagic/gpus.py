@@ -629,21 +629,25 @@ def _joined(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _load_text(gpu: GpuInfo) -> str:
-    return (f"GPU {gpu.index} {format_bytes(gpu.free_memory)} free, "
-            f"{format_percent(gpu.util_gpu)} util")
+def _load_lines(gpus: Sequence[GpuInfo], notes: Sequence[str]) -> List[str]:
+    """One short line per GPU, columns aligned: ``GPU 3  139.8 GiB free   12% util``."""
+    cells = [(str(g.index), format_bytes(g.free_memory), format_percent(g.util_gpu))
+             for g in gpus]
+    widths = [max(len(c[i]) for c in cells) for i in range(3)]
+    return [f"GPU {i:>{widths[0]}}  {free:>{widths[1]}} free  {util:>{widths[2]}} util"
+            + (f"  ({note})" if note else "") for (i, free, util), note in zip(cells, notes)]
 
 
 def explain_auto(n: int, snapshot: GpuSnapshot) -> str:
-    """Why ``auto:N`` chose what it chose: the rule, the chosen GPUs' free memory and
-    utilisation, and the best GPU left out (pure; the same order as :func:`choose_gpus`)."""
+    """Why ``auto:N`` chose what it chose: the rule, then one line per chosen GPU (free
+    memory, utilisation) and one for the best GPU left out (pure; the same order as
+    :func:`choose_gpus`). Short lines, one GPU each: a narrow output area wraps none of them."""
     ranked = sorted((g for g in snapshot.gpus if not g.lost and g.uuid), key=_load_key)
     chosen = sorted(ranked[:n], key=lambda g: g.index)
-    text = (f"auto:{n} takes the most free memory, then the lowest utilisation: "
-            + "; ".join(_load_text(g) for g in chosen))
-    if len(ranked) > n:
-        text += f" (next best: {_load_text(ranked[n])})"
-    return text
+    shown = chosen + ranked[n:n + 1]
+    notes = [""] * len(chosen) + ["next best"] * (len(shown) - len(chosen))
+    return "\n".join([f"auto:{n} ranks by free memory, then utilisation:"]
+                     + ["  " + line for line in _load_lines(shown, notes)])
 
 
 def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None,
@@ -651,7 +655,8 @@ def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None
     """What the next ``%%docker`` cells get for a :func:`choose_gpus` value (pure).
 
     UUIDs are shown as indices when ``snapshot`` knows them ("GPUs 3 and 6 (pinned by UUID)").
-    With ``arg`` (what the user typed) an ``auto:N`` choice adds a second line saying why.
+    With ``arg`` (what the user typed) an ``auto:N`` choice adds lines saying why (the rule,
+    then one line per GPU).
     """
     prefix = "next %%docker cells get: "
     if value is None:
@@ -671,7 +676,8 @@ def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None
         text += " (pinned by UUID)"
     auto = (arg or "").strip().strip("'\"").strip().lower()
     if auto.startswith("auto:") and auto[5:].strip().isdigit() and by_uuid:
-        text += "\n  why: " + explain_auto(int(auto[5:].strip()), snapshot)
+        why = explain_auto(int(auto[5:].strip()), snapshot).split("\n")
+        text += "\n  why: " + "\n  ".join(why)
     return text
 
 

@@ -433,7 +433,8 @@ def test_help_is_generated_from_the_registry_and_shown_as_pre_text(shell):
     for name in cli.load():
         assert re.search(rf"^  {name} ", text, re.M), name
     assert "panel" in cli.REGISTRY and "session" in cli.REGISTRY
-    assert page.startswith("<pre") and "-v /data:/data:ro" in page  # Lab links no <pre> text
+    assert "dockmagic-help" in page and "-v /data:/data:ro" in page  # HTML text: no links
+    assert max(len(line) for line in text.splitlines()) <= cli.HELP_WIDTH
     with capture_output() as cap:
         assert shell.run_line_magic("docker", "logs --help") is None
     assert "--tail N" in cap.outputs[0].data["text/plain"]
