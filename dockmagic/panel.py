@@ -156,6 +156,7 @@ CSS = """<style>
 .dm-bar>div{height:100%;border-radius:4px}
 .dm-lv-light{background:var(--dm-ok)}.dm-lv-moderate{background:var(--dm-warn)}
 .dm-lv-heavy{background:var(--dm-err)}.dm-lv-na{background:transparent}
+.dm-bar.dm-nobar{visibility:hidden}
 .dm-v{width:118px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .dm-spark{display:block;margin:3px 0 1px;width:100%}
 .dm-spark .dm-sp-bg{fill:var(--jp-layout-color2,#f6f8fa)}

@@ -87,7 +87,9 @@ def sparkline_svg(samples: Sequence[Tuple[float, Optional[float], Optional[float
 
 
 def _bar(pct: Optional[float], levels: Tuple[int, int]) -> str:
-    width = 0.0 if pct is None else max(0.0, min(100.0, pct))
+    if pct is None:  # no reading: no bar (an empty track reads as 0 %), its place kept
+        return '<div class="dm-bar dm-nobar"></div>'
+    width = max(0.0, min(100.0, pct))
     return (f'<div class="dm-bar"><div class="dm-lv-{gpus.level(pct, levels)}" '
             f'style="width:{width:.1f}%"></div></div>')
 

@@ -252,7 +252,8 @@ def test_readings_are_named_apart_and_coloured_by_nvitop_thresholds():
     import re
     from dockmagic.gpus import MEM_UTIL_NAME, MEMORY_NAME, UTIL_NAME, level, to_html
     page = to_html(MIXED)
-    heads = re.findall(r"<th[^>]*>([^<]*)</th>", page)
+    heads = [re.sub(r'<span class="dmg-short">.*?</span>|<[^>]+>', "", h)
+             for h in re.findall(r"<th[^>]*>(.*?)</th>", page)]
     assert {UTIL_NAME, MEM_UTIL_NAME, MEMORY_NAME + " used / total"} <= set(heads)
     assert "mem" not in heads and "Util GPU / mem" not in heads
     assert [level(v, (10, 75)) for v in (None, 0, 9, 10, 74, 75, 100)] == [
@@ -263,9 +264,28 @@ def test_readings_are_named_apart_and_coloured_by_nvitop_thresholds():
     assert 'dmg-bar dmg-heavy"><span style="width:100.0%' in rows[0]   # GPU util 100%
     assert rows[1].count("dmg-bar dmg-heavy") == 1                      # memory 84% used
     assert 'dmg-bar dmg-moderate"><span style="width:12.0%' in rows[3]  # GPU util 12%
-    assert "dmg-bar dmg-na" in rows[2]                                  # memory Not Supported
     # numbers never wrap; long process text is cut with its whole on hover
     assert "white-space:nowrap" in page and "text-overflow:ellipsis" in page
+
+
+def test_an_unreadable_value_draws_no_bar():
+    """GPU 2's memory is Not Supported: N/A with no bar (an empty grey track read as 0 %),
+    in %gpus and on the panel's card; a reading of 0 % still draws its (empty) track."""
+    from dockmagic.gpus import to_html
+    from dockmagic.panelgpus import card_html
+    from dockmagic.panelstate import GpuCard
+
+    page = to_html(MIXED)
+    row = re.search(r'<tr class="dmg-gpu"><td class="dmg-mark"></td>'
+                    r'<td class="dmg-r dmg-idx"[^>]*>2</td>.*?</tr>', page).group(0)
+    memory = re.findall(r"<td[^>]*>(.*?)</td>", row)[5]
+    assert "N/A" in memory and "dmg-nobar" in memory and "style=" not in memory
+    assert ".dmg-nobar{visibility:hidden}" in page
+    util = re.findall(r"<td[^>]*>(.*?)</td>", row)[3]     # GPU 2's util is a real 0 %
+    assert 'dmg-bar dmg-light"><span style="width:0.0%' in util
+    gpu2 = next(g for g in MIXED.gpus if g.index == 2)
+    card = card_html(GpuCard(gpu2), 0.0)
+    assert card.count('class="dm-bar dm-nobar"') == 1 and card.count('class="dm-bar"') == 1
 
 
 def test_no_driver_and_chosen_marks_in_html():
