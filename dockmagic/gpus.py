@@ -108,9 +108,16 @@ def process_where(proc: GpuProcess) -> str:
         return ""
     text = f"{c.name} ({c.image})"
     if c.managed:
-        nb = (c.notebook or NA).rstrip("/").rsplit("/", 1)[-1]
-        text += f" · {nb} [{c.cell or NA}]"
+        text += f" · {notebook_cell_words(c)}"
     return text
+
+
+def notebook_cell_words(c: ContainerRef) -> str:
+    """``train.ipynb [7]``; with no notebook named, whose kernel the cell number is of
+    (a bare ``[7]`` would read as this notebook's cell 7)."""
+    if c.notebook:
+        return f"{c.notebook.rstrip('/').rsplit('/', 1)[-1]} [{c.cell or NA}]"
+    return f"cell [{c.cell or NA}] of kernel {c.label('dockmagic.kernel') or NA}"
 
 
 def _lost_text(gpu: GpuInfo) -> str:

@@ -100,8 +100,7 @@ def _process_html(proc) -> str:
     if c is not None:
         where = f" · <b>{_e(c.name)}</b>"
         if c.managed and (c.notebook or c.cell):
-            nb = (c.notebook or "").rsplit("/", 1)[-1]
-            where += f' <span class="dm-muted">{_e(nb)} [{_e(c.cell or "?")}]</span>'
+            where += f' <span class="dm-muted">{_e(gpus.notebook_cell_words(c))}</span>'
     who = ""
     if proc.user or proc.command:
         who = f' <span class="dm-muted">{_e(proc.user or NA)} {_e(proc.command or NA)}</span>'
