@@ -7,6 +7,7 @@ through docker-py's internals.
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterable, Optional, Sequence
 
 GPU_RUNTIME_HELP = (
@@ -55,7 +56,7 @@ class CellFailed(DockmagicError):
         self.oom = oom
         self.name = name
         self.memory_limit = memory_limit
-        super().__init__(describe_exit(exit_code, image, oom, memory_limit))
+        super().__init__(describe_exit(exit_code, image, oom, memory_limit, name))
 
     #: Whether the stderr tail was already shown to the user (a cell streams it live).
     streamed = True
@@ -137,9 +138,10 @@ def to_bytes_text(n: int) -> str:
 
 
 def describe_exit(code: int, image: str, oom: bool = False,
-                  memory_limit: Optional[int] = None) -> str:
-    """One line explaining a container's exit status the way a user needs it."""
-    base = f"container ({image}) exited with code {code}"
+                  memory_limit: Optional[int] = None, name: str = "") -> str:
+    """One line explaining a container's exit status the way a user needs it; NAME: the
+    container's name or short ID, where known."""
+    base = f"container {name + ' ' if name else ''}({image}) exited with code {code}"
     if code == 137 and oom and memory_limit:
         return (f"{base}: killed for running out of memory (OOMKilled) at its limit of "
                 f"{to_bytes_text(memory_limit)} (-m/--memory); raise -m or use less memory")
@@ -165,10 +167,31 @@ def describe_exit(code: int, image: str, oom: bool = False,
 
 
 def describe_pull_failure(image: str, reason: str, hint: str = "") -> str:
+    """One line for an image a cell needs that is not local and could not be pulled; HINT
+    (`suggest_local_image`) leads when there is one: a typo is likelier than a missing image."""
     registry = registry_of(image)
-    return (f"image {image!r} is neither local nor pullable from {registry}: {reason}"
-            f"{hint}. Build it (`docker build -t ...`), load it (`docker load`), or check the "
-            "name and tag")
+    cause = registry_cause(reason, registry) or reason.strip().rstrip(".")
+    if hint:
+        return (f"image {image!r} is not local; {hint.strip(' ()')} Pulling it from {registry} "
+                f"failed: {cause}")
+    return (f"image {image!r} is neither local nor pullable from {registry}: {cause}. Build it "
+            "(`docker build -t ...`), load it (`docker load`), or check the name and tag")
+
+
+def registry_cause(text: str, registry: str) -> str:
+    """What a registry error means, in a few words (`the engine cannot resolve
+    registry-1.docker.io (no such host)`), for the errors a user can act on; else ""."""
+    low = text.lower()
+    host = re.search(r"lookup ([\w.-]+)", text) or re.search(r"https?://([\w.-]+)", text)
+    host = host.group(1) if host else registry
+    if "no such host" in low:
+        return (f"the engine cannot resolve {host} (no such host): check the engine's DNS and "
+                "network, or the registry's name")
+    if "connection refused" in low:
+        return f"{host} refused the connection: is the registry running?"
+    if "i/o timeout" in low or "no route to host" in low or "timeout" in low:
+        return f"{host} did not answer in time: is it reachable from the engine?"
+    return ""
 
 
 def suggest_local_image(image: str, local: Iterable[str]) -> str:
@@ -238,8 +261,9 @@ def describe_registry_error(action: str, ref: str, text: str) -> str:
     first = text.strip().splitlines()[0] if text.strip() else "unknown error"
     if "does not exist locally" in low or "no such image" in low:
         fix = f"there is no local image {ref}; tag one first (`%docker tag IMAGE {ref}`)"
-    elif "connection refused" in low or "no such host" in low or "dial tcp" in low \
-            or "i/o timeout" in low or "no route to host" in low:
+    elif registry_cause(text, registry):
+        return f"{action} {ref} failed: {registry_cause(text, registry)}"
+    elif "dial tcp" in low:
         fix = (f"the registry {registry} does not answer; is it running, and reachable from "
                "the engine?")
     elif "manifest unknown" in low or "not found" in low:

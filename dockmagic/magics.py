@@ -87,15 +87,15 @@ def _end_session_line(live, failure: Optional[BaseException]):
         reply = getattr(session.attached(live.session), "last_reply", None) or {}
         code = reply.get("code", 1) if reply.get("s") in ("error", "exit") else 0
         rss = reply.get("maxrss")
-        live.finish(code, peak=rss if isinstance(rss, int) and not isinstance(rss, bool)
-                    and rss > 0 else None)
+        rss = rss if isinstance(rss, int) and not isinstance(rss, bool) and rss > 0 else None
+        if reply.get("s") == "error":  # an exception: the session lives on, nothing exited
+            name = str(reply.get("msg") or "").partition(":")[0].strip()
+            named = name and len(name) <= 80 and all(p.isidentifier() for p in name.split("."))
+            live.finish(raised=name if named else "an exception", peak=rss)
+        else:
+            live.finish(code, peak=rss)
     else:
-        live.finish(failed=_first_line(failure))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
+        live.finish(failed=type(failure).__name__)
 
 
 @magics_class
@@ -373,13 +373,14 @@ class DockerMagics(Magics):
             else:
                 name = sync(lambda: runner.run_detached(engine, spec, data, on_pull=say),
                             "in" if plan.sync in ("both", "in") else "none")
-            rec.finish(name=name)
             from . import status
             try:
                 cid = engine.inspect(name)["Id"]
             except errors.DockmagicError:
                 cid = ""
-            return status.Started(name, spec.image, cid)
+            started = status.Started(name, spec.image, cid)
+            rec.finish(name=name, live=started)  # the record rides on the message
+            return started
         from . import spare  # a ready spare with the same spec skips create + start
         # (on a remote engine an --in/--out cell runs cold: its folder travels with it)
         run_oneshot = spare.runner_for(spec, self.config_.spare and not (remote and xfer))
@@ -416,7 +417,7 @@ class DockerMagics(Magics):
                 "interrupted before the cell's container ran; nothing is left of it") from None
         except BaseException as exc:
             if live is not None:
-                live.finish(failed=_first_line(exc))
+                live.finish(failed=type(exc).__name__)
             raise
         finally:
             rec.finish(result, xfer=xfer, live=live)
@@ -425,8 +426,9 @@ class DockerMagics(Magics):
         if live is not None:
             live.finish(result.exit_code)
         if result.exit_code != 0 and plan.raise_error:
+            name = getattr(live, "name", None) or result.name  # as its status line names it
             raise errors.CellFailed(result.exit_code, spec.image, result.stderr_tail, result.oom,
-                                    result.name, memory_limit=spec.mem_limit)
+                                    name, memory_limit=spec.mem_limit)
         return None
 
     def _session_cell(self, line: str, cell: str):

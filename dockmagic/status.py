@@ -76,6 +76,8 @@ class _Line:
                 f"</span> {bar}{html.escape(self.text)}</div>")
 
     def bundle(self) -> dict:
+        if not self.text:  # nothing: JupyterLab draws an empty text output 0 px high
+            return {"text/plain": ""}
         return {"text/plain": self.text, "text/html": self._repr_html_()}
 
 
@@ -112,12 +114,26 @@ class PullProgress:
         self.layers[layer] = (current, total, done)
 
     def words(self) -> str:
+        """`layers 1/3 · 12 MiB of 95 MiB`; ` · 95 MiB downloaded, extracting` once every byte
+        is in but not every layer; "" before the engine named any layer."""
         n = len(self.layers)
+        if not n:
+            return ""
         done = sum(1 for _, _, d in self.layers.values() if d)
         got = sum(c for c, _, _ in self.layers.values())
         total = sum(t for _, t, _ in self.layers.values())
-        size = f" · {errors.to_bytes_text(got)} of {errors.to_bytes_text(total)}" if total else ""
+        if total and got >= total and done < n:
+            size = f" · {errors.to_bytes_text(total)} downloaded, extracting"
+        elif total:
+            size = f" · {errors.to_bytes_text(got)} of {errors.to_bytes_text(total)}"
+        else:
+            size = ""
         return f"layers {done}/{n}{size}"
+
+    def tail(self) -> str:
+        """` · ` and the words, or nothing."""
+        words = self.words()
+        return f" · {words}" if words else ""
 
     def fraction(self) -> tuple:
         got = sum(c for c, _, _ in self.layers.values())
@@ -143,15 +159,16 @@ class PullView:
         now = time.monotonic()
         if now - self._drawn >= _PULL_REDRAW_S:
             self._drawn = now
-            iopub.update(_Line(f"pulling {self.ref} · {self.pull.words()}", "run",
+            iopub.update(_Line(f"pulling {self.ref}{self.pull.tail()}", "run",
                                self.pull.fraction()).bundle(), self.display_id)
 
     def done(self, image_id: str):
-        iopub.update(_Line(f"pulled {self.ref} ({image_id}) · {self.pull.words()}",
-                           "ok").bundle(), self.display_id)
+        got = self.pull.tail() or " · up to date"
+        iopub.update(_Line(f"pulled {self.ref} ({image_id}){got}", "ok").bundle(),
+                     self.display_id)
 
     def failed(self, exc: BaseException):
-        iopub.update(_Line(f"pulling {self.ref} failed · {self.pull.words()}",
+        iopub.update(_Line(f"pulling {self.ref} failed{self.pull.tail()}",
                            "fail").bundle(), self.display_id)
 
 
@@ -180,15 +197,21 @@ class _StatusLine:
                 f"{to_duration(time.monotonic() - self.t0)}")
 
     def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
-               failed: Optional[str] = None):
+               failed: Optional[str] = None, raised: Optional[str] = None):
+        """The summary: EXIT_CODE; or FAILED, the name of the error shown below the line (its
+        message is not repeated here); or RAISED, the exception a session cell's code raised
+        (the session lives on: nothing exited). INTERRUPTED: the line goes (its record stays
+        on it), as the interrupt's own one line says what happened."""
         self._stop.set()
         took = to_duration(time.monotonic() - self.t0)
         who = self._who()
         peak = f" · peak memory {errors.to_bytes_text(self.peak)}" if self.peak else ""
         if interrupted:
-            line = _Line(f"interrupted after {took}{peak} · {who}", "stop")
+            line = _Line("", "stop")
         elif failed is not None:
-            line = _Line(f"{failed} · {took} · {who}", "fail")
+            line = _Line(f"{failed} after {took} · {who}", "fail")
+        elif raised is not None:
+            line = _Line(f"raised {raised} · {took}{peak} · {who}", "fail")
         else:
             kind = "ok" if exit_code == 0 else "fail"
             line = _Line(f"exit {exit_code} · {took}{peak} · {who}", kind)
@@ -275,7 +298,7 @@ class CellStatus(_StatusLine):
             if not force and now - self._drawn_pull < _PULL_REDRAW_S:
                 return
             self._drawn_pull = now
-            line = _Line(f"{self.pull_note or 'pulling ' + self.image} · {self.pull.words()}",
+            line = _Line(f"{self.pull_note or 'pulling ' + self.image}{self.pull.tail()}",
                          "run", self.pull.fraction())
         else:
             mem = f" · memory {errors.to_bytes_text(self.peak)} peak" if self.peak else ""
@@ -283,10 +306,13 @@ class CellStatus(_StatusLine):
         self._redraw(line)
 
     def _tick(self):
+        try:  # the name at once: the line and its summary name the container one way
+            self.name = self.engine.inspect(self.cid)["Name"].lstrip("/")
+            self._draw(force=True)
+        except Exception:
+            pass  # gone already (a quick cell, removed at exit): its ID names it
         while not self._stop.wait(self.interval):
             try:
-                if self.name is None:
-                    self.name = self.engine.inspect(self.cid)["Name"].lstrip("/")
                 usage = _peak_of(self.engine.stats(self.cid))
                 if usage:
                     self.peak = max(self.peak or 0, usage)
@@ -309,10 +335,11 @@ class SessionStatus(_StatusLine):
         return f"session {self.session} ({self.image})"
 
     def finish(self, exit_code: Optional[int] = None, interrupted: bool = False,
-               failed: Optional[str] = None, peak: Optional[int] = None):
+               failed: Optional[str] = None, raised: Optional[str] = None,
+               peak: Optional[int] = None):
         _TICKER.discard(self)
         self.peak = peak
-        super().finish(exit_code, interrupted, failed)
+        super().finish(exit_code, interrupted, failed, raised)
 
     def tick(self):
         self._redraw(_Line(self._running_words()))
@@ -397,19 +424,25 @@ def _peak_of(stats: Optional[dict]) -> Optional[int]:
 
 class Started(str):
     """What `%%docker -d` returns: the container's name (usable as a string), shown as
-    `started NAME (image, id); follow with `%docker logs -f NAME``."""
+    `started NAME (image, id); follow with `%docker logs -f NAME``. The cell's provenance
+    record rides on it (``attach``): one line shows."""
 
     def __new__(cls, name: str, image: str, cid: str):
         self = super().__new__(cls, name)
         self.image, self.id = image, cid
+        self.metadata = {}
         return self
 
     def message(self) -> str:
         return (f"started {str(self)} ({self.image}, {self.id[:12]}); follow with "
                 f"`%docker logs -f {str(self)}`")
 
+    def attach(self, key: str, value):
+        self.metadata = {key: value}
+
     def __repr__(self):
         return self.message()
 
-    def _repr_html_(self):
-        return f"<pre class='dockmagic-started'>{html.escape(self.message())}</pre>"
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        line = _Line(self.message(), "ok")
+        return line.bundle(), dict(self.metadata)

@@ -70,9 +70,10 @@ def test_cell_label_equals_the_prompt_number_in_a_real_kernel(docker_client, bas
     (c,) = docker_client.containers.list(all=True, filters={"label": f"test.case={labelled}"})
     assert c.labels["dockmagic.cell"] == str(detached.execution_count)
     # the -d message, in a notebook: no quoted 'name'
-    shown = detached.outputs[-1]["data"]["text/plain"]
-    assert shown == (f"started {c.name} ({BASE_IMAGE}, {c.id[:12]}); follow with "
-                     f"`%docker logs -f {c.name}`")
+    (shown,) = detached.outputs  # one line: the message, with the cell's record on it
+    assert shown["data"]["text/plain"] == (f"started {c.name} ({BASE_IMAGE}, {c.id[:12]}); "
+                                           f"follow with `%docker logs -f {c.name}`")
+    assert shown["metadata"]["dockmagic"]["kind"] == "detached"
     # a one-shot cell in a kernel gets the status line, updated in place into its summary
     ran = nb.cells[4]
     displays = [o for o in ran.outputs if o.output_type == "display_data"]
@@ -86,9 +87,11 @@ def test_cell_label_equals_the_prompt_number_in_a_real_kernel(docker_client, bas
 # -- interrupts ----------------------------------------------------------------------------------
 def _interrupt_in_kernel(tmp_path, cells, wait_for, grace=None):
     """Run CELLS in a real kernel; interrupt the last one once WAIT_FOR streamed. Returns its
-    stream text and its error output's traceback lines."""
+    stream text and its error output's traceback lines; its display messages (the status
+    line's) are left in the list DISPLAYS given as ``_interrupt_in_kernel.displays``."""
     from jupyter_client.manager import start_new_kernel
 
+    _interrupt_in_kernel.displays = []
     km, kc = start_new_kernel(kernel_name="python3", env=kernel_env(tmp_path), cwd=str(tmp_path))
     try:
         for cell in cells[:-1]:
@@ -114,6 +117,8 @@ def _interrupt_in_kernel(tmp_path, cells, wait_for, grace=None):
                     interrupted = True
             elif kind == "error":
                 error = content["traceback"]
+            elif kind in ("display_data", "update_display_data"):
+                _interrupt_in_kernel.displays.append(content)
             elif kind == "status" and content["execution_state"] == "idle" and interrupted:
                 break
         # the kernel still answers
@@ -140,6 +145,9 @@ def test_interrupted_one_shot_cell_shows_one_line_and_the_containers_traceback(
     assert re.match(r"interrupted; container [0-9a-f]{12} stopped by SIGINT in \d+\.\d s and "
                     r"removed", error[0]), error
     assert "dockmagic/" not in "".join(error) + stream
+    # the status line went (the record stays on it): the interrupt's line is the only one
+    last = _interrupt_in_kernel.displays[-1]
+    assert last["data"] == {"text/plain": ""} and "dockmagic" in last["metadata"]
     # the container's own traceback, its frames named after the cell, with source lines
     assert "KeyboardInterrupt" in stream and 'File "<cell [2]>", line' in stream
     assert "time.sleep(0.05)" in stream
@@ -176,6 +184,9 @@ def test_interrupted_session_cell_shows_one_line(docker_client, base_image, tmp_
         remove_labelled(docker_client, f"test.case={TAG}")
     assert error is not None and 1 <= len(error) <= 3, error
     assert error[0].startswith("interrupted; the cell stopped in "), error
+    shown = _interrupt_in_kernel.displays
+    assert shown[0]["data"]["text/plain"].startswith("cell [3] · session ")  # while it ran
+    assert shown[-1]["data"] == {"text/plain": ""} and "dockmagic" in shown[-1]["metadata"]
     assert "dockmagic/" not in "".join(error) + stream
     assert "KeyboardInterrupt" in stream and 'File "<cell [3]>", line 5' in stream
 
@@ -214,7 +225,11 @@ def test_cell_failed_does_not_repeat_streamed_stderr(shell, workdir):
         shell.run_cell(f"%%docker {BASE_IMAGE}\nimport sys\nprint('bad news', file=sys.stderr)\n"
                        "sys.exit(3)")
     assert (cap.stdout + cap.stderr).count("bad news") == 1
-    assert "CellFailed: container (dockmagic-base:bookworm) exited with code 3" in cap.stdout
+    # the container named as its status line's summary names it
+    (who,) = re.findall(r"· container (\S+) \(dockmagic-base:bookworm\)$",
+                        cap.outputs[-1].data["text/plain"])
+    assert f"CellFailed: container {who} (dockmagic-base:bookworm) exited with code 3" in cap.stdout
+    assert not re.fullmatch(r"[0-9a-f]{12}", who)  # its name, known before it exited
 
 
 # -- the status line -------------------------------------------------------------------------------
@@ -290,6 +305,17 @@ def test_a_quick_session_cell_goes_straight_to_its_summary(shell, warm_session):
         shell.run_cell(f"%%docker @{warm_session}\nraise SystemExit(3)")
     assert cap.outputs[-1].data["text/plain"].startswith("exit 3 · ")
     assert "var(--jp-error-color1" in cap.outputs[-1].data["text/html"]
+    # an exception is not an exit: the session lives on
+    with capture_output() as cap:
+        shell.run_cell(f"%%docker @{warm_session}\nraise ValueError('no')")
+    assert re.match(rf"raised ValueError · 0\.\d s · peak memory [\d.]+ [KMG]iB · session "
+                    rf"{warm_session} ", cap.outputs[-1].data["text/plain"])
+    # an error of dockmagic's own is named on the line, its message shown once, below it
+    with capture_output() as cap:
+        shell.run_cell(f"%%docker @{warm_session} --in no_such_variable\nprint(1)")
+    assert re.fullmatch(rf"TransferError after 0\.\d s · session {warm_session} "
+                        rf"\({re.escape(BASE_IMAGE)}\)", cap.outputs[-1].data["text/plain"])
+    assert cap.stdout.count("no variable no_such_variable") == 1
 
 
 def test_a_session_cell_in_a_terminal_prints_only_its_output(shell, warm_session, capsys):
@@ -311,6 +337,14 @@ def test_a_failing_cell_ends_its_status_line_with_the_exit_code(shell, workdir):
     with capture_output() as cap:
         shell.run_cell(f"%%docker {BASE_IMAGE}\nraise SystemExit(4)")
     assert cap.outputs[-1].data["text/plain"].startswith("exit 4 · ")
+
+
+def test_a_cell_that_cannot_run_names_its_error_on_the_line_and_shows_it_once(shell, workdir):
+    with capture_output() as cap:
+        shell.run_cell("%%docker dockmagic-no-such-image:v0\nprint(1)")
+    line = cap.outputs[-1].data["text/plain"]
+    assert re.fullmatch(r"ImageUnavailable after \d+\.\d s · dockmagic-no-such-image:v0", line)
+    assert cap.stdout.count("neither local nor pullable") == 1
 
 
 def test_pull_progress_is_one_updating_line_with_layers_and_bytes(shell, workdir, docker_client):
@@ -412,7 +446,27 @@ def test_a_tag_close_to_a_local_one_is_named_before_any_pull(shell, workdir, cap
     hint = "did you mean dockmagic-base:bookworm, which is local?"
     first = said.splitlines()[0]
     assert first.startswith("dockmagic-base:bookwrom is not local") and hint in first
-    assert hint in str(info.value)
+    # the failure leads with the local tag, not with the registry's error
+    assert str(info.value).startswith(f"image 'dockmagic-base:bookwrom' is not local; {hint} "
+                                      "Pulling it from Docker Hub (docker.io) failed: ")
+
+
+@pytest.mark.parametrize("said,cause", [
+    ('Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io on '
+     '10.255.255.53:53: no such host', "the engine cannot resolve registry-1.docker.io (no such "
+     "host): check the engine's DNS and network, or the registry's name"),
+    ('Get "http://localhost:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused',
+     "localhost refused the connection: is the registry running?"),
+    ('Get "https://example.org/v2/": net/http: request canceled (Client.Timeout exceeded)',
+     "example.org did not answer in time: is it reachable from the engine?"),
+])
+def test_registry_errors_read_as_their_cause(said, cause):
+    assert errors.registry_cause(said, "Docker Hub (docker.io)") == cause
+    assert errors.describe_pull_failure("x:1", said) == (
+        f"image 'x:1' is neither local nor pullable from Docker Hub (docker.io): {cause}. Build "
+        "it (`docker build -t ...`), load it (`docker load`), or check the name and tag")
+    assert errors.describe_registry_error("push", "x:1", said) == f"push x:1 failed: {cause}"
+    assert errors.registry_cause("manifest unknown", "r") == ""  # the raw reason stays then
 
 
 def test_oom_message_states_the_limit(shell, workdir):
@@ -472,7 +526,9 @@ def test_docker_pull_in_a_notebook_is_one_progress_line(shell, docker_client):
         assert len({o.transient["display_id"] for o in cap.outputs}) == 1
         last = cap.outputs[-1].data["text/plain"]
         image_id = docker_client.images.get(ref).id
-        assert re.match(rf"pulled {re.escape(ref)} \({image_id}\) · layers (\d+)/\1", last), last
+        # its layers are local already (the base image's): every one done, or nothing fetched
+        assert re.fullmatch(rf"pulled {re.escape(ref)} \({image_id}\) · "
+                            r"(layers ([1-9]\d*)/\2|up to date)", last), last
     finally:
         try:
             docker_client.images.remove(ref)

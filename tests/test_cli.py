@@ -150,8 +150,15 @@ def test_pull_progress_counts_layers_and_bytes():
         p.feed(ev)
     assert p.words() == "layers 1/2 · 1 MiB of 4 MiB"
     p.feed({"status": "Download complete", "id": "a"})
+    assert p.words() == "layers 1/2 · 4 MiB downloaded, extracting"  # not "4 MiB of 4 MiB"
     p.feed({"status": "Pull complete", "id": "a"})
     assert p.words() == "layers 2/2 · 4 MiB of 4 MiB" and p.fraction() == (4 << 20, 4 << 20)
+
+
+def test_pull_progress_says_nothing_before_any_layer():
+    p = PullProgress()
+    p.feed({"status": "Pulling from dm/x", "id": "tag"})
+    assert p.words() == "" and p.tail() == ""  # not "layers 0/0"
 
 
 def test_help_shown_is_not_an_exit():

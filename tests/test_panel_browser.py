@@ -626,6 +626,10 @@ def test_interrupted_cell_shows_at_most_three_lines_of_its_own(cells_page, docke
     lines = [ln for ln in lines if "left by kernels that are gone" not in ln]
     others = [ln for ln in lines if not re.fullmatch(r"tick \d+", ln.strip())]
     assert len(others) <= 3, "\n".join(others)
+    # one of dockmagic's own: the status line goes, the interrupt's line says it all
+    assert len(others) == 1 and re.fullmatch(
+        r"interrupted; container [0-9a-f]{12} stopped by SIGINT in \d+\.\d s and removed",
+        others[0]), "\n".join(others)
     assert not re.search(r"magics\.py|runner\.py|spare\.py|recv", text), text
     assert docker_client.containers.list(all=True, filters={"label": CELLS}) == []
 
