@@ -55,7 +55,9 @@ HELP_CSS = ("<style>.dockmagic-help{font-family:var(--jp-code-font-family,monosp
             "font-size:var(--jp-code-font-size,13px);line-height:var(--jp-code-line-height,1.4);"
             "color:var(--jp-content-font-color1,inherit);margin:0;"
             "padding-left:var(--jp-code-padding,5px);white-space:pre-wrap;word-break:normal;"
-            "overflow-wrap:anywhere}.dockmagic-help>div{min-height:1lh}</style>")
+            "overflow-wrap:anywhere}.dockmagic-help>div{min-height:1lh}"
+            ".dockmagic-help .dmh-w{white-space:nowrap}</style>")
+_UNBREAKABLE = re.compile(r"[^\s]*[-/][^\s]*")
 
 
 def help_layout(line: str):
@@ -113,8 +115,11 @@ class HelpText:
                 blocks.append("<div></div>")
                 continue
             lead, hang, body = help_layout(line)
+            # a flag or path is one unit: a line never ends after the hyphen of `--no-mount`
+            # or the slash of `/data:/data`
+            words = _UNBREAKABLE.sub(r'<span class="dmh-w">\g<0></span>', html.escape(body))
             blocks.append(f'<div style="padding-left:{hang}ch;text-indent:{lead - hang}ch">'
-                          f"{html.escape(body)}</div>")
+                          f"{words}</div>")
         return f"{HELP_CSS}<div class='dockmagic-help'>{''.join(blocks)}</div>"
 
 
