@@ -455,6 +455,13 @@ def test_logs_pane_opens_under_its_row_and_follows_new_output(view_page):
     # and CPU went first; a cut image name is whole on hover
     page.set_viewport_size({"width": 1400, "height": 900})
     open_file_browser(page)
+    # the table as wide as a person saw it there (about 800 px: Lab's side panels vary)
+    table = row.locator(".dm-cellbox")
+    width = table.evaluate("el => el.getBoundingClientRect().width")
+    page.set_viewport_size({"width": int(1400 - (width - 800)), "height": 900})
+    time.sleep(0.5)
+    width = table.evaluate("el => el.getBoundingClientRect().width")
+    assert 780 <= width <= 820, width
     copy = row.locator(".dm-id .dm-copy")
     expect(copy).to_be_visible(timeout=10_000)
     expect(copy).to_have_text(f"{job.id[:12]} ⧉")
