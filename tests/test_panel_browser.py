@@ -4,8 +4,10 @@ driven by Playwright, notebooks run with Run All as a person would.
 Covers: the demo notebook's job stopped with its row's button; the panel's cell column equal
 to the cell's prompt number; the logs pane under its row following new output; the panel and
 `%gpus` (GPU readings from the recorded 8-GPU fixture) in the dark theme with no hard-coded
-light background; the panel at 1024 px with the file browser open; an interrupted `%%docker`
-cell; a failing `%%docker` cell. Screenshots (light and dark, panel and `%gpus`) go to
+light background; the panel at 1024 px with the file browser open (with `%gpus` fitting the
+output area, and `%docker --help` and `%gpus auto:2` breaking no word, measured per character);
+the short ID at the width a 1400 px window gives; a panel shown again leaving a line saying
+where it went; an interrupted `%%docker` cell; a failing `%%docker` cell. Screenshots (light and dark, panel and `%gpus`) go to
 artifacts/; with DOCKMAGIC_UPDATE_DOCS_IMG=1 they are also written to docs/img/ for the README.
 
 Needs what scripts/setup.sh installs (Debian `chromium`, jupyterlab and playwright from the test
