@@ -85,15 +85,11 @@ def _end_session_line(live, failure: Optional[BaseException]):
         live.finish(interrupted=True)
     elif failure is None or isinstance(failure, session.SessionCellFailed):
         reply = getattr(session.attached(live.session), "last_reply", None) or {}
-        code = reply.get("code", 1) if reply.get("s") in ("error", "exit") else 0
-        rss = reply.get("maxrss")
-        rss = rss if isinstance(rss, int) and not isinstance(rss, bool) and rss > 0 else None
         if reply.get("s") == "error":  # an exception: the session lives on, nothing exited
-            name = str(reply.get("msg") or "").partition(":")[0].strip()
-            named = name and len(name) <= 80 and all(p.isidentifier() for p in name.split("."))
-            live.finish(raised=name if named else "an exception", peak=rss)
+            live.finish(raised=session.reply_raised(reply), peak=session.reply_peak(reply))
         else:
-            live.finish(code, peak=rss)
+            code = reply.get("code", 1) if reply.get("s") == "exit" else 0
+            live.finish(code, peak=session.reply_peak(reply))
     else:
         live.finish(failed=type(failure).__name__)
 

@@ -312,8 +312,7 @@ class SessionRecorder:
         if base is None:
             # the session's own engine: `@NAME` follows the session wherever it runs
             base = _session_base[sess.id] = _build_session_base(sess.engine or self.engine, sess)
-        rss = reply.get("maxrss")  # from the container: a number, or nothing
-        rss = rss if isinstance(rss, int) and not isinstance(rss, bool) and rss > 0 else None
+        rss = session.reply_peak(reply)
         record = provenance.build_record(
             version=__version__, kind="session", cell=_prompt_number(), line=self.line,
             body=self.body, engine=base["engine"], image=base["image"],

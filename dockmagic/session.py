@@ -408,7 +408,7 @@ class Session:
             code = reply.get("code", 1)
             msg = reply.get("msg") or errors.describe_exit(code, self.image)
             if status == "error":  # its traceback was just shown: name it, do not repeat it
-                msg = f"the cell raised {msg.partition(':')[0]}"
+                msg = f"the cell raised {reply_raised(reply)}"
             raise SessionCellFailed(self.name, code, msg, self.image)
 
     def claim(self):
@@ -443,6 +443,20 @@ class Session:
             if reaper is not None:
                 reaper.release(self.id)
             self.claimed = False
+
+
+def reply_raised(reply: dict) -> str:
+    """The exception a cell's code raised, as its reply names it (`ValueError`), if it did."""
+    name = str(reply.get("msg") or "").partition(":")[0].strip()
+    if name and len(name) <= 80 and all(part.isidentifier() for part in name.split(".")):
+        return name
+    return "an exception"
+
+
+def reply_peak(reply: dict) -> Optional[int]:
+    """The session's largest process so far, in bytes, as its agent reported with REPLY."""
+    rss = reply.get("maxrss")  # from the container: a number, or nothing
+    return rss if isinstance(rss, int) and not isinstance(rss, bool) and rss > 0 else None
 
 
 def _parse_reply(data: bytes) -> dict:

@@ -427,8 +427,11 @@ def test_oom_in_a_spare_cell_is_named_like_a_cold_one(shell, workdir, spares):
         spares.ready()
         with pytest.raises(errors.CellFailed) as info:
             shell.run_cell_magic("docker", line, body)
-        seen.append((info.value.exit_code, info.value.oom, str(info.value)))
+        # the same words but for the container each names
+        said = re.sub(r"^container [0-9a-f]{12} ", "container ID ", str(info.value))
+        seen.append((info.value.exit_code, info.value.oom, said))
     assert spares.used and seen[0] == seen[1] and seen[0][:2] == (137, True)
+    assert seen[0][2].startswith("container ID (dockmagic-base:bookworm) exited with code 137")
 
 
 def test_interrupt_in_a_spare_cell_stops_and_removes_it(shell, workdir, spares, docker_client,
