@@ -17,8 +17,9 @@ own things)::
 
 The decorators stack like IPython's ``magic_arguments``: ``argument`` lines read top-down in the
 order the help shows them. ``group`` places the subcommand under a heading of `%docker --help`
-(see :data:`GROUPS`). Help text is shown as plain text in a ``<pre>`` block, so JupyterLab does
-not turn fragments such as ``data:/data`` into links.
+(see :data:`GROUPS`). Help is kept as one logical line per item and wrapped at spaces with
+hanging indents (:class:`HelpText`: at 88 columns as text, by the browser in a notebook, never
+inside a word); it is HTML text, so JupyterLab does not turn ``data:/data`` into a link.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import argparse
 import difflib
 import html
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence
 
@@ -45,17 +47,80 @@ class HelpShown(Exception):
     """`--help` was shown; the command does nothing else."""
 
 
+#: Help is wrapped at this many columns, at spaces, each item with a hanging indent.
+HELP_WIDTH = 88
+_SYNOPSIS = re.compile(r"^(usage: |%)")
+_TWO_COLUMNS = re.compile(r"^ *\S(?:.*?\S)? {2,}(?=\S)")
+HELP_CSS = ("<style>.dockmagic-help{font-family:var(--jp-code-font-family,monospace);"
+            "font-size:var(--jp-code-font-size,13px);line-height:var(--jp-code-line-height,1.4);"
+            "color:var(--jp-content-font-color1,inherit);margin:0;"
+            "padding-left:var(--jp-code-padding,5px);white-space:pre-wrap;word-break:normal;"
+            "overflow-wrap:anywhere}.dockmagic-help>div{min-height:1lh}"
+            ".dockmagic-help .dmh-w{white-space:nowrap}</style>")
+_UNBREAKABLE = re.compile(r"[^\s]*[-/][^\s]*")
+
+
+def help_layout(line: str):
+    """One logical help line (an item, unwrapped) -> (indent, hanging indent, text).
+
+    A synopsis (``usage: ...``, ``%docker ...``) continues 4 columns in; a two-column item
+    (``  --flag ARG   what it does``) continues under its description; prose under itself."""
+    text = line.lstrip(" ")
+    lead = len(line) - len(text)
+    two = _TWO_COLUMNS.match(line)
+    if _SYNOPSIS.match(text):
+        hang = lead + 4
+    elif two:
+        hang = two.end()
+    else:
+        hang = lead
+    if hang > HELP_WIDTH - 30:  # a very long first column: its text goes on below it
+        hang = lead + 4
+    return lead, hang, text
+
+
+def wrap_help(text: str, width: int = HELP_WIDTH) -> str:
+    """Logical help lines (one per item) wrapped at spaces to WIDTH columns, with hanging
+    indents; a word longer than a line is left whole."""
+    import textwrap
+
+    out = []
+    for line in text.split("\n"):
+        if not line.strip():
+            out.append("")
+            continue
+        lead, hang, body = help_layout(line)
+        out.append(textwrap.fill(body, width, initial_indent=" " * lead,
+                                 subsequent_indent=" " * hang, break_long_words=False,
+                                 break_on_hyphens=False, replace_whitespace=False))
+    return "\n".join(out)
+
+
 class HelpText:
-    """Help as text: plain in a terminal, inside <pre> in a notebook (no auto-linking)."""
+    """Help as text: wrapped at :data:`HELP_WIDTH` in a terminal; in a notebook one block per
+    item that the browser wraps at spaces with the same hanging indent (never inside a word),
+    plain HTML text, so that JupyterLab links nothing (``data:/data``)."""
 
     def __init__(self, text: str):
-        self.text = text.rstrip("\n")
+        self.lines = text.rstrip("\n").split("\n")  # logical lines: one per item
+        self.text = wrap_help("\n".join(self.lines))
 
     def __repr__(self):
         return self.text
 
     def _repr_html_(self):
-        return f"<pre class='dockmagic-help'>{html.escape(self.text)}</pre>"
+        blocks = []
+        for line in self.lines:
+            if not line.strip():
+                blocks.append("<div></div>")
+                continue
+            lead, hang, body = help_layout(line)
+            # a flag or path is one unit: a line never ends after the hyphen of `--no-mount`
+            # or the slash of `/data:/data`
+            words = _UNBREAKABLE.sub(r'<span class="dmh-w">\g<0></span>', html.escape(body))
+            blocks.append(f'<div style="padding-left:{hang}ch;text-indent:{lead - hang}ch">'
+                          f"{words}</div>")
+        return f"{HELP_CSS}<div class='dockmagic-help'>{''.join(blocks)}</div>"
 
 
 def show(text: str):
@@ -103,6 +168,10 @@ class UsageParser(argparse.ArgumentParser):
         if message:
             raise UsageError(message.strip())
         raise HelpShown()
+
+    def _get_formatter(self):
+        # one line per item: HelpText wraps it (text) or the browser does (HTML)
+        return self.formatter_class(prog=self.prog, width=100_000)
 
     def print_help(self, file=None):
         show(self.format_help())
@@ -260,21 +329,22 @@ GPUS.add_argument("choice", nargs="?", metavar="CHOICE",
 
 
 # -- `%docker --help` ---------------------------------------------------------------------------
+# One logical line per item (a backslash-newline continues it): HelpText wraps them.
 CELL_HELP = """\
 %%docker [docker-run flags] [dockmagic flags] IMAGE [INTERPRETER ...]
-  Runs the cell in a new container; its output streams into the cell. The flags are docker
-  run's own, spelled as docker spells them (--gpus, -v, -e, --shm-size, -w, -u, -m, -d, ...).
-  The cell's text reaches INTERPRETER on stdin (default `python3 -u`; bash, `bash -l`, sh,
-  `Rscript /dev/stdin`). The notebook's folder is mounted at the same path and is the working
-  directory; the container runs as your uid:gid; interrupting the kernel stops and removes it.
+  Runs the cell in a new container; its output streams into the cell. The flags are docker \
+run's own, spelled as docker spells them (--gpus, -v, -e, --shm-size, -w, -u, -m, -d, ...). \
+The cell's text reaches INTERPRETER on stdin (default `python3 -u`; bash, `bash -l`, sh, \
+`Rscript /dev/stdin`). The notebook's folder is mounted at the same path and is the working \
+directory; the container runs as your uid:gid; interrupting the kernel stops and removes it.
   Example:  %%docker --gpus all -v /data:/data:ro pytorch/pytorch
 
 dockmagic's own flags (cell form):
 {own}
 
 %%docker @NAME [--in NAMES] [--out NAMES] [--out-pickle NAMES] [--no-raise-error] [INTERPRETER]
-  Runs the cell in session NAME (`%docker session NAME ... IMAGE` starts it): one persistent
-  Python interpreter whose variables and imports stay; another INTERPRETER runs via exec.
+  Runs the cell in session NAME (`%docker session NAME ... IMAGE` starts it): one persistent \
+Python interpreter whose variables and imports stay; another INTERPRETER runs via exec.
 
 %docker SUBCOMMAND ...   (`%docker SUBCOMMAND --help` shows its flags)
 {subcommands}

@@ -196,8 +196,11 @@ def container_rows(entries, inspect: bool = False, everyone: bool = True, snapsh
             from .nvml import query_snapshot
 
             snapshot = query_snapshot()
+    from .kernel import kernel_id
+
     return panelstate.build_state(entries, snapshot, scope="all" if everyone else "dockmagic",
-                                  now=time.time(), inspected=inspected).rows
+                                  now=time.time(), inspected=inspected,
+                                  kernel=kernel_id()).rows
 
 
 def to_container_table(rows, all_states: bool = False, everyone: bool = False) -> Table:
@@ -207,9 +210,10 @@ def to_container_table(rows, all_states: bool = False, everyone: bool = False) -
     hint = "" if all_states else " (`-a` shows stopped ones too)"
     table_rows, tips = [], []
     for r in rows:
-        table_rows.append((r.name, r.image, r.status, panelstate.to_notebook_text(r), r.cell or "",
-                           panelstate.to_gpus_text(r), r.id[:12]))
-        tips.append(("", "", "", r.notebook or "", "", "", r.kernel or ""))
+        table_rows.append((r.name, r.image, r.status, panelstate.to_notebook_text(r),
+                           panelstate.to_cell_text(r), panelstate.to_gpus_text(r), r.id[:12]))
+        where = panelstate.to_where_title(r)
+        tips.append(("", "", "", where, where, "", r.kernel or ""))
     return Table(("NAME", "IMAGE", "STATUS", "NOTEBOOK", "CELL", "GPUS", "ID"), table_rows,
                  empty=f"no {which}{whose}{hint}", titles=tips)
 

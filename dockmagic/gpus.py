@@ -108,9 +108,16 @@ def process_where(proc: GpuProcess) -> str:
         return ""
     text = f"{c.name} ({c.image})"
     if c.managed:
-        nb = (c.notebook or NA).rstrip("/").rsplit("/", 1)[-1]
-        text += f" · {nb} [{c.cell or NA}]"
+        text += f" · {notebook_cell_words(c)}"
     return text
+
+
+def notebook_cell_words(c: ContainerRef) -> str:
+    """``train.ipynb [7]``; with no notebook named, whose kernel the cell number is of
+    (a bare ``[7]`` would read as this notebook's cell 7)."""
+    if c.notebook:
+        return f"{c.notebook.rstrip('/').rsplit('/', 1)[-1]} [{c.cell or NA}]"
+    return f"cell [{c.cell or NA}] of kernel {c.label('dockmagic.kernel') or NA}"
 
 
 def _lost_text(gpu: GpuInfo) -> str:
@@ -213,7 +220,7 @@ def to_text(snap: GpuSnapshot, chosen: Optional[Iterable[int]] = None) -> str:
 #: Colours come from JupyterLab's theme variables (light and dark alike); the fallbacks are
 #: for other front ends. Numbers never wrap; long process text is cut with its whole in a tooltip.
 GPUS_CSS = """<style>
-.dockmagic-gpus{font-size:12px;color:var(--jp-ui-font-color1,#1f2328);
+.dockmagic-gpus{font-size:12px;color:var(--jp-ui-font-color1,#1f2328);container-type:inline-size;
   --dmg-light:var(--jp-success-color1,#1a7f37);--dmg-moderate:var(--jp-warn-color1,#bf8700);
   --dmg-heavy:var(--jp-error-color1,#cf222e);--dmg-track:var(--jp-layout-color3,#d0d7de)}
 .dockmagic-gpus .dmg-cap{color:var(--jp-ui-font-color2,#57606a);margin:0 0 4px}
@@ -244,8 +251,22 @@ GPUS_CSS = """<style>
 .dockmagic-gpus .dmg-na{color:var(--jp-ui-font-color3,#8c959f)}
 .dockmagic-gpus .dmg-sub{margin:8px 0 2px}
 .dockmagic-gpus table.dmg-procs tbody tr td{border-top:1px solid var(--jp-border-color2,#eaeef2)}
-.dockmagic-gpus .dmg-cmd{max-width:26em;overflow:hidden;text-overflow:ellipsis}
-.dockmagic-gpus .dmg-where{max-width:30em;overflow:hidden;text-overflow:ellipsis}
+.dockmagic-gpus .dmg-nobar{visibility:hidden}
+.dockmagic-gpus .dmg-cut{display:inline-block;vertical-align:bottom;overflow:hidden;
+  text-overflow:ellipsis;white-space:nowrap}
+.dockmagic-gpus .dmg-cmd .dmg-cut{max-width:26em}.dockmagic-gpus .dmg-where .dmg-cut{max-width:30em}
+.dockmagic-gpus .dmg-short{display:none}
+/* narrow output areas (a window of 1024 px with the file browser open): shorter bars and
+   headings first, then the model name (on the GPU number's hover), then the power limit and
+   the process text; numbers never wrap and never go */
+@container (max-width:760px){.dockmagic-gpus .dmg-bar{width:40px;margin-right:4px}
+  .dockmagic-gpus .dmg-long{display:none}.dockmagic-gpus .dmg-short{display:inline}
+  .dockmagic-gpus .dmg-cmd .dmg-cut{max-width:12em}.dockmagic-gpus .dmg-where .dmg-cut{max-width:18em}}
+@container (max-width:660px){.dockmagic-gpus .dmg-name{display:none}
+  .dockmagic-gpus table.dmg th,.dockmagic-gpus table.dmg td{padding:3px 5px}}
+@container (max-width:540px){.dockmagic-gpus .dmg-plim{display:none}
+  .dockmagic-gpus .dmg-bar{width:24px}
+  .dockmagic-gpus .dmg-cmd .dmg-cut{max-width:7em}.dockmagic-gpus .dmg-where .dmg-cut{max-width:11em}}
 .dockmagic-gpus .dmg-legend{color:var(--jp-ui-font-color2,#57606a);margin-top:3px;font-size:11px}
 </style>"""
 
@@ -265,8 +286,11 @@ def _reasons(gpu: GpuInfo, *prefixes: str) -> Optional[str]:
 
 
 def html_bar(pct: Optional[float], levels: Tuple[int, int]) -> str:
-    """A small bar coloured by nvitop's thresholds (``dmg-light|moderate|heavy``)."""
-    width = 0.0 if pct is None else max(0.0, min(100.0, pct))
+    """A small bar coloured by nvitop's thresholds (``dmg-light|moderate|heavy``). No reading
+    draws no bar (an empty track would read as 0 %); its place is kept, so columns align."""
+    if pct is None:
+        return '<span class="dmg-bar dmg-nobar"></span>'
+    width = max(0.0, min(100.0, pct))
     return (f'<span class="dmg-bar dmg-{level(pct, levels)}">'
             f'<span style="width:{width:.1f}%"></span></span>')
 
@@ -302,9 +326,10 @@ def _html_processes(snap: GpuSnapshot, chosen: set) -> str:
                 + _td(str(p.pid), "dmg-r")
                 + _td(p.user or NA, "" if p.user else "dmg-na")
                 + f'<td class="dmg-cmd{"" if p.command else " dmg-na"}" '
-                  f'title="{html.escape(cmd)}">{html.escape(cmd)}</td>'
+                  f'title="{html.escape(cmd)}"><span class="dmg-cut">{html.escape(cmd)}</span></td>'
                 + _td(format_bytes(p.used_memory), "dmg-r")
-                + f'<td class="dmg-where" title="{html.escape(where)}">{html.escape(where)}</td>'
+                + f'<td class="dmg-where" title="{html.escape(where)}">'
+                  f'<span class="dmg-cut">{html.escape(where)}</span></td>'
                 + "</tr>")
     if not rows:
         return '<div class="dmg-legend">no GPU processes</div>'
@@ -314,9 +339,26 @@ def _html_processes(snap: GpuSnapshot, chosen: set) -> str:
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
-_HTML_HEAD = (("", "dmg-mark"), ("GPU", "dmg-r"), ("name", ""), (UTIL_NAME, ""),
-              (MEM_UTIL_NAME, "dmg-r"), (MEMORY_NAME + " used / total", ""), ("temp", "dmg-r"),
-              ("power draw / limit", "dmg-r"))
+# (heading, its short form for narrow output, class)
+_HTML_HEAD = (("", "", "dmg-mark"), ("GPU", "GPU", "dmg-r"), ("name", "name", "dmg-name"),
+              (UTIL_NAME, UTIL_NAME, ""), (MEM_UTIL_NAME, MEM_UTIL_NAME, "dmg-r"),
+              (MEMORY_NAME + " used / total", MEMORY_NAME, ""), ("temp", "temp", "dmg-r"),
+              ("power draw / limit", "power", "dmg-r"))
+
+
+def _head_html(text: str, short: str) -> str:
+    if text == short:
+        return html.escape(text)
+    return (f'<span class="dmg-long">{html.escape(text)}</span>'
+            f'<span class="dmg-short">{html.escape(short)}</span>')
+
+
+def _power_html(gpu: GpuInfo) -> str:
+    """``694 / 700 W``; the limit part goes first when the output is narrow (``694 W``)."""
+    if gpu.power_mw is None or gpu.power_limit_mw is None:
+        return _html_value(format_power_pair(gpu.power_mw, gpu.power_limit_mw), "")
+    return (f"{gpu.power_mw / 1000:.0f}<span class=\"dmg-plim\"> / "
+            f"{gpu.power_limit_mw / 1000:.0f}</span> W")
 
 
 def to_html(snap: GpuSnapshot, chosen: Optional[Iterable[int]] = None) -> str:
@@ -334,8 +376,10 @@ def to_html(snap: GpuSnapshot, chosen: Optional[Iterable[int]] = None) -> str:
     titles = {MEM_UTIL_NAME: "memory-controller utilisation: how busy the memory bus was",
               UTIL_NAME: "share of time a kernel ran on the GPU",
               "": "● = chosen for the next %%docker cells"}
-    head = "".join(f'<th class="{c}" title="{html.escape(titles.get(h, ""))}">{html.escape(h)}</th>'
-                   for h, c in _HTML_HEAD)
+    titles[MEMORY_NAME] = "memory used / total"
+    titles["power"] = "power draw / limit"
+    head = "".join(f'<th class="{c}" title="{html.escape(titles.get(h, titles.get(short, "")))}">'
+                   f"{_head_html(h, short)}</th>" for h, short, c in _HTML_HEAD)
     body = []
     width = len(_HTML_HEAD)
     for gpu in snap.gpus:
@@ -355,16 +399,18 @@ def to_html(snap: GpuSnapshot, chosen: Optional[Iterable[int]] = None) -> str:
             f'<tr class="{cls}">'
             + _td(CHOSEN_MARK if mark else "", "dmg-mark",
                   "chosen for the next %%docker cells" if mark else None)
-            + _td(str(gpu.index), "dmg-r dmg-idx", gpu.uuid)
-            + _td(gpu.name or NA, "", _reasons(gpu, "name", "uuid") or gpu.pci_bus_id)
+            + _td(str(gpu.index), "dmg-r dmg-idx",
+                  " · ".join(x for x in (gpu.name, gpu.uuid) if x) or None)
+            + _td(gpu.name or NA, "dmg-name", _reasons(gpu, "name", "uuid") or gpu.pci_bus_id)
             + _td(util, "", _reasons(gpu, "utilization"), markup=True)
             + _td(_html_value(format_percent(gpu.util_mem), ""), "dmg-r",
                   _reasons(gpu, "utilization"), markup=True)
             + _td(memory, "", _reasons(gpu, "memory"), markup=True)
             + _td(_html_temp(gpu.temperature), "dmg-r", _reasons(gpu, "temperature_gpu"),
                   markup=True)
-            + _td(_html_value(format_power_pair(gpu.power_mw, gpu.power_limit_mw), ""), "dmg-r",
-                  _reasons(gpu, "power_usage_mw", "power_limit_mw"), markup=True)
+            + _td(_power_html(gpu), "dmg-r",
+                  _reasons(gpu, "power_usage_mw", "power_limit_mw")
+                  or format_power_pair(gpu.power_mw, gpu.power_limit_mw), markup=True)
             + "</tr>")
     legend = (f'<div class="dmg-legend">{CHOSEN_MARK} chosen for the next %%docker cells</div>'
               if chosen else "")
@@ -629,21 +675,25 @@ def _joined(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _load_text(gpu: GpuInfo) -> str:
-    return (f"GPU {gpu.index} {format_bytes(gpu.free_memory)} free, "
-            f"{format_percent(gpu.util_gpu)} util")
+def _load_lines(gpus: Sequence[GpuInfo], notes: Sequence[str]) -> List[str]:
+    """One short line per GPU, columns aligned: ``GPU 3  139.8 GiB free   12% util``."""
+    cells = [(str(g.index), format_bytes(g.free_memory), format_percent(g.util_gpu))
+             for g in gpus]
+    widths = [max(len(c[i]) for c in cells) for i in range(3)]
+    return [f"GPU {i:>{widths[0]}}  {free:>{widths[1]}} free  {util:>{widths[2]}} util"
+            + (f"  ({note})" if note else "") for (i, free, util), note in zip(cells, notes)]
 
 
 def explain_auto(n: int, snapshot: GpuSnapshot) -> str:
-    """Why ``auto:N`` chose what it chose: the rule, the chosen GPUs' free memory and
-    utilisation, and the best GPU left out (pure; the same order as :func:`choose_gpus`)."""
+    """Why ``auto:N`` chose what it chose: the rule, then one line per chosen GPU (free
+    memory, utilisation) and one for the best GPU left out (pure; the same order as
+    :func:`choose_gpus`). Short lines, one GPU each: a narrow output area wraps none of them."""
     ranked = sorted((g for g in snapshot.gpus if not g.lost and g.uuid), key=_load_key)
     chosen = sorted(ranked[:n], key=lambda g: g.index)
-    text = (f"auto:{n} takes the most free memory, then the lowest utilisation: "
-            + "; ".join(_load_text(g) for g in chosen))
-    if len(ranked) > n:
-        text += f" (next best: {_load_text(ranked[n])})"
-    return text
+    shown = chosen + ranked[n:n + 1]
+    notes = [""] * len(chosen) + ["next best"] * (len(shown) - len(chosen))
+    return "\n".join([f"auto:{n} ranks by free memory, then utilisation:"]
+                     + ["  " + line for line in _load_lines(shown, notes)])
 
 
 def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None,
@@ -651,7 +701,8 @@ def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None
     """What the next ``%%docker`` cells get for a :func:`choose_gpus` value (pure).
 
     UUIDs are shown as indices when ``snapshot`` knows them ("GPUs 3 and 6 (pinned by UUID)").
-    With ``arg`` (what the user typed) an ``auto:N`` choice adds a second line saying why.
+    With ``arg`` (what the user typed) an ``auto:N`` choice adds lines saying why (the rule,
+    then one line per GPU).
     """
     prefix = "next %%docker cells get: "
     if value is None:
@@ -671,7 +722,8 @@ def describe_choice(value: Optional[str], snapshot: Optional[GpuSnapshot] = None
         text += " (pinned by UUID)"
     auto = (arg or "").strip().strip("'\"").strip().lower()
     if auto.startswith("auto:") and auto[5:].strip().isdigit() and by_uuid:
-        text += "\n  why: " + explain_auto(int(auto[5:].strip()), snapshot)
+        why = explain_auto(int(auto[5:].strip()), snapshot).split("\n")
+        text += "\n  why: " + "\n  ".join(why)
     return text
 
 

@@ -108,13 +108,21 @@ CSS = """<style>
 .dm-engine{width:76px}.dm-panel:not(.dm-multi) .dm-engine{display:none}
 .dm-engine-down{color:var(--dm-err);padding:2px 4px;border-bottom:1px solid var(--jp-border-color2,#eaeef2)}
 .dm-engine-h .dm-endpoint{font-family:var(--jp-code-font-family,monospace);font-size:11px}
-/* narrow: the ID goes first, then uptime, CPU, the memory limit and the image; name, state,
-   GPUs, memory, notebook and cell stay */
-@container (max-width:820px){.dm-id{display:none}}
-@container (max-width:640px){.dm-up{display:none}}
-@container (max-width:590px){.dm-cpu{display:none}}
-@container (max-width:540px){.dm-memlim{display:none}.dm-mem{width:64px}}
+/* narrow: uptime goes first, then CPU, the memory limit, the short ID and the image; name,
+   state, GPUs, memory, notebook and cell stay (the ID stays at 1400 px with the file browser
+   open, where the table is about 800 px wide) */
+@container (max-width:900px){.dm-up{display:none}}
+@container (max-width:850px){.dm-cpu{display:none}}
+@container (max-width:700px){.dm-memlim{display:none}.dm-mem{width:64px}}
+@container (max-width:620px){.dm-id{display:none}}
 @container (max-width:470px){.dm-image{display:none}}
+/* a narrow panel keeps its toolbar on one line: tighter scope buttons, prune as its icon
+   (its words on hover); the logs pane's heading breaks only between its parts */
+.dm-panel{container-type:inline-size}
+@container (max-width:660px){.dm-panel .widget-toggle-buttons .widget-toggle-button{padding:0 5px}
+  .dm-panel .jupyter-button.dm-prune{font-size:0;width:32px;padding:0}
+  .dm-panel .jupyter-button.dm-prune i{font-size:12px;margin:0}}
+.dm-part{white-space:nowrap}
 .dm-membar{position:absolute;left:8px;right:6px;bottom:-2px;height:2px;
   background:var(--dm-track);border-radius:1px;overflow:hidden}
 .dm-membar>span{display:block;height:100%;background:var(--dm-mem)}
@@ -156,6 +164,7 @@ CSS = """<style>
 .dm-bar>div{height:100%;border-radius:4px}
 .dm-lv-light{background:var(--dm-ok)}.dm-lv-moderate{background:var(--dm-warn)}
 .dm-lv-heavy{background:var(--dm-err)}.dm-lv-na{background:transparent}
+.dm-bar.dm-nobar{visibility:hidden}
 .dm-v{width:118px;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .dm-spark{display:block;margin:3px 0 1px;width:100%}
 .dm-spark .dm-sp-bg{fill:var(--jp-layout-color2,#f6f8fa)}
@@ -265,8 +274,8 @@ def row_html(row: ContainerRow, note: Optional[str] = None) -> str:
         ("GPUs (--gpus)", _e(cells["GPUS"])),
         ("CPU, % of one core", _e(cells["CPU"])),
         (mem_title, mem),
-        (row.notebook or "", _e(cells["NOTEBOOK"])),
-        ("cell (execution count)", f"[{_e(row.cell)}]" if row.cell else ""),
+        (ps.to_where_title(row), _e(cells["NOTEBOOK"])),
+        (ps.to_where_title(row), f"[{_e(cells['CELL'])}]" if cells["CELL"] else ""),
     )
     body = "".join(f'<span class="dm-c {c}" title="{_e(t)}">{b}</span>'
                    for (c, _, _), (t, b) in zip(_COLUMNS, bodies))
@@ -294,6 +303,13 @@ def _engine_message(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 # Widgets
 # --------------------------------------------------------------------------------------------
+
+SCOPE_TIPS = {
+    "notebook": "the containers this notebook (this kernel) started",
+    "dockmagic": "every container dockmagic started, from any kernel; another kernel's that "
+                 "named no notebook shows as 'other kernel'",
+    "all": "every container on the engine, dockmagic's or not",
+}
 
 # action -> (icon, tooltip, what the row says while it runs, what the notice says after)
 ACTIONS = {
@@ -461,6 +477,7 @@ class Panel(W.VBox):
 
         self.scope_w = W.ToggleButtons(
             options=[(ps.SCOPE_NAMES[s], s) for s in ps.SCOPES], value=self.scope,
+            tooltips=[SCOPE_TIPS[s] for s in ps.SCOPES],
             style={"button_width": "auto"}, layout=W.Layout(width="auto"))
         self.scope_w.observe(self._on_scope, names="value")
         values = [v for _, v in INTERVALS]
@@ -479,6 +496,7 @@ class Panel(W.VBox):
         self.prune_w = W.Button(description="prune stopped", icon="trash", disabled=True,
                                 tooltip="remove dockmagic's stopped containers shown here",
                                 layout=W.Layout(width="auto"))
+        self.prune_w.add_class("dm-prune")
         self.prune_w.on_click(lambda _b: self._on_prune())
         self.status_w = W.HTML()
         title = W.HTML(CSS + '<span class="dm-title">dockmagic</span>')
@@ -866,9 +884,11 @@ class Panel(W.VBox):
                 previous.box.remove_class("dm-logs-open")
             self._logs_id, self._logs_shown = row.key, text
             self.logs_title.value = (
-                f'<b>logs of {_e(row.name)}{_e(_on(row))}</b> <span class="dm-muted">last '
-                f'{LOG_LINES} lines, newest at the bottom · <span class="dm-live">●</span> '
-                f"following (every {self.interval:g} s)</span>")
+                f'<b class="dm-part">logs of {_e(row.name)}{_e(_on(row))}</b> '
+                f'<span class="dm-muted"><span class="dm-part">last {LOG_LINES} lines,</span> '
+                f'<span class="dm-part">newest at the bottom</span> · '
+                f'<span class="dm-part"><span class="dm-live">●</span> following (every '
+                f"{self.interval:g} s)</span></span>")
             self.logs_body.value = logs_html(text)
             view = self._rows.get(row.key)
             if view is not None:
@@ -944,8 +964,30 @@ class Panel(W.VBox):
         threading.Thread(target=run, name="dockmagic-panel-action", daemon=True).start()
 
     # -- closing ---------------------------------------------------------------------------
+    def hand_over(self, where: str) -> None:
+        """The panel is shown again (``%docker panel`` in a later cell): stop this one (no
+        second refresher) and leave one dim line saying where the live one is now, instead
+        of an empty output. Its history stays with the kernel (the new panel draws it)."""
+        if getattr(self, "_closed", True):
+            return
+        note = W.HTML(f'<div class="dm-moved" style="color:var(--jp-ui-font-color2,#57606a);'
+                      f'font-size:12px;padding:2px 0">dockmagic: this panel moved to {_e(where)}'
+                      "</div>")
+        self._moved_w = note
+        self._shutdown(replace_with=note)
+
     def close(self) -> None:
         """Stop the refresher and the workers, and close the panel's widgets. Idempotent."""
+        self._shutdown()
+        note = getattr(self, "_moved_w", None)
+        if note is not None:
+            note.close()
+        _live.discard(self)
+        super().close()
+
+    def _shutdown(self, replace_with=None) -> None:
+        """Stop the threads and close every widget of the panel but the panel itself (and,
+        when the panel stays shown with ``replace_with`` as its one child, its layout)."""
         if not getattr(self, "_closed", True):
             self._closed = True
             self._stop.set()
@@ -961,16 +1003,20 @@ class Panel(W.VBox):
                 owned += [*self.gpus_w.widgets(), *_descendants(self),
                           *_descendants(self.logs_w), self.logs_w, self._btn_layout,
                           self._btn_style, self._row_layout, self._cell_layout,
-                          self._card_layout,
-                          self._html_style, self.layout]
+                          self._card_layout, self._html_style]
+                if replace_with is None:
+                    owned.append(self.layout)
+                else:  # first: the view never shows a closed widget
+                    with self.hold_sync():
+                        self.children = (replace_with,)
+                        self.remove_class("dm-panel")
+                        self.add_class("dm-panel-moved")
                 self._rows = {}
                 for w in owned:
                     for part in (getattr(w, "layout", None), getattr(w, "style", None)):
-                        if isinstance(part, W.Widget):
+                        if isinstance(part, W.Widget) and part is not self.layout:
                             part.close()
                     w.close()
-            _live.discard(self)
-        super().close()
 
 
 def _on(row: ContainerRow) -> str:
@@ -993,8 +1039,8 @@ def _descendants(box) -> list:
 
 def show_panel(magics=None, args: Sequence[str] = ()) -> Panel:
     """``%docker panel [--scope notebook|dockmagic|all] [--interval SECONDS]``: a new panel
-    (the cell's result displays it); an earlier panel of the same ``magics`` is closed, so
-    re-running the cell leaves no refresher behind."""
+    (the cell's result displays it); an earlier panel of the same ``magics`` is stopped, so
+    re-running the cell leaves no refresher behind, and its output says where the panel went."""
     from IPython.core.error import UsageError
 
     options = {"--scope": "dockmagic", "--interval": str(DEFAULT_INTERVAL)}
@@ -1016,8 +1062,9 @@ def show_panel(magics=None, args: Sequence[str] = ()) -> Panel:
     notebook = None
     if magics is not None:
         previous = _by_owner.pop(magics, None)
-        if previous is not None:
-            previous.close()
+        if previous is not None:  # its output says where the live panel went
+            number = magics.cell_number() if hasattr(magics, "cell_number") else None
+            previous.hand_over(f"cell [{number}]" if number is not None else "a later cell")
         notebook = magics._notebook()
     panel = Panel(scope=options["--scope"], interval=interval, notebook=notebook,
                   default_engine=getattr(getattr(magics, "config_", None), "engine", None))

@@ -87,7 +87,9 @@ def sparkline_svg(samples: Sequence[Tuple[float, Optional[float], Optional[float
 
 
 def _bar(pct: Optional[float], levels: Tuple[int, int]) -> str:
-    width = 0.0 if pct is None else max(0.0, min(100.0, pct))
+    if pct is None:  # no reading: no bar (an empty track reads as 0 %), its place kept
+        return '<div class="dm-bar dm-nobar"></div>'
+    width = max(0.0, min(100.0, pct))
     return (f'<div class="dm-bar"><div class="dm-lv-{gpus.level(pct, levels)}" '
             f'style="width:{width:.1f}%"></div></div>')
 
@@ -98,8 +100,7 @@ def _process_html(proc) -> str:
     if c is not None:
         where = f" · <b>{_e(c.name)}</b>"
         if c.managed and (c.notebook or c.cell):
-            nb = (c.notebook or "").rsplit("/", 1)[-1]
-            where += f' <span class="dm-muted">{_e(nb)} [{_e(c.cell or "?")}]</span>'
+            where += f' <span class="dm-muted">{_e(gpus.notebook_cell_words(c))}</span>'
     who = ""
     if proc.user or proc.command:
         who = f' <span class="dm-muted">{_e(proc.user or NA)} {_e(proc.command or NA)}</span>'

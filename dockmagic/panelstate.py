@@ -36,7 +36,7 @@ __all__ = [
     "ids_to_inspect", "with_precpu", "to_gpu_assignment", "to_duration", "to_text",
     "container_name",
     "COLUMNS", "to_cells", "to_state_text", "to_cpu_text", "to_mem_text", "to_gpus_text",
-    "to_notebook_text", "to_gpu_header",
+    "to_notebook_text", "to_cell_text", "to_where_title", "OTHER_KERNEL", "to_gpu_header",
     "LOCAL", "row_key", "EngineReading", "EngineGroup", "build_group", "to_engine_status",
     "to_gpu_counts", "to_engine_heading", "to_engine_problem",
 ]
@@ -190,6 +190,7 @@ class ContainerRow:
     kind: Optional[str] = None
     kernel: Optional[str] = None  # host:pid:start of the kernel that made it
     engine: str = LOCAL  # the engine it runs on (`%docker engines`)
+    this_kernel: bool = False  # made by the kernel the panel (or `%docker ps`) runs in
 
     @property
     def key(self) -> str:
@@ -209,6 +210,13 @@ class ContainerRow:
         """A warm container dockmagic keeps for the next identical cell (``dockmagic.kind=spare``,
         see :mod:`dockmagic.spare`), not a job of the user's."""
         return self.kind == SPARE_KIND
+
+    @property
+    def cell_known(self) -> bool:
+        """Whether its cell number can send a reader to a cell: the notebook is named, or it is
+        this kernel's own. A bare ``[5]`` of another kernel whose notebook is unknown reads
+        as this notebook's cell 5, which it is not."""
+        return bool(self.cell) and (bool(self.notebook) or self.this_kernel)
 
     @property
     def short_id(self) -> str:
@@ -374,7 +382,7 @@ def container_name(entry: Mapping) -> str:
 
 def _row(entry: Mapping, now: float, inspected: Optional[Inspected],
          stats: Optional[Mapping], snapshot: Optional[GpuSnapshot],
-         engine: str = LOCAL) -> ContainerRow:
+         engine: str = LOCAL, kernel: Optional[str] = None) -> ContainerRow:
     # read the labels dict directly: this runs for every container on every tick
     labels = entry.get("Labels") or {}
     managed = _managed(labels)
@@ -399,6 +407,7 @@ def _row(entry: Mapping, now: float, inspected: Optional[Inspected],
         kind=labels.get("dockmagic.kind") if managed else None,
         kernel=labels.get(KERNEL_LABEL) if managed else None,
         engine=engine,
+        this_kernel=bool(managed and kernel and labels.get(KERNEL_LABEL) == kernel),
     )
 
 
@@ -428,7 +437,8 @@ def build_state(containers: Optional[Sequence[Mapping]], snapshot: Optional[GpuS
     stats = stats or {}
     inspected = inspected or {}
     snap = snapshot if snapshot is not None else GpuSnapshot(time=now, error="no GPU reading yet")
-    rows = [_row(e, now, inspected.get(e.get("Id", "")), stats.get(e.get("Id", "")), snap)
+    rows = [_row(e, now, inspected.get(e.get("Id", "")), stats.get(e.get("Id", "")), snap,
+                 kernel=kernel)
             for e in containers if _in_scope(e.get("Labels") or {}, scope, notebook, kernel)]
     history = history or {}
     local = EngineReading(LOCAL, local_endpoint, tuple(containers), now, engine_error,
@@ -440,7 +450,7 @@ def build_state(containers: Optional[Sequence[Mapping]], snapshot: Optional[GpuS
                 continue
             key = row_key(reading.name, e.get("Id", ""))
             rows.append(_row(e, now, inspected.get(key), stats.get(key), snap_there,
-                             reading.name))
+                             reading.name, kernel))
     rows.sort(key=lambda r: (-r.created, r.name, r.engine))
     running: Dict[str, int] = {}
     for r in rows:
@@ -600,9 +610,37 @@ def to_gpus_text(row: ContainerRow) -> str:
     return "…" if row.gpus is None else (row.gpus or "-")
 
 
+#: The notebook column of a dockmagic container another kernel made without naming its notebook.
+OTHER_KERNEL = "other kernel"
+
+
 def to_notebook_text(row: ContainerRow) -> str:
-    """The notebook's file name (the label holds the path), or "" for others' containers."""
-    return (row.notebook or "").rstrip("/").rsplit("/", 1)[-1]
+    """The notebook's file name (the label holds the path); "other kernel" for dockmagic's
+    container of another kernel that did not name its notebook; "" for others' containers."""
+    if row.notebook:
+        return row.notebook.rstrip("/").rsplit("/", 1)[-1]
+    return OTHER_KERNEL if row.managed and not row.this_kernel else ""
+
+
+def to_cell_text(row: ContainerRow) -> str:
+    """The cell number when it can send a reader to a cell (:attr:`ContainerRow.cell_known`),
+    else "": another kernel's bare number would read as this notebook's cell."""
+    return row.cell if row.cell_known else ""
+
+
+def to_where_title(row: ContainerRow) -> str:
+    """The hover text of the notebook and cell columns: which notebook and cell, or for another
+    kernel's container with no notebook, which kernel and its cell."""
+    if not row.managed:
+        return ""
+    if row.notebook:
+        return f"{row.notebook}" + (f", cell [{row.cell}]" if row.cell else "")
+    if row.this_kernel:
+        return "this kernel (its notebook is not known)" + (
+            f", cell [{row.cell}]" if row.cell else "")
+    cell = f" in its cell [{row.cell}]" if row.cell else ""
+    return (f"made by another kernel ({row.kernel or 'unknown'}){cell}; "
+            "that kernel did not name its notebook")
 
 
 COLUMNS = ("NAME", "IMAGE", "STATE", "UPTIME", "GPUS", "CPU", "MEM", "NOTEBOOK", "CELL")
@@ -611,8 +649,7 @@ COLUMNS = ("NAME", "IMAGE", "STATE", "UPTIME", "GPUS", "CPU", "MEM", "NOTEBOOK",
 def to_cells(row: ContainerRow) -> Tuple[str, ...]:
     """One row's cells, in :data:`COLUMNS` order, as text."""
     return (row.name, row.image, to_state_text(row), to_duration(row.uptime), to_gpus_text(row),
-            to_cpu_text(row), to_mem_text(row), to_notebook_text(row) if row.managed else "",
-            row.cell or "")
+            to_cpu_text(row), to_mem_text(row), to_notebook_text(row), to_cell_text(row))
 
 
 def to_text(state: PanelState, gpus: bool = True) -> str:

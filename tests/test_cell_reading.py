@@ -488,7 +488,10 @@ def test_help_is_generated_from_the_registry_and_shown_as_pre_text(shell):
     for name in cli.load():
         assert re.search(rf"^  {name} ", text, re.M), name
     assert "panel" in cli.REGISTRY and "session" in cli.REGISTRY
-    assert page.startswith("<pre") and "-v /data:/data:ro" in page  # Lab links no <pre> text
+    # HTML text (Lab links nothing), a path kept whole on its line
+    assert "dockmagic-help" in page and "<a " not in page and "<pre" not in page
+    assert '<span class="dmh-w">-v</span> <span class="dmh-w">/data:/data:ro</span>' in page
+    assert max(len(line) for line in text.splitlines()) <= cli.HELP_WIDTH
     with capture_output() as cap:
         assert shell.run_line_magic("docker", "logs --help") is None
     assert "--tail N" in cap.outputs[0].data["text/plain"]

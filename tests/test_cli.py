@@ -77,9 +77,34 @@ def test_session_cell_mistakes():
         cli.parse_session_cell("@ --in x")
 
 
-def test_help_text_is_pre_html_with_nothing_to_auto_link():
-    page = cli.HelpText("-v /data:/data <b>")._repr_html_()
-    assert page == "<pre class='dockmagic-help'>-v /data:/data &lt;b&gt;</pre>"
+def test_help_html_is_text_blocks_with_hanging_indents_and_nothing_to_auto_link():
+    page = cli.HelpText("usage: x -v /data:/data <b>\n\n  --flag ARG   what it does")
+    html = page._repr_html_()
+    assert "<pre" not in html and "<a" not in html and "&lt;b&gt;" in html
+    # each item a block; a two-column item continues under its description, a synopsis 4 in
+    w = '<span class="dmh-w">{}</span>'.format  # a flag or path never breaks inside
+    assert ('<div style="padding-left:4ch;text-indent:-4ch">usage: x '
+            f'{w("-v")} {w("/data:/data")}') in html
+    assert ('<div style="padding-left:15ch;text-indent:-13ch">'
+            f'{w("--flag")} ARG   what it does') in html
+    css = html[:html.index("</style>")]
+    assert "word-break:normal" in css and "white-space:pre-wrap" in css
+
+
+def test_generated_help_wraps_at_88_columns_at_spaces_with_hanging_indents():
+    """`%docker --help` and every subcommand's: no line over 88 columns (some were ~200),
+    no word cut, and a wrapped item continues at its hanging indent."""
+    texts = [cli.format_help(), cli.GPUS.format_help(), cli.SESSION_CELL.format_help()]
+    texts += [sub.parser.format_help() for sub in cli.load().values()]
+    for logical in texts:
+        shown = cli.HelpText(logical).text
+        assert max(len(line) for line in shown.splitlines()) <= cli.HELP_WIDTH, shown
+        assert shown.split() == logical.split()  # the same words, none cut or lost
+    shown = cli.HelpText(cli.format_help()).text
+    engine = shown[shown.index("  --engine NAME"):].splitlines()
+    column = engine[0].index("run on an engine")
+    assert engine[1].startswith(" " * column + "is synced") or \
+        engine[1].startswith(" " * column + "synced"), engine[:2]
 
 
 @pytest.mark.parametrize("flag,hint", [

@@ -5,6 +5,7 @@ The 8-GPU fixture is synthetic (see its "synthetic" note): built so that the lea
 """
 import json
 import os
+import re
 import subprocess
 import uuid
 
@@ -139,18 +140,30 @@ def test_auto_choice_says_which_gpus_and_why():
     """auto:2 names GPUs 3 and 6, the rule, each one's free memory and utilisation, and the
     best GPU it left out (GPU 5: more free memory than 6? no: as much, but busier)."""
     value = choose_gpus("auto:2", MIXED)
-    first, why = describe_choice(value, MIXED, "auto:2").splitlines()
-    assert first == "next %%docker cells get: GPUs 3 and 6 (pinned by UUID)"
+    lines = describe_choice(value, MIXED, "auto:2").splitlines()
+    assert lines[0] == "next %%docker cells get: GPUs 3 and 6 (pinned by UUID)"
+    assert lines[1] == "  why: auto:2 ranks by free memory, then utilisation:"
     g = {x.index: x for x in MIXED.gpus}
-    assert why.startswith("  why: auto:2 takes the most free memory, then the lowest utilisation")
-    for i in (3, 6):
-        assert f"GPU {i} {format_bytes(g[i].free_memory)} free, {g[i].util_gpu}% util" in why
     runner_up = sorted((x for x in MIXED.gpus if not x.lost), key=lambda x: (
         -(x.free_memory or -1), x.util_gpu, x.index))[2]
-    assert why.endswith(f"(next best: GPU {runner_up.index} "
-                        f"{format_bytes(runner_up.free_memory)} free, {runner_up.util_gpu}% util)")
+    # one GPU a line, its columns aligned; the best left out last, and said so
+    want = [(3, ""), (6, ""), (runner_up.index, "  (next best)")]
+    for line, (i, note) in zip(lines[2:], want):
+        assert re.fullmatch(rf"    GPU {i}  {re.escape(format_bytes(g[i].free_memory))} free"
+                            rf" +{g[i].util_gpu}% util{re.escape(note)}", line), line
+    assert len({line.index("free") for line in lines[2:]}) == 1
+    assert len(lines) == 5
+
+
+def test_auto_choice_lines_are_short_enough_not_to_wrap():
+    """A narrow notebook (1024 px with the file browser open) fits ~60 columns of plain text,
+    which JupyterLab breaks anywhere, inside words too: every line of the choice stays under
+    it (one long `why:` line was cut as `139.8 GiB f|ree`)."""
+    for n in (1, 2, 3):
+        said = describe_choice(choose_gpus(f"auto:{n}", MIXED), MIXED, f"auto:{n}")
+        assert max(len(line) for line in said.splitlines()) <= 58, said
     # the plain describe (no argument typed) does not invent a reason
-    assert "\n" not in describe_choice(value, MIXED)
+    assert "\n" not in describe_choice(choose_gpus("auto:2", MIXED), MIXED)
 
 
 @pytest.mark.parametrize("value, want", [
@@ -239,7 +252,8 @@ def test_readings_are_named_apart_and_coloured_by_nvitop_thresholds():
     import re
     from dockmagic.gpus import MEM_UTIL_NAME, MEMORY_NAME, UTIL_NAME, level, to_html
     page = to_html(MIXED)
-    heads = re.findall(r"<th[^>]*>([^<]*)</th>", page)
+    heads = [re.sub(r'<span class="dmg-short">.*?</span>|<[^>]+>', "", h)
+             for h in re.findall(r"<th[^>]*>(.*?)</th>", page)]
     assert {UTIL_NAME, MEM_UTIL_NAME, MEMORY_NAME + " used / total"} <= set(heads)
     assert "mem" not in heads and "Util GPU / mem" not in heads
     assert [level(v, (10, 75)) for v in (None, 0, 9, 10, 74, 75, 100)] == [
@@ -250,9 +264,28 @@ def test_readings_are_named_apart_and_coloured_by_nvitop_thresholds():
     assert 'dmg-bar dmg-heavy"><span style="width:100.0%' in rows[0]   # GPU util 100%
     assert rows[1].count("dmg-bar dmg-heavy") == 1                      # memory 84% used
     assert 'dmg-bar dmg-moderate"><span style="width:12.0%' in rows[3]  # GPU util 12%
-    assert "dmg-bar dmg-na" in rows[2]                                  # memory Not Supported
     # numbers never wrap; long process text is cut with its whole on hover
     assert "white-space:nowrap" in page and "text-overflow:ellipsis" in page
+
+
+def test_an_unreadable_value_draws_no_bar():
+    """GPU 2's memory is Not Supported: N/A with no bar (an empty grey track read as 0 %),
+    in %gpus and on the panel's card; a reading of 0 % still draws its (empty) track."""
+    from dockmagic.gpus import to_html
+    from dockmagic.panelgpus import card_html
+    from dockmagic.panelstate import GpuCard
+
+    page = to_html(MIXED)
+    row = re.search(r'<tr class="dmg-gpu"><td class="dmg-mark"></td>'
+                    r'<td class="dmg-r dmg-idx"[^>]*>2</td>.*?</tr>', page).group(0)
+    memory = re.findall(r"<td[^>]*>(.*?)</td>", row)[5]
+    assert "N/A" in memory and "dmg-nobar" in memory and "style=" not in memory
+    assert ".dmg-nobar{visibility:hidden}" in page
+    util = re.findall(r"<td[^>]*>(.*?)</td>", row)[3]     # GPU 2's util is a real 0 %
+    assert 'dmg-bar dmg-light"><span style="width:0.0%' in util
+    gpu2 = next(g for g in MIXED.gpus if g.index == 2)
+    card = card_html(GpuCard(gpu2), 0.0)
+    assert card.count('class="dm-bar dm-nobar"') == 1 and card.count('class="dm-bar"') == 1
 
 
 def test_no_driver_and_chosen_marks_in_html():

@@ -6,6 +6,7 @@ Without a GPU here, the recorded H200 / 8-GPU readings stand in for NVML's answe
 """
 import json
 import os
+import re
 
 import pytest
 from IPython.core.error import UsageError
@@ -87,8 +88,8 @@ def test_auto_2_pins_the_least_loaded_pair_on_the_next_cells_container(
     shell.run_line_magic("gpus", "auto:2")
     said = capsys.readouterr().out
     assert said.startswith("next %%docker cells get: GPUs 3 and 6 (pinned by UUID)\n  why: "
-                           "auto:2 takes the most free memory, then the lowest utilisation")
-    assert "(next best: GPU 5" in said
+                           "auto:2 ranks by free memory, then utilisation:\n    GPU 3  ")
+    assert re.search(r"^    GPU 5 .* \(next best\)$", said, re.M)
     magics = shell.magics_manager.registry["DockerMagics"]
     plan = magics.plan(f"-l test.case=gpus-auto {BASE_IMAGE}")
     engine = magics.engine

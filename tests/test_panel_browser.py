@@ -4,8 +4,10 @@ driven by Playwright, notebooks run with Run All as a person would.
 Covers: the demo notebook's job stopped with its row's button; the panel's cell column equal
 to the cell's prompt number; the logs pane under its row following new output; the panel and
 `%gpus` (GPU readings from the recorded 8-GPU fixture) in the dark theme with no hard-coded
-light background; the panel at 1024 px with the file browser open; an interrupted `%%docker`
-cell; a failing `%%docker` cell. Screenshots (light and dark, panel and `%gpus`) go to
+light background; the panel at 1024 px with the file browser open (with `%gpus` fitting the
+output area, and `%docker --help` and `%gpus auto:2` breaking no word, measured per character);
+the short ID at the width a 1400 px window gives; a panel shown again leaving a line saying
+where it went; an interrupted `%%docker` cell; a failing `%%docker` cell. Screenshots (light and dark, panel and `%gpus`) go to
 artifacts/; with DOCKMAGIC_UPDATE_DOCS_IMG=1 they are also written to docs/img/ for the README.
 
 Needs what scripts/setup.sh installs (Debian `chromium`, jupyterlab and playwright from the test
@@ -368,12 +370,13 @@ VIEW_CELLS = [
     "lifecycle.inspect_container(job['Id'])['State']['Pid']\n"
     "record['time'] = time.time()\n"
     "nvml.query_record = lambda: dict(record, time=time.time())  # NVML's one read, recorded\n"
-    "panel = dockmagic.Panel(scope='notebook')\n"
-    "panel",
+    "%docker panel --scope notebook",
     "%gpus auto:2",
     "%gpus",
+    "%docker --help",
+    "%docker panel --scope notebook",  # shown again: the first one's output says where it went
 ]
-VIEW_GPUS_CELL = 5  # %gpus; the cell before it is %gpus auto:2
+VIEW_PANEL_FIRST, VIEW_GPUS_CELL, VIEW_HELP_CELL = 3, 5, 6  # the cell before %gpus: auto:2
 
 
 @pytest.fixture
@@ -449,12 +452,25 @@ def test_logs_pane_opens_under_its_row_and_follows_new_output(view_page):
     close.click()
     expect(pane).to_be_hidden(timeout=10_000)
 
-    # wide enough for the ID column: its short ID copies the full one (127.0.0.1 is a secure
-    # context, so the page may write the clipboard)
-    page.set_viewport_size({"width": 1700, "height": 900})
+    # an ordinary window (1400 px, the file browser open) shows the short ID, which copies the
+    # full one (127.0.0.1 is a secure context, so the page may write the clipboard); uptime
+    # and CPU went first; a cut image name is whole on hover
+    page.set_viewport_size({"width": 1400, "height": 900})
+    open_file_browser(page)
+    # the table as wide as a person saw it there (about 800 px: Lab's side panels vary)
+    table = row.locator(".dm-cellbox")
+    width = table.evaluate("el => el.getBoundingClientRect().width")
+    page.set_viewport_size({"width": int(1400 - (width - 800)), "height": 900})
+    time.sleep(0.5)
+    width = table.evaluate("el => el.getBoundingClientRect().width")
+    assert 780 <= width <= 820, width
     copy = row.locator(".dm-id .dm-copy")
     expect(copy).to_be_visible(timeout=10_000)
     expect(copy).to_have_text(f"{job.id[:12]} ⧉")
+    assert copy.evaluate("el => el.closest('.dm-id').scrollWidth <= "
+                         "el.closest('.dm-id').clientWidth + 1"), "the short ID is cut"
+    assert not row.locator(".dm-up").is_visible() and not row.locator(".dm-cpu").is_visible()
+    assert row.locator(".dm-image").get_attribute("title") == BASE_IMAGE
     page.evaluate("navigator.clipboard.writeText('')")
     copy.click()  # (the next refresh may redraw the row, and its "copied" note with it)
     deadline = time.monotonic() + 10
@@ -524,6 +540,11 @@ def test_panel_and_gpus_in_light_and_dark_theme(view_page):
         expect(said).to_contain_text("GPUs 3 and 6 (pinned by UUID)")
         expect(said).to_contain_text("why: auto:2")
         assert gpus.locator("tr.dmg-gpu.dmg-chosen td.dmg-idx").all_inner_texts() == ["3", "6"]
+        # GPU 2's memory is N/A: no bar is drawn (an empty track read as 0 %)
+        gpu2 = gpus.locator("tr.dmg-gpu").nth(2)
+        expect(gpu2).to_contain_text("N/A")
+        assert gpu2.locator(".dmg-bar").nth(1).evaluate(
+            "el => getComputedStyle(el).visibility") == "hidden"
         # GPU 0's process: the demo job, joined through /proc and the engine
         expect(gpus.locator("table.dmg-procs")).to_contain_text(job.name)
         time.sleep(8)  # a few more refreshes: the sparklines have some points
@@ -545,15 +566,58 @@ def test_panel_and_gpus_in_light_and_dark_theme(view_page):
             set_theme(page, LIGHT)  # the setting outlives the page
 
 
-def test_panel_at_1024px_with_the_file_browser_open(view_page):
-    """Narrow: uptime and CPU go first; memory, notebook and cell stay whole."""
+def open_file_browser(page):
     from playwright.sync_api import expect
 
-    page, job = view_page(width=1024, height=800)
     browser_panel = page.locator("#filebrowser")
     if not browser_panel.is_visible():
         page.locator('.jp-SideBar [data-id="filebrowser"]').click()
     expect(browser_panel).to_be_visible()
+    time.sleep(0.3)  # Lab lays out again
+
+
+# Where the rendered text of an element goes on to a new line inside a word: per character
+# (JS ranges), a character on a lower line box than the one before it within the same block,
+# neither of them a space. Returns the text around each such break, "|" marking it.
+_WORD_BREAKS_JS = """(root) => {
+  const blockOf = (n) => { let e = n.parentElement;
+    while (e && e !== root && getComputedStyle(e).display.startsWith('inline')) e = e.parentElement;
+    return e; };
+  const found = [], range = document.createRange();
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  let prev = null;
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const block = blockOf(node);
+    if (prev && prev.block !== block) prev = null;
+    const text = node.data;
+    for (let i = 0; i < text.length; i++) {
+      const ch = text[i];
+      if (ch === '\\n') { prev = null; continue; }
+      range.setStart(node, i); range.setEnd(node, i + 1);
+      const r = range.getClientRects()[0];
+      if (!r) continue;
+      if (prev && r.top >= prev.bottom - 2 && /\\S/.test(ch) && /\\S/.test(prev.ch))
+        found.push((prev.text.slice(-12) + '|' + text.slice(i, i + 12)).replace(/\\n/g, ' '));
+      prev = {ch, bottom: r.bottom, block, text: text.slice(0, i + 1)};
+    }
+  }
+  return found;
+}"""
+
+
+def word_breaks(locator):
+    return locator.evaluate(_WORD_BREAKS_JS)
+
+
+def test_panel_at_1024px_with_the_file_browser_open(view_page):
+    """Narrow: uptime and CPU go first; memory, notebook and cell stay whole; the toolbar
+    stays on one line and the logs heading breaks only between its parts. `%gpus` fits the
+    output area with its numbers whole; `%docker --help` and `%gpus auto:2`'s reasons break
+    no word; the panel shown again leaves a line saying where it went."""
+    from playwright.sync_api import expect
+
+    page, job = view_page(width=1024, height=800)
+    open_file_browser(page)
     row = job_row(page, job)
     # memory needs a stats sample (every few seconds)
     expect(row.locator(".dm-mem")).to_contain_text("iB", timeout=30_000)
@@ -570,8 +634,68 @@ def test_panel_at_1024px_with_the_file_browser_open(view_page):
     # what went first
     hidden = {cls: not row.locator(f".{cls}").is_visible() for cls in ("dm-up", "dm-cpu")}
     assert all(hidden.values()), hidden
+    # the toolbar on one line: the prune button beside the title, not under it
+    panel = page.locator(".dm-panel")
+    tops = panel.evaluate("el => [el.querySelector('.dm-title'), el.querySelector('.dm-prune')]"
+                          ".map(e => e.getBoundingClientRect()).map(r => [r.top, r.bottom])")
+    assert tops[1][0] < tops[0][1], f"prune stopped went to a second line: {tops}"
+    # the scope buttons say what each scope holds
+    titles = panel.locator(".widget-toggle-buttons button").evaluate_all(
+        "els => els.map(e => e.title)")
+    assert len(titles) == 3 and all(len(t) > 20 for t in titles), titles
+    # the logs pane's heading breaks between its parts, never inside "(every 2 s)"
+    row.locator("button.dm-act-logs").click()
+    title = page.locator(".dm-logs .dm-part", has_text="following")
+    expect(title).to_be_visible(timeout=15_000)
+    lines = title.evaluate("el => { const r = document.createRange(); r.selectNodeContents(el);"
+                           " return new Set([...r.getClientRects()].map(x => Math.round(x.top)))"
+                           ".size; }")
+    assert lines == 1, title.inner_text()
     page.mouse.move(0, 0)
     shot(page.locator(".dm-panel"), "panel-1024.png")
+    page.locator(".dm-logs button", has_text="close").click()
+
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    # %gpus fits the output area: no horizontal scrolling, nothing cut, numbers on one line
+    gpus = page.locator(".dockmagic-gpus").last
+    area = cells.nth(VIEW_GPUS_CELL).locator(".jp-OutputArea-output").last
+    assert area.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), \
+        area.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    cut = gpus.evaluate("""el => { const box = el.getBoundingClientRect(); const out = [];
+        for (const td of el.querySelectorAll('table.dmg td')) {
+          if (getComputedStyle(td).display === 'none') continue;
+          const r = td.getBoundingClientRect();
+          if (r.right > box.right + 1 || td.scrollWidth > td.clientWidth + 1
+              || r.height > 2 * parseFloat(getComputedStyle(td).lineHeight) + 8)
+            out.push(td.textContent); }
+        return out; }""")
+    assert cut == [], cut
+    for text in ("117.9 / 140.4 GiB", "694"):
+        expect(gpus.locator("table.dmg").first).to_contain_text(text)
+    # no word of the help nor of auto:2's reasons goes on to a new line
+    help_block = cells.nth(VIEW_HELP_CELL).locator(".dockmagic-help")
+    expect(help_block).to_contain_text("--out-pickle NAMES")
+    assert word_breaks(help_block) == []
+    said = cells.nth(VIEW_GPUS_CELL - 1).locator(".jp-OutputArea-output pre").first
+    expect(said).to_contain_text("why: auto:2")
+    assert word_breaks(said) == []
+    # the help's text starts where other output's text does (no extra indent)
+    lefts = [loc.evaluate("el => { const r = document.createRange();"
+                          " const t = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);"
+                          " let n = t.nextNode(); while (n && !n.data.trim()) n = t.nextNode();"
+                          " r.setStart(n, n.data.length - n.data.trimStart().length);"
+                          " r.setEnd(n, n.data.length - n.data.trimStart().length + 1);"
+                          " return r.getClientRects()[0].left; }")
+             for loc in (said, help_block)]
+    assert abs(lefts[0] - lefts[1]) <= 4, lefts  # was 2em (~26 px) further in
+    shot_cells(page, VIEW_GPUS_CELL - 1, VIEW_GPUS_CELL, "gpus-1024.png")
+    shot(help_block, "help-1024.png")
+    # shown again: the first panel's output says where the live one is; one panel is live
+    expect(page.locator(".dm-panel")).to_have_count(1)
+    again = cells.nth(len(VIEW_CELLS) - 1).locator(".jp-InputPrompt").inner_text()
+    number = re.search(r"\[(\d+)\]", again).group(1)
+    expect(cells.nth(VIEW_PANEL_FIRST).locator(".jp-OutputArea-output")).to_have_text(
+        f"dockmagic: this panel moved to cell [{number}]")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -408,6 +408,49 @@ def test_show_panel_replaces_the_previous_and_close_all_stops_them(shell, jobs):
         show_panel(None, ["--interval", "0"])
 
 
+def test_panel_shown_again_leaves_a_note_where_it_went_and_one_refresher(shell, jobs):
+    """`%docker panel` in a later cell: the earlier output is not left blank but says, in one
+    line, which cell has the live panel now; the earlier refresher has stopped."""
+    import threading
+
+    try:
+        shell.run_cell("first_panel = %docker panel --scope notebook --interval 0.5",
+                       store_history=True)
+        first = shell.user_ns["first_panel"]
+        wait_for(lambda: first._thread is not None and first._thread.is_alive(),
+                 what="the first refresher")
+        again = shell.run_cell("second_panel = %docker panel --scope notebook",
+                               store_history=True)
+        second = shell.user_ns["second_panel"]
+        (note,) = first.children
+        assert note.value.endswith(f"this panel moved to cell [{again.execution_count}]</div>")
+        assert "dm-panel" not in first._dom_classes and "dm-panel" in second._dom_classes
+        assert first._closed and not first._thread.is_alive() and second._thread.is_alive()
+        assert [t for t in threading.enumerate() if t.name == "dockmagic-panel"] == \
+            [second._thread]
+        assert note.comm is not None and first.comm is not None  # still shown, not closed
+    finally:
+        close_all()
+    assert first.comm is None and note.comm is None  # closed with the rest at unload
+
+
+def test_docker_ps_gives_no_bare_cell_number_of_another_kernel(shell, jobs):
+    """`%docker ps`: a dockmagic container of another kernel that named no notebook shows
+    "other kernel" and no cell number (which would read as this notebook's); this kernel's
+    own keeps its cell."""
+    from dockmagic.kernel import kernel_id
+
+    other = jobs(**{"dockmagic.notebook": "", "dockmagic.kernel": "elsewhere:1:1",
+                    "dockmagic.cell": "5"})
+    mine = jobs(**{"dockmagic.notebook": "", "dockmagic.kernel": kernel_id(),
+                   "dockmagic.cell": "6"})
+    table = shell.run_line_magic("docker", "ps")
+    rows = {r[0]: dict(zip(table.columns, r)) for r in table.rows}
+    assert (rows[other.name]["NOTEBOOK"], rows[other.name]["CELL"]) == ("other kernel", "")
+    assert (rows[mine.name]["NOTEBOOK"], rows[mine.name]["CELL"]) == ("", "6")
+    assert "made by another kernel (elsewhere:1:1) in its cell [5]" in table._repr_html_()
+
+
 def test_panel_starts_without_waiting_for_the_engine(shell, jobs):
     t0 = time.monotonic()
     p = Panel()

@@ -194,6 +194,31 @@ def test_blanked_managed_label_is_not_dockmagics(captured):
     assert not r.managed and r.notebook is None and r.cell is None and r.kernel is None
 
 
+def test_another_kernels_cell_without_its_notebook_is_not_a_bare_number(captured):
+    """A dockmagic container of another kernel that named no notebook: its cell number would
+    read as this notebook's cell, so the notebook column says "other kernel" and the cell
+    column is empty (the kernel and its cell are on hover); this kernel's own keeps [N]."""
+    entry = dict(next(e for e in captured["listing"] if e["Id"] == captured["ids"]["other"]))
+    entry["Labels"] = {k: v for k, v in entry["Labels"].items() if k != "dockmagic.notebook"}
+    (r,) = ps.build_state([entry], UNDER_LOAD, scope="dockmagic", kernel=KERNEL).rows
+    assert r.cell == "9" and not r.this_kernel and not r.cell_known
+    cells = dict(zip(ps.COLUMNS, ps.to_cells(r)))
+    assert (cells["NOTEBOOK"], cells["CELL"]) == ("other kernel", "")
+    page = row_html(r)
+    assert "[9]" not in page.replace("cell [9]", "")  # only inside the hover text
+    assert 'title="made by another kernel (elsewhere:1:1) in its cell [9]; that kernel did ' \
+           'not name its notebook"' in page
+    # the same container made by this kernel: its cell number is this notebook's
+    (mine,) = ps.build_state([entry], UNDER_LOAD, scope="dockmagic",
+                             kernel="elsewhere:1:1").rows
+    assert mine.this_kernel and ps.to_cells(mine)[7:] == ("", "9")
+    assert '<span class="dm-c dm-cell" title="this kernel (its notebook is not known), ' \
+           'cell [9]">[9]</span>' in row_html(mine)
+    # with its notebook named, another kernel's cell is shown with it
+    named = row(state_of(captured), captured, "other")
+    assert ps.to_cells(named)[7:] == ("other.ipynb", "9")
+
+
 def test_row_html_escapes_what_the_engine_says():
     r = ps.ContainerRow(id="x" * 64, name="<b>x</b>", image='img"><script>', state="running",
                         status="Up 1 second", managed=True, notebook="<nb>", cell="1")
