@@ -130,7 +130,8 @@ def test_ps_rows_are_the_panels_rows_built_from_the_listing():
     assert table.columns == ("NAME", "IMAGE", "STATUS", "NOTEBOOK", "CELL", "GPUS", "ID")
     assert table.rows == (("work-1", "img:1", "Up 2 minutes", "a.ipynb", "4", "0,2", "a" * 12),
                           ("other", "x", "Exited (0)", "", "", "-", "b" * 12))
-    assert "title='h:12:34'" in table._repr_html_() and "title='/n/a.ipynb'" in table._repr_html_()
+    assert "title='h:12:34'" in table._repr_html_()
+    assert "title='/n/a.ipynb, cell [4]'" in table._repr_html_()
     # only dockmagic's (label `=1`) without --all-containers
     mine = panelstate.build_state([entry, outsider], None, scope="dockmagic").rows
     assert [r.name for r in mine] == ["work-1"]
@@ -508,7 +509,8 @@ def test_push_and_pull_failures_are_one_line_with_the_fix(shell, registry):
     cases = [
         ("push", f"{registry}/dm/not-local:{RUN}", "tag one first"),
         ("pull", f"{registry}/dm/not-there:{RUN}", "check the name and tag"),
-        ("pull", "127.0.0.1:1/dm/x:1", "does not answer"),
+        ("pull", "127.0.0.1:1/dm/x:1",
+         "127.0.0.1 refused the connection: is the registry running?"),
     ]
     for action, ref, fix in cases:
         with pytest.raises(errors.EngineError) as info:
