@@ -250,7 +250,7 @@ def _tail(text: str):
 @argument("name", metavar="NAME")
 def cmd_logs(magics, args):
     """`%docker logs [-f] [--tail N|all] [-t] NAME`: by default the last LOGS_TAIL lines."""
-    from .session import strip_markers  # a session's log holds the agent's end-of-cell markers
+    from .lifecycle import strip_markers  # a session's log holds its agent's end markers
     default = not hasattr(args, "tail")
     tail = LOGS_TAIL if default else args.tail
     out = _Streams(text_filter=strip_markers)

@@ -252,7 +252,15 @@ def prune_stopped(names: Iterable[str], engine=None) -> list:
 
 
 def fetch_logs(name: str, tail: Optional[int] = 100, engine=None) -> str:
-    return _engine(engine).logs(name, tail=tail).decode("utf-8", "replace")
+    """The last TAIL lines of NAME's output as text (the panel's logs pane), without a
+    session's end markers."""
+    return strip_markers(_engine(engine).logs(name, tail=tail).decode("utf-8", "replace"))
+
+
+def strip_markers(text: str) -> str:
+    """A session's `docker logs` without its agent's end-of-cell markers (`%docker logs`, the
+    panel's logs pane)."""
+    return re.sub(r"\x1b\]dm;[0-9a-f]{32};[0-9a-fo]+\x07", "", text)
 
 
 def stream_logs(name: str, on_output: OnOutput, *, follow: bool = False,

@@ -120,7 +120,8 @@ CSS = """<style>
    (its words on hover); the logs pane's heading breaks only between its parts */
 .dm-panel{container-type:inline-size}
 @container (max-width:660px){.dm-panel .widget-toggle-buttons .widget-toggle-button{padding:0 5px}
-  .dm-panel .jupyter-button.dm-prune{font-size:0;width:32px;padding:0}
+  .dm-panel .jupyter-button.dm-prune{font-size:0;width:32px;min-width:32px;flex:0 0 32px;
+    padding:0}
   .dm-panel .jupyter-button.dm-prune i{font-size:12px;margin:0}}
 .dm-part{white-space:nowrap}
 .dm-membar{position:absolute;left:8px;right:6px;bottom:-2px;height:2px;
@@ -208,7 +209,7 @@ _HEX_ID = re.compile(r"^[0-9a-f]{12,64}$")
 _COPY_JS = ("navigator.clipboard&amp;&amp;navigator.clipboard.writeText('{cid}')"
             ".then(()=&gt;{{this.classList.add('dm-copied');this.textContent='copied';"
             "setTimeout(()=&gt;{{this.classList.remove('dm-copied');"
-            "this.textContent='{short} ⧉'}},1200)}},()=&gt;{{}})")
+            "this.textContent='{short} ❐'}},1200)}},()=&gt;{{}})")
 
 
 def _e(text) -> str:
@@ -237,7 +238,7 @@ def _id_html(row: ContainerRow) -> str:
         return _e(short)
     js = _COPY_JS.format(cid=row.id, short=short)
     return (f'<span class="dm-copy" title="copy the full ID {row.id}" role="button" '
-            f'onclick="{js}">{short} ⧉</span>')
+            f'onclick="{js}">{short} ❐</span>')
 
 
 def _mem_html(row: ContainerRow) -> Tuple[str, str]:

@@ -125,11 +125,6 @@ class _Demux:
         self.held[kind] = rest[len(rest) - keep:] if keep else b""
 
 
-def strip_markers(text: str) -> str:
-    """A session's `docker logs` without the agent's end markers (for `%docker logs`)."""
-    return re.sub(r"\x1b\]dm;[0-9a-f]{32};[0-9a-fo]+\x07", "", text)
-
-
 # -- sessions -----------------------------------------------------------------------------------
 class Session:
     """One attached session container and its agent."""

@@ -122,7 +122,8 @@ class PullProgress:
         done = sum(1 for _, _, d in self.layers.values() if d)
         got = sum(c for c, _, _ in self.layers.values())
         total = sum(t for _, t, _ in self.layers.values())
-        if total and got >= total and done < n:
+        fetched = all(d or (t and c >= t) for c, t, d in self.layers.values())
+        if fetched and done < n:  # every layer's bytes in (a waiting one has no size yet)
             size = f" · {errors.to_bytes_text(total)} downloaded, extracting"
         elif total:
             size = f" · {errors.to_bytes_text(got)} of {errors.to_bytes_text(total)}"

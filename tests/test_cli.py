@@ -158,6 +158,16 @@ def test_pull_progress_counts_layers_and_bytes():
     assert p.words() == "layers 2/2 · 4 MiB of 4 MiB" and p.fraction() == (4 << 20, 4 << 20)
 
 
+def test_pull_progress_is_not_extracting_while_a_layer_waits():
+    p = PullProgress()
+    for ev in [{"status": "Pulling fs layer", "id": "a"}, {"status": "Waiting", "id": "b"},
+               {"status": "Downloading", "id": "a",
+                "progressDetail": {"current": 50 << 20, "total": 50 << 20}},
+               {"status": "Download complete", "id": "a"}]:
+        p.feed(ev)
+    assert p.words() == "layers 0/2 · 50 MiB of 50 MiB"  # b's size is not known yet
+
+
 def test_pull_progress_says_nothing_before_any_layer():
     p = PullProgress()
     p.feed({"status": "Pulling from dm/x", "id": "tag"})

@@ -466,7 +466,7 @@ def test_logs_pane_opens_under_its_row_and_follows_new_output(view_page):
     assert 780 <= width <= 820, width
     copy = row.locator(".dm-id .dm-copy")
     expect(copy).to_be_visible(timeout=10_000)
-    expect(copy).to_have_text(f"{job.id[:12]} ⧉")
+    expect(copy).to_have_text(f"{job.id[:12]} ❐")
     assert copy.evaluate("el => el.closest('.dm-id').scrollWidth <= "
                          "el.closest('.dm-id').clientWidth + 1"), "the short ID is cut"
     assert not row.locator(".dm-up").is_visible() and not row.locator(".dm-cpu").is_visible()
@@ -639,6 +639,10 @@ def test_panel_at_1024px_with_the_file_browser_open(view_page):
     tops = panel.evaluate("el => [el.querySelector('.dm-title'), el.querySelector('.dm-prune')]"
                           ".map(e => e.getBoundingClientRect()).map(r => [r.top, r.bottom])")
     assert tops[1][0] < tops[0][1], f"prune stopped went to a second line: {tops}"
+    # ... whole: its icon, not squeezed to a sliver by the row
+    prune = panel.locator(".dm-prune")
+    assert prune.evaluate("el => el.getBoundingClientRect().width") >= 30
+    assert prune.locator("i").evaluate("el => el.getBoundingClientRect().width") > 8
     # the scope buttons say what each scope holds
     titles = panel.locator(".widget-toggle-buttons button").evaluate_all(
         "els => els.map(e => e.title)")

@@ -259,7 +259,7 @@ def test_row_shows_short_id_with_copy_and_memory_against_the_limit(panels, jobs)
     wait_for(lambda: (p.refresh(), (row_of(p, job) or None) and row_of(p, job).mem_limit)[1],
              timeout=20, step=0.3, what="a stats sample")
     cells = view_of(p, job).cells.value
-    assert f">{job.id[:12]} ⧉<" in cells and f"writeText('{job.id}')" in cells
+    assert f">{job.id[:12]} ❐<" in cells and f"writeText('{job.id}')" in cells
     row = row_of(p, job)
     assert panel_mod.fmt_bytes(row.mem_limit) in cells and "limit" in cells
 

@@ -403,5 +403,5 @@ def test_memory_is_shown_against_the_limit(captured):
     assert used.endswith("iB") and limit.endswith("GiB") and job.mem_percent < 100
     out = row_html(job)
     assert f'<span class="dm-memlim"> / {limit}</span>' in out
-    assert f"of the {limit} limit" in out and f"{job.id[:12]} ⧉" in out
+    assert f"of the {limit} limit" in out and f"{job.id[:12]} ❐" in out
     ET.fromstring(out)

@@ -16,7 +16,7 @@ from dockmagic import kernel
 from IPython.core.error import UsageError
 
 from conftest import BASE_IMAGE, ENV_IMAGE, remove_labelled
-from dockmagic import agent, errors, runner, session, spare
+from dockmagic import agent, errors, lifecycle, runner, session, spare
 
 pytestmark = pytest.mark.engine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -257,6 +257,12 @@ def test_session_gpus_reach_the_engine_and_fail_like_a_cell_without_the_runtime(
     assert not docker_client.containers.list(all=True, filters={"name": f"^{name}$"})
 
 
+def test_the_panels_logs_of_a_session_hold_its_output_without_the_agents_markers(shell, sess):
+    shell.run_cell_magic("docker", f"@{sess}", "print('step 0')\nprint('before')")
+    text = lifecycle.fetch_logs(sess, tail=50)  # what the panel's logs pane reads
+    assert "step 0\nbefore\n" in text and "\x1b]dm" not in text and "\x07" not in text
+
+
 def test_session_usage_errors_are_one_line(shell, sess):
     for line, cell in [("@", "x"), ("@no-such-session-here", "x"), (f"@{sess} -e A=1", "x"),
                        (f"@{sess} --in", "x"), (f"@{sess} --in x bash", "echo")]:
@@ -337,7 +343,7 @@ def test_marker_split_across_frames_is_found():
     assert out == b"hello \x1b[1mbold\x1b[0mtailafter"
     assert b"".join(d for k, d in got if k == 2) == b"err"
     assert marks == [(1, tok, b"o"), (2, tok, b"00")]
-    assert session.strip_markers(f"a\x1b]dm;{tok};o\x07b") == "ab"
+    assert lifecycle.strip_markers(f"a\x1b]dm;{tok};o\x07b") == "ab"
 
 
 def test_what_only_looks_like_a_marker_is_the_cells_own_output():
