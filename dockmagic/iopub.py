@@ -22,9 +22,11 @@ from typing import Optional
 
 
 def publish(data: dict, metadata: Optional[dict] = None, *, display_id: Optional[str] = None,
-            update: bool = False):
+            update: bool = False, flush: bool = True):
     """`IPython.display.publish_display_data(data, metadata)` (with DISPLAY_ID and UPDATE as
-    `DisplayHandle.update` sends them), without blocking the cell."""
+    `DisplayHandle.update` sends them), without blocking the cell. FLUSH=False: sent ahead of
+    what the cell is writing now (a line that must stand above the output that follows: the
+    streams' own flush comes later on the same thread)."""
     pub = _fast_publisher()
     transient = {"display_id": display_id} if display_id else {}
     if pub is None:
@@ -39,7 +41,7 @@ def publish(data: dict, metadata: Optional[dict] = None, *, display_id: Optional
     out, err = sys.stdout, sys.stderr
 
     def flush_then_send():  # on the IOPub thread, where flush() sends directly
-        for stream in (out, err):
+        for stream in (out, err) if flush else ():
             try:
                 stream.flush()
             except Exception:
@@ -49,10 +51,10 @@ def publish(data: dict, metadata: Optional[dict] = None, *, display_id: Optional
     out.pub_thread.schedule(flush_then_send)
 
 
-def show(data: dict, metadata: Optional[dict] = None) -> str:
+def show(data: dict, metadata: Optional[dict] = None, flush: bool = True) -> str:
     """`display(data, raw=True, display_id=True)` for a mimebundle DATA, without blocking the
     cell; returns its display id. (A bundle, not an object: IPython's formatter costs more than
-    the send, and a status line is sent at least twice a cell.)"""
+    the send, and a status line is sent at least twice a cell.) FLUSH: as for `publish`."""
     if _fast_publisher() is None:
         from IPython.display import display
         handle = display(data, raw=True, metadata=metadata, display_id=True)
@@ -60,7 +62,7 @@ def show(data: dict, metadata: Optional[dict] = None) -> str:
     import uuid
 
     display_id = uuid.uuid4().hex
-    publish(data, metadata, display_id=display_id)
+    publish(data, metadata, display_id=display_id, flush=flush)
     return display_id
 
 

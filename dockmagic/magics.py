@@ -439,12 +439,14 @@ class DockerMagics(Magics):
         live = None
         show = self.status_line and status.frontend_updates_in_place(self.shell)
 
-        def ready(sess):  # the session answered: the cell's line shows, and carries its record
-            nonlocal live
+        def ready(sess):  # the session answered: the cell gets its line, which carries its
+            nonlocal live  # record and goes out before the cell's first output
             if show:
                 live = rec.live = status.SessionStatus(
                     sess.engine or engine, name, sess.image, self.cell_number(),
                     self.status_interval)
+                return live.streams(sys.stdout, sys.stderr)
+            return None
 
         failure = None
         try:

@@ -768,11 +768,12 @@ def command(engine, args, plan: Callable[[str], object], say: Callable[[str], No
 def run_cell(engine, name: str, body: str, user_ns: dict, *, interpreter=(), inputs=(),
              outputs=(), pickle_outputs=(), raise_error: bool = True,
              cell_name: Optional[str] = None,
-             on_ready: Optional[Callable[["Session"], None]] = None):
+             on_ready: Optional[Callable[["Session"], Optional[tuple]]] = None):
     """`%%docker @NAME ...` (parsed by cli.parse_session_cell): the cell runs in session NAME.
     INPUTS/OUTPUTS/PICKLE_OUTPUTS: the `--in`/`--out`/`--out-pickle` values as written
     (``x,cfg``, ``dest=src``). ON_READY(session) is called once the session answered, before
-    the cell is sent (the cell's status line)."""
+    the cell is sent (the cell's status line); it may return the (stdout, stderr) the cell's
+    output goes to."""
     interpreter = tuple(interpreter)
     try:
         inputs = transfer.parse_transfers(inputs, "--in")
@@ -783,13 +784,12 @@ def run_cell(engine, name: str, body: str, user_ns: dict, *, interpreter=(), inp
     if (inputs or outputs) and interpreter and interpreter not in _PYTHON_CELL:
         raise SessionUsage("--in/--out move Python variables; they work in Python session "
                            f"cells, not in {shlex.join(interpreter)} cells")
-    if on_ready is not None:
-        on_ready(sess)
+    stdout, stderr = (on_ready(sess) if on_ready is not None else None) or (None, None)
     if not interpreter or interpreter in _PYTHON_CELL:
         sess.run_python(body, inputs=inputs, outputs=outputs, user_ns=user_ns,
-                        raise_error=raise_error, name=cell_name)
+                        raise_error=raise_error, name=cell_name, stdout=stdout, stderr=stderr)
         return None
-    sess.run_command(interpreter, body, raise_error=raise_error)
+    sess.run_command(interpreter, body, raise_error=raise_error, stdout=stdout, stderr=stderr)
     return None
 
 

@@ -177,7 +177,9 @@ class _StatusLine:
     """One cell's line: shown when made, redrawn in place, and ended by ``finish``; the
     cell's provenance record rides on it as display metadata (``attach``)."""
 
-    def __init__(self, engine, image: str, cell: Optional[int]):
+    def __init__(self, engine, image: str, cell: Optional[int], shown: bool = True):
+        """SHOWN: the line goes out now; else at its first redraw (``show``), at the latest
+        with its summary."""
         self.engine = engine
         self.image = image
         self.cell = cell
@@ -187,7 +189,7 @@ class _StatusLine:
         self._lock = threading.Lock()
         self.metadata = None   # the cell's provenance record, once known (``attach``)
         self.last = _Line(self._running_words())
-        self.display_id = iopub.show(self.last.bundle())
+        self.display_id = iopub.show(self.last.bundle()) if shown else None
 
     def _who(self) -> str:
         raise NotImplementedError
@@ -228,9 +230,18 @@ class _StatusLine:
             if self._stop.is_set():
                 self._show(self.last)
 
-    def _show(self, line):
+    def _show(self, line, ahead: bool = False):
         self.last = line
-        iopub.update(line.bundle(), self.display_id, self.metadata)
+        if self.display_id is None:  # its first draw: a new line
+            self.display_id = iopub.show(line.bundle(), self.metadata, flush=not ahead)
+        else:
+            iopub.update(line.bundle(), self.display_id, self.metadata)
+
+    def show(self):
+        """Put the line out now if it is not yet, ahead of the output being written."""
+        with self._lock:
+            if self.display_id is None and not self._stop.is_set():
+                self._show(_Line(self._running_words()), ahead=True)
 
     def _redraw(self, line):
         with self._lock:
@@ -319,13 +330,20 @@ class CellStatus(_StatusLine):
 
 class SessionStatus(_StatusLine):
     """The status line of one session cell: session, image, engine and elapsed time, then
-    its summary (the peak is the session's largest process so far, as its agent reports)."""
+    its summary (the peak is the session's largest process so far, as its agent reports).
+
+    It goes out before the cell's first output (``streams``), or at its first redraw, or
+    with the summary: a warm cell that prints nothing sends one message, as without it."""
 
     def __init__(self, engine, session: str, image: str, cell: Optional[int],
                  interval: float = 1.0):
         self.session = session
-        super().__init__(engine, image, cell)
+        super().__init__(engine, image, cell, shown=False)
         _TICKER.add(self, interval)
+
+    def streams(self, stdout, stderr):
+        """STDOUT and STDERR, each putting the line out before its first write."""
+        return _ShowFirst(stdout, self), _ShowFirst(stderr, self)
 
     def _who(self) -> str:
         return f"session {self.session} ({self.image})"
@@ -339,6 +357,23 @@ class SessionStatus(_StatusLine):
 
     def tick(self):
         self._redraw(_Line(self._running_words()))
+
+
+class _ShowFirst:
+    """A stream that puts LINE out before its first write (so the line stays above the
+    output); everything else goes to STREAM."""
+
+    def __init__(self, stream, line):
+        self._stream, self._line, self._first = stream, line, True
+
+    def write(self, text):
+        if self._first:
+            self._first = False
+            self._line.show()
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 class _Ticker:

@@ -302,6 +302,12 @@ def test_a_quick_session_cell_goes_straight_to_its_summary(shell, warm_session):
     assert len(plain) == 2 and plain[0].startswith("cell [") and plain[1].startswith("exit 0 · 0.")
     assert "dockmagic" in cap.outputs[1].metadata
     assert cap.stdout == "1\n"
+    # a quick cell that prints nothing: its line goes out once, as its summary with the record
+    with capture_output() as cap:
+        shell.run_cell(f"%%docker @{warm_session}\nx = 1")
+    (only,) = cap.outputs
+    assert not only.update and only.data["text/plain"].startswith("exit 0 · 0.")
+    assert "dockmagic" in only.metadata
     with capture_output() as cap:
         shell.run_cell(f"%%docker @{warm_session}\nraise SystemExit(3)")
     assert cap.outputs[-1].data["text/plain"].startswith("exit 3 · ")
