@@ -7,8 +7,9 @@ image, engine, elapsed time; or, while the image is pulled, layers and bytes as 
 When the cell ends the same line becomes the summary: exit code, duration, peak memory where
 the engine reports it. The container's own output streams below it, untouched. A session cell
 (`%%docker @NAME`) shows the same kind of line: session, image, engine, elapsed time, redrawn
-once it has run a second by one thread shared by all session cells (a warm cell pays two
-scheduled sends, no thread of its own), and its summary. In a terminal (IPython's plain display
+once it has run a second by one thread shared by all session cells, and its summary. It goes
+out just before the cell's first output, so a warm cell that prints nothing sends one message
+(its summary, with the record), one that prints sends two, and none starts a thread. In a terminal (IPython's plain display
 publisher prints every update), nothing is shown: the output stays the program's.
 """
 from __future__ import annotations
