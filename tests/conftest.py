@@ -1,6 +1,5 @@
 """Shared fixtures: the real engine, the project's images, cleanup by label."""
 import contextlib
-import functools
 import os
 import signal
 import subprocess
@@ -39,7 +38,13 @@ def docker_client():
         pytest.fail(f"no Docker engine answers ({exc}); run scripts/ensure-engine.sh as root")
     # docker-py's list inspects each container it lists: one the engine removes meanwhile (a
     # one-shot's --rm, a spare, a reaper's removal) must read as gone, not fail with a 404.
-    client.containers.list = functools.partial(client.containers.list, ignore_removed=True)
+    # (On the class: `client.containers` makes a new collection at each use, so setting it on
+    # one, as this did before, changed nothing.)
+    from docker.models.containers import ContainerCollection
+
+    listing = ContainerCollection.list
+    ContainerCollection.list = lambda self, *args, ignore_removed=True, **kwargs: listing(
+        self, *args, ignore_removed=ignore_removed, **kwargs)
     yield client
     client.close()
 
