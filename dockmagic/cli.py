@@ -351,6 +351,7 @@ Python interpreter whose variables and imports stay; another INTERPRETER runs vi
 
 %%dockerfile -t NAME:TAG [-f NAME] [--build-arg K=V] [--no-cache] [--target STAGE] [CONTEXT]
   Builds an image; the cell is the Dockerfile.
+
 %gpus [all | N | 0,2 | device=0,2 | none | auto:N]
   Shows the GPUs and their processes; with an argument, picks the GPUs the next cells get.
 
