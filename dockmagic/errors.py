@@ -259,10 +259,11 @@ def describe_registry_error(action: str, ref: str, text: str) -> str:
     registry = registry_of(ref)
     low = text.lower()
     first = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    cause = registry_cause(text, registry)
     if "does not exist locally" in low or "no such image" in low:
         fix = f"there is no local image {ref}; tag one first (`%docker tag IMAGE {ref}`)"
-    elif registry_cause(text, registry):
-        return f"{action} {ref} failed: {registry_cause(text, registry)}"
+    elif cause:
+        return f"{action} {ref} failed: {cause}"
     elif "dial tcp" in low:
         fix = (f"the registry {registry} does not answer; is it running, and reachable from "
                "the engine?")

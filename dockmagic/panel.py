@@ -265,6 +265,7 @@ def row_html(row: ContainerRow, note: Optional[str] = None) -> str:
     mem, mem_title = _mem_html(row)
     state_title = row.status + (" · a warm spare for the next identical cell, not a job"
                                 if row.spare else "")
+    where = ps.to_where_title(row)
     bodies = (
         (f"{row.name}{kind}", _e(cells["NAME"])),
         (f"engine {row.engine}", _e(row.engine)),
@@ -275,8 +276,8 @@ def row_html(row: ContainerRow, note: Optional[str] = None) -> str:
         ("GPUs (--gpus)", _e(cells["GPUS"])),
         ("CPU, % of one core", _e(cells["CPU"])),
         (mem_title, mem),
-        (ps.to_where_title(row), _e(cells["NOTEBOOK"])),
-        (ps.to_where_title(row), f"[{_e(cells['CELL'])}]" if cells["CELL"] else ""),
+        (where, _e(cells["NOTEBOOK"])),
+        (where, f"[{_e(cells['CELL'])}]" if cells["CELL"] else ""),
     )
     body = "".join(f'<span class="dm-c {c}" title="{_e(t)}">{b}</span>'
                    for (c, _, _), (t, b) in zip(_COLUMNS, bodies))
